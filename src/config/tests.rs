@@ -1,0 +1,147 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(text, Path::new("/nonexistent-base"))
+}
+
+fn paths(err: &ConfigErrors) -> Vec<&str> {
+    err.0.iter().map(|e| e.path.as_str()).collect()
+}
+
+#[test]
+fn minimal_plaintext_config_is_valid_with_defaults() {
+    let cfg = parse("[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:8080\"\n").unwrap();
+    assert!(cfg.listen.tls.is_none());
+    assert!(cfg.listen.trusted_proxies.is_empty());
+    assert_eq!(cfg.admin.addr, "127.0.0.1:9090".parse().unwrap());
+    assert_eq!(cfg.policy.mode, Mode::Enforce);
+    assert_eq!(cfg.limits.max_headers, 100);
+    assert!(cfg.upstream.preserve_host);
+}
+
+#[test]
+fn every_bad_key_is_named() {
+    let text = r#"
+bogus_top = 1
+[listen]
+addr = "not an address"
+trusted_proxies = ["10.0.0.0/8", "banana", 7]
+tls_cert = "missing.crt"
+colour = "blue"
+[upstream]
+url = "ftp://example.com"
+[limits]
+header_read_timeout = "soon"
+max_headers = 0
+max_body_bytes = "lots"
+[policy]
+mode = "panic"
+[session]
+cookies = ["ok", "bad;name"]
+"#;
+    let err = parse(text).unwrap_err();
+    let p = paths(&err);
+    for expected in [
+        "bogus_top",
+        "listen.addr",
+        "listen.trusted_proxies[1]",
+        "listen.trusted_proxies[2]",
+        "listen.tls_cert",
+        "listen.tls_key",
+        "listen.colour",
+        "upstream.url",
+        "limits.header_read_timeout",
+        "limits.max_headers",
+        "limits.max_body_bytes",
+        "policy.mode",
+        "session.cookies[1]",
+    ] {
+        assert!(p.contains(&expected), "missing {expected} in {p:?}");
+    }
+    // One report per problem, not one per getter call.
+    let mut dedup = p.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), p.len(), "{p:?}");
+}
+
+#[test]
+fn missing_required_sections_are_reported() {
+    let err = parse("").unwrap_err();
+    let p = paths(&err);
+    assert!(p.contains(&"listen.addr"));
+    assert!(p.contains(&"upstream.url"));
+}
+
+#[test]
+fn syntax_error_is_one_clear_error() {
+    let err = parse("[listen\naddr=").unwrap_err();
+    assert_eq!(err.0.len(), 1);
+    assert!(matches!(err.0[0].problem, Problem::Syntax(_)));
+}
+
+#[test]
+fn full_contract_file_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["tls.crt", "tls.key", "GeoLite2-ASN.mmdb", "GeoLite2-City.mmdb", "iocs.txt", "client.secret", "idp-ca.pem"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    let text = r#"
+[listen]
+addr = "0.0.0.0:8443"
+tls_cert = "tls.crt"
+tls_key = "tls.key"
+trusted_proxies = ["10.0.0.0/8"]
+[upstream]
+url = "http://127.0.0.1:8080"
+[admin]
+addr = "127.0.0.1:9090"
+[intel]
+asn_db = "GeoLite2-ASN.mmdb"
+city_db = "GeoLite2-City.mmdb"
+ioc_files = ["iocs.txt"]
+[session]
+cookies = ["session"]
+[policy]
+mode = "enforce"
+[step_up]
+authorization_endpoint = "https://sso.example.com/authorize"
+token_endpoint = "https://sso.example.com/token"
+jwks_uri = "https://sso.example.com/jwks"
+client_id = "tether"
+client_secret_file = "client.secret"
+acr_values = "urn:example:mfa"
+ca_file = "idp-ca.pem"
+[audit]
+path = "audit.jsonl"
+"#;
+    let cfg = Config::parse(text, dir.path()).unwrap();
+    assert_eq!(cfg.listen.tls.unwrap().cert, dir.path().join("tls.crt"));
+    assert_eq!(cfg.session.cookies, vec!["session"]);
+    assert!(matches!(cfg.step_up.unwrap().endpoints, IdpEndpoints::Explicit { .. }));
+    assert!(matches!(cfg.audit.sink, AuditSink::File(_)));
+}
+
+#[test]
+fn step_up_conflicts_are_reported() {
+    let text = r#"
+[listen]
+addr = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+[step_up]
+issuer = "https://sso.example.com"
+token_endpoint = "https://sso.example.com/token"
+client_secret = "s"
+"#;
+    let err = parse(text).unwrap_err();
+    let p = paths(&err);
+    assert!(p.contains(&"step_up.issuer"), "{p:?}");
+    assert!(p.contains(&"step_up.client_id"), "{p:?}");
+}
+
+#[test]
+fn secret_never_in_debug() {
+    let s = ClientSecret::Inline("hunter2".into());
+    assert!(!format!("{s:?}").contains("hunter2"));
+}

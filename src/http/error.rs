@@ -1,0 +1,86 @@
+//! Every way a request can end without an upstream answer, and the one mapping from
+//! those to a status code. Bodies name the class of failure, never an internal detail.
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::body::ProxyBody;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("could not connect to the upstream")]
+    UpstreamConnect,
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("the upstream answered with something unusable")]
+    UpstreamProtocol,
+    #[error("request body larger than the configured maximum")]
+    BodyTooLarge,
+    #[error("request body stalled")]
+    BodyIdle,
+    #[error("the Host does not match the TLS server name")]
+    Misdirected,
+    #[error("malformed request: {0}")]
+    BadRequest(BadRequest),
+    #[error("no such tether endpoint")]
+    OwnPathNotFound,
+}
+
+/// Why a request was refused as malformed; a closed set, so no free text leaks.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum BadRequest {
+    #[error("more than one Host header")]
+    DuplicateHost,
+    #[error("the request target and Host disagree")]
+    AuthorityMismatch,
+    #[error("unusable request target")]
+    Target,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::UpstreamConnect => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyIdle => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::OwnPathNotFound => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// Metric label for upstream failures; `None` for the client's own faults.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::UpstreamConnect => Some("connect"),
+            ProxyError::UpstreamTimeout => Some("timeout"),
+            ProxyError::UpstreamProtocol => Some("protocol"),
+            ProxyError::BodyTooLarge
+            | ProxyError::BodyIdle
+            | ProxyError::Misdirected
+            | ProxyError::BadRequest(_)
+            | ProxyError::OwnPathNotFound => None,
+        }
+    }
+
+    /// A short plain-text answer. `close` asks an HTTP/1 client to open a new connection,
+    /// used when the request body was not read, so its unread bytes can never be taken
+    /// for the next request.
+    pub fn into_response(self, close: bool) -> Response<ProxyBody> {
+        let status = self.status();
+        let mut resp = Response::new(ProxyBody::local(format!("{}\n", status_text(status))));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if close {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+fn status_text(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("Error")
+}

@@ -1,0 +1,147 @@
+//! Header hygiene for both directions: hop-by-hop headers removed (including every header
+//! a `Connection` header names), proxy headers overwritten rather than appended, and the
+//! client's own `X-Tether-*` headers dropped so an upstream never mistakes them for ours.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, FORWARDED, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+
+/// RFC 9110 §7.6.1 plus the de-facto ones that proxies must not forward.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const OWN_PREFIX: &[u8] = b"x-tether-";
+
+/// Whether the `Connection` header carries `token` (case-insensitive), read as bytes so a
+/// non-UTF-8 value cannot trip anything.
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Removes hop-by-hop headers, including those named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Cloning the values is a reference-count bump; it frees `headers` for mutation.
+    let named: Vec<HeaderValue> = if headers.contains_key(CONNECTION) {
+        headers.get_all(CONNECTION).iter().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    for value in &named {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim_ascii()) {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    debug_assert!(!headers.contains_key(TE) && !headers.contains_key(TRAILER) && !headers.contains_key(TRANSFER_ENCODING) && !headers.contains_key(UPGRADE));
+}
+
+/// Drops every client-supplied `X-Tether-*` header and any `Forwarded` header (tether
+/// states the forwarding facts itself in `X-Forwarded-*`).
+pub fn strip_client_claims(headers: &mut HeaderMap) {
+    headers.remove(FORWARDED);
+    let is_own = |name: &HeaderName| name.as_str().as_bytes().starts_with(OWN_PREFIX);
+    if headers.keys().any(is_own) {
+        let own: Vec<HeaderName> = headers.keys().filter(|n| is_own(n)).cloned().collect();
+        for name in own {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`, replacing anything the client sent.
+pub fn set_forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, tls: bool, host: Option<&HeaderValue>) {
+    let mut buf = [0u8; 45];
+    let ip = format_ip(client, &mut buf);
+    // invariant: a formatted IP address is ASCII digits, dots, colons and hex.
+    headers.insert(X_FORWARDED_FOR, HeaderValue::from_str(ip).expect("IP text is a valid header value"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if tls { "https" } else { "http" }));
+    match host {
+        Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+}
+
+/// Formats an address into a stack buffer (the longest IPv6 text is 45 bytes).
+fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 45]) -> &str {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // invariant: 45 bytes hold any IPv4 or IPv6 text form.
+    write!(cursor, "{ip}").expect("IP fits in 45 bytes");
+    let len = cursor.position() as usize;
+    // invariant: Display for IpAddr writes ASCII only.
+    std::str::from_utf8(&buf[..len]).expect("IP text is ASCII")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret , upgrade"));
+        h.append("connection", HeaderValue::from_static("x-other"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn non_utf8_connection_value_does_not_panic() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_bytes(b"\xff\xfe, close").unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn claims_are_dropped_and_forwarded_overwritten() {
+        let mut h = HeaderMap::new();
+        h.insert("x-tether-decision", HeaderValue::from_static("allow"));
+        h.insert("X-Tether-Score", HeaderValue::from_static("0"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.append("x-forwarded-for", HeaderValue::from_static("7.7.7.7"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("gopher"));
+        strip_client_claims(&mut h);
+        set_forwarded(&mut h, "2001:db8::1".parse().unwrap(), true, Some(&HeaderValue::from_static("admin.example")));
+        assert!(h.get("x-tether-decision").is_none() && h.get("x-tether-score").is_none());
+        assert!(h.get("forwarded").is_none());
+        assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), vec!["2001:db8::1"]);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "admin.example");
+    }
+
+    #[test]
+    fn connection_token_lookup() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, Upgrade"));
+        assert!(connection_has(&h, "upgrade"));
+        assert!(!connection_has(&h, "close"));
+    }
+}

@@ -1,0 +1,102 @@
+//! HTTP on an established connection: hyper configured with every limit, the one request
+//! handler, forwarding with header hygiene, and the error-to-status mapping.
+
+pub mod body;
+pub mod error;
+pub mod hygiene;
+mod service;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use crate::net::{ConnFacts, Protocol};
+use crate::state::Shared;
+
+/// hyper's own header count bound, parsed without allocating.
+const HYPER_STACK_HEADERS: usize = 100;
+/// hyper refuses (panics on) a read buffer below 8 KiB.
+const MIN_H1_BUF: usize = 8 << 10;
+
+/// How long an HTTP/2 PING may go unanswered before the connection is closed.
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Per-stream send buffer: bounds memory when a client reads slowly.
+const H2_MAX_SEND_BUF: usize = 128 << 10;
+/// Streams a client may reset before tether stops accepting them (rapid reset).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams tether may reset for client errors before closing (MadeYouReset).
+const H2_MAX_LOCAL_RESETS: usize = 1024;
+
+/// Serves one connection until it closes, or until `shutdown` flips, after which it
+/// finishes in-flight requests and closes.
+pub async fn serve<IO>(io: IO, conn: Arc<ConnFacts>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = shared.snapshot().config.limits.clone();
+    let svc = {
+        let conn = conn.clone();
+        service_fn(move |req| {
+            let conn = conn.clone();
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(service::handle(req, &conn, &shared).await) }
+        })
+    };
+    let io = TokioIo::new(io);
+    match conn.protocol {
+        Protocol::Http1 => {
+            let mut builder = http1::Builder::new();
+            // Without a timer hyper silently ignores header_read_timeout.
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_header_size(limits.max_header_bytes)
+                .max_buf_size(limits.max_header_bytes.max(MIN_H1_BUF))
+                .keep_alive(true);
+            // hyper parses up to 100 headers on the stack; any other bound costs a heap
+            // allocation per request, so it is set only when the operator asks for one.
+            if limits.max_headers != HYPER_STACK_HEADERS {
+                builder.max_headers(limits.max_headers);
+            }
+            let connection = builder.serve_connection(io, svc).with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = crate::app::stopped(&mut shutdown) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        }
+        Protocol::Http2 => {
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(limits.h2_max_concurrent_streams)
+                .initial_stream_window_size(limits.h2_stream_window)
+                .initial_connection_window_size(limits.h2_connection_window)
+                .max_header_list_size(limits.h2_max_header_list_bytes)
+                .max_send_buf_size(H2_MAX_SEND_BUF)
+                .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+                .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+                .keep_alive_interval(limits.h2_keepalive_interval)
+                .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+            let connection = builder.serve_connection(io, svc);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = crate::app::stopped(&mut shutdown) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The request path: one function from a client request to a response.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use super::body::{Guarded, ProxyBody};
+use super::error::{BadRequest, ProxyError};
+use super::hygiene;
+use crate::metrics::status_class;
+use crate::net::{client_addr, ConnFacts, Protocol};
+use crate::state::{Shared, Snapshot};
+
+/// Everything tether serves itself lives under this prefix.
+pub const OWN_PREFIX: &str = "/.tether/";
+
+const X_TETHER_JA4: &str = "x-tether-ja4";
+const X_TETHER_CLIENT_IP: &str = "x-tether-client-ip";
+
+pub async fn handle(req: Request<Incoming>, conn: &ConnFacts, shared: &Shared) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let snap = shared.snapshot();
+    let has_body = request_has_body(&req);
+    let resp = match forward(req, conn, &snap, shared).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            if let Some(kind) = e.upstream_kind() {
+                shared.metrics.upstream_errors.with_label_values(&[kind]).inc();
+            }
+            // A body we did not read must never be parsed as the next request.
+            e.into_response(has_body && conn.protocol == Protocol::Http1)
+        }
+    };
+    let protocol = conn.protocol.as_str();
+    shared.metrics.requests.with_label_values(&[protocol, status_class(resp.status())]).inc();
+    shared.metrics.request_seconds.with_label_values(&[protocol]).observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn forward(
+    mut req: Request<Incoming>,
+    conn: &ConnFacts,
+    snap: &Snapshot,
+    shared: &Shared,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let limits = &snap.config.limits;
+    if req.uri().path().starts_with(OWN_PREFIX) {
+        return Err(ProxyError::OwnPathNotFound);
+    }
+    let host = request_host(&req)?;
+    if let (Some(sni), Some(host)) = (conn.tls.as_ref().and_then(|t| t.sni.as_deref()), host.as_ref()) {
+        if !host_matches_sni(host, sni) {
+            return Err(ProxyError::Misdirected);
+        }
+    }
+    if declared_length(&req).is_some_and(|n| n > limits.max_body_bytes) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    let client = client_addr::resolve(conn.source.ip(), req.headers(), &snap.trusted);
+    let upgrade = upgrade_requested(&req, conn.protocol);
+    let client_upgrade: Option<OnUpgrade> = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    let headers = &mut parts.headers;
+    hygiene::strip_hop_by_hop(headers);
+    hygiene::strip_client_claims(headers);
+    hygiene::set_forwarded(headers, client, conn.tls.is_some(), host.as_ref());
+    if let Some(protocol) = &upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol.clone());
+    }
+    let upstream_host = match (&host, snap.config.upstream.preserve_host) {
+        (Some(h), true) => h.clone(),
+        // invariant: an Authority is valid header text.
+        _ => HeaderValue::from_str(snap.upstream.authority().as_str()).map_err(|_| ProxyError::BadRequest(BadRequest::Target))?,
+    };
+    headers.insert(HOST, upstream_host);
+    if snap.config.upstream.forward_fingerprint {
+        set_fingerprint_headers(headers, conn, client);
+    }
+    parts.uri = snap.upstream.target(parts.uri.path_and_query())?;
+    parts.version = Version::HTTP_11;
+    let body = Guarded::new(body, limits.body_idle_timeout, limits.max_body_bytes);
+    let mut resp = snap.upstream.send(Request::from_parts(parts, body)).await?;
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // Only now, with the upstream's 101 in hand, does the connection become a tunnel.
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(ProxyError::UpstreamProtocol);
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let (mut parts, _) = resp.into_parts();
+        let protocol = parts.headers.get(UPGRADE).cloned();
+        hygiene::strip_hop_by_hop(&mut parts.headers);
+        let Some(protocol) = protocol else {
+            return Err(ProxyError::UpstreamProtocol);
+        };
+        parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(UPGRADE, protocol);
+        shared.metrics.upgrades.inc();
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+        return Ok(Response::from_parts(parts, ProxyBody::empty()));
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    hygiene::strip_hop_by_hop(&mut parts.headers);
+    let body = Guarded::new(body, limits.body_idle_timeout, u64::MAX);
+    Ok(Response::from_parts(parts, ProxyBody::Upstream { body }))
+}
+
+/// Joins the two upgraded halves once both sides have switched.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+        return;
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// The protocol a client asks to upgrade to, on HTTP/1.1 only (HTTP/2 has no Upgrade).
+fn upgrade_requested(req: &Request<Incoming>, protocol: Protocol) -> Option<HeaderValue> {
+    if protocol != Protocol::Http1 || req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let value = req.headers().get(UPGRADE)?;
+    hygiene::connection_has(req.headers(), "upgrade").then(|| value.clone())
+}
+
+fn request_has_body(req: &Request<Incoming>) -> bool {
+    req.headers().contains_key(TRANSFER_ENCODING) || declared_length(req).is_some_and(|n| n > 0)
+}
+
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The request's host: the HTTP/2 `:authority` or absolute-form target, else `Host`.
+fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest(BadRequest::DuplicateHost));
+    }
+    let Some(authority) = req.uri().authority() else {
+        return Ok(header.cloned());
+    };
+    if authority.as_str().contains('@') {
+        return Err(ProxyError::BadRequest(BadRequest::Target));
+    }
+    match header {
+        Some(h) if !h.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) => {
+            Err(ProxyError::BadRequest(BadRequest::AuthorityMismatch))
+        }
+        Some(h) => Ok(Some(h.clone())),
+        None => HeaderValue::from_str(authority.as_str()).map(Some).map_err(|_| ProxyError::BadRequest(BadRequest::Target)),
+    }
+}
+
+/// Whether the host part of a Host value names the TLS server name.
+fn host_matches_sni(host: &HeaderValue, sni: &str) -> bool {
+    let host = host.as_bytes();
+    let name = if host.first() == Some(&b'[') {
+        // An IP literal; clients never send an IP as SNI, so it cannot match.
+        return false;
+    } else {
+        match host.iter().rposition(|&b| b == b':') {
+            Some(i) if host[i + 1..].iter().all(u8::is_ascii_digit) => &host[..i],
+            _ => host,
+        }
+    };
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    let sni = sni.strip_suffix('.').unwrap_or(sni);
+    name.eq_ignore_ascii_case(sni.as_bytes())
+}
+
+fn set_fingerprint_headers(headers: &mut http::HeaderMap, conn: &ConnFacts, client: IpAddr) {
+    if let Some(fp) = conn.tls.as_ref().and_then(|t| t.fingerprint.as_ref()) {
+        // invariant: a JA4 is 36 ASCII characters.
+        headers.insert(X_TETHER_JA4, HeaderValue::from_str(fp.ja4.as_str()).expect("JA4 is ASCII"));
+    }
+    // invariant: a formatted IP is ASCII.
+    headers.insert(X_TETHER_CLIENT_IP, HeaderValue::from_str(&client.to_string()).expect("IP is ASCII"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_comparison() {
+        let h = |s: &'static str| HeaderValue::from_static(s);
+        assert!(host_matches_sni(&h("admin.example.com"), "admin.example.com"));
+        assert!(host_matches_sni(&h("Admin.Example.com:8443"), "admin.example.com"));
+        assert!(host_matches_sni(&h("admin.example.com."), "admin.example.com"));
+        assert!(!host_matches_sni(&h("other.example.com"), "admin.example.com"));
+        assert!(!host_matches_sni(&h("[::1]:443"), "localhost"));
+        assert!(!host_matches_sni(&h("admin.example.com:x"), "admin.example.com"));
+    }
+}

@@ -1,0 +1,106 @@
+//! The pooled HTTP/1.1 client to the upstream (plain or TLS).
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::body::{BodyError, Guarded};
+use super::error::ProxyError;
+use crate::config::{Limits, Upstream as UpstreamConfig};
+use crate::net::tls::{self, TlsError};
+
+/// Idle upstream connections are closed after this; below common server keep-alive
+/// timeouts (nginx 75 s) so tether never reuses a connection the upstream is closing.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Idle upstream connections kept; an admin console rarely needs more in parallel.
+const POOL_MAX_IDLE: usize = 64;
+
+pub type RequestBody = Guarded<Incoming>;
+
+pub struct UpstreamClient {
+    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    scheme: Scheme,
+    authority: Authority,
+    response_timeout: Duration,
+}
+
+impl UpstreamClient {
+    pub fn new(cfg: &UpstreamConfig, limits: &Limits) -> Result<Self, TlsError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(limits.upstream_connect_timeout));
+        let tls = tls::client_config(cfg.ca_file.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .build(connector);
+        // invariant: config validation guarantees a scheme and an authority.
+        let scheme = cfg.url.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let authority = cfg.url.authority().cloned().expect("validated upstream URL has an authority");
+        Ok(UpstreamClient { client, scheme, authority, response_timeout: limits.upstream_response_timeout })
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The upstream URI for a request target.
+    pub fn target(&self, path: Option<&PathAndQuery>) -> Result<Uri, ProxyError> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path.cloned().unwrap_or_else(|| PathAndQuery::from_static("/")))
+            .build()
+            .map_err(|_| ProxyError::BadRequest(super::error::BadRequest::Target))
+    }
+
+    /// Sends the request and waits, bounded, for the response head.
+    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(classify(&e)),
+        }
+    }
+}
+
+/// Turns a client error into the proxy's view: was it the request body, the connect,
+/// or the upstream's answer?
+fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(body) = s.downcast_ref::<BodyError>() {
+            return match body {
+                BodyError::TooLarge => ProxyError::BodyTooLarge,
+                BodyError::Idle => ProxyError::BodyIdle,
+                BodyError::Stream(_) => ProxyError::UpstreamProtocol,
+            };
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return ProxyError::UpstreamTimeout;
+            }
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        ProxyError::UpstreamConnect
+    } else {
+        ProxyError::UpstreamProtocol
+    }
+}

@@ -1,0 +1,165 @@
+//! Which address is the client: the socket peer, unless the peer is a configured trusted
+//! proxy, in which case the rightmost untrusted hop of `X-Forwarded-For` (or, without
+//! one, of `Forwarded`).
+//!
+//! The client address is a risk signal, so believing a forwarded header from anyone but
+//! a configured hop would let a thief choose the address tether judges.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, FORWARDED};
+use ipnet::IpNet;
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The configured trusted hops.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        TrustedProxies(nets)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The client address for one request that arrived from `peer`.
+pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    if headers.contains_key(X_FORWARDED_FOR) {
+        let hops = headers.get_all(X_FORWARDED_FOR).iter().rev().flat_map(|v| v.as_bytes().rsplit(|&b| b == b','));
+        return walk(peer, hops.map(parse_xff_hop), trusted);
+    }
+    if headers.contains_key(FORWARDED) {
+        let hops = headers
+            .get_all(FORWARDED)
+            .iter()
+            .rev()
+            .flat_map(|v| v.as_bytes().rsplit(|&b| b == b','))
+            .map(forwarded_for);
+        return walk(peer, hops, trusted);
+    }
+    peer
+}
+
+/// Walks hops right to left: the first untrusted one is the client. A hop that cannot be
+/// read ends the walk at the last address known good, since nothing left of it is
+/// vouched for by a trusted hop.
+fn walk(peer: IpAddr, hops: impl Iterator<Item = Option<IpAddr>>, trusted: &TrustedProxies) -> IpAddr {
+    let mut current = peer;
+    for hop in hops {
+        match hop {
+            Some(ip) => {
+                current = ip.to_canonical();
+                if !trusted.contains(current) {
+                    return current;
+                }
+            }
+            None => return current,
+        }
+    }
+    current
+}
+
+fn parse_xff_hop(raw: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(raw).ok()?.trim();
+    s.parse().ok().or_else(|| parse_host_port(s))
+}
+
+/// The `for=` parameter of one `Forwarded` element (RFC 7239).
+fn forwarded_for(element: &[u8]) -> Option<IpAddr> {
+    let element = std::str::from_utf8(element).ok()?;
+    let value = element.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
+    })?;
+    parse_host_port(value.trim_matches('"'))
+}
+
+/// `192.0.2.1`, `192.0.2.1:443`, `[2001:db8::1]` or `[2001:db8::1]:443`.
+fn parse_host_port(s: &str) -> Option<IpAddr> {
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    s.parse().ok().or_else(|| s.rsplit_once(':').and_then(|(h, _)| h.parse::<std::net::Ipv4Addr>().ok()).map(IpAddr::V4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn trusted(list: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(list.iter().map(|s| s.parse().unwrap()).collect())
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client_whatever_it_claims() {
+        let h = headers(&[("x-forwarded-for", "203.0.113.9"), ("forwarded", "for=198.51.100.1")]);
+        assert_eq!(resolve(ip("192.0.2.50"), &h, &trusted(&[])), ip("192.0.2.50"));
+        assert_eq!(resolve(ip("192.0.2.50"), &h, &trusted(&["10.0.0.0/8"])), ip("192.0.2.50"));
+    }
+
+    #[test]
+    fn rightmost_untrusted_hop_wins() {
+        let t = trusted(&["10.0.0.0/8"]);
+        // The client prepended a spoofed hop; the balancer appended the real one.
+        let h = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.0.0.7")]);
+        assert_eq!(resolve(ip("10.0.0.2"), &h, &t), ip("203.0.113.9"));
+        // Several header lines are one list, in order.
+        let h = headers(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "203.0.113.9")]);
+        assert_eq!(resolve(ip("10.0.0.2"), &h, &t), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn all_trusted_gives_leftmost_and_garbage_stops_the_walk() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let h = headers(&[("x-forwarded-for", "10.1.1.1, 10.2.2.2")]);
+        assert_eq!(resolve(ip("10.0.0.2"), &h, &t), ip("10.1.1.1"));
+        let h = headers(&[("x-forwarded-for", "203.0.113.1, bogus, 10.2.2.2")]);
+        assert_eq!(resolve(ip("10.0.0.2"), &h, &t), ip("10.2.2.2"));
+        let h = headers(&[("x-forwarded-for", "")]);
+        assert_eq!(resolve(ip("10.0.0.2"), &h, &t), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn forwarded_header_forms() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let h = headers(&[("forwarded", "for=198.51.100.1;proto=https, for=\"[2001:db8::7]:4711\"")]);
+        assert_eq!(resolve(ip("10.0.0.2"), &h, &t), ip("2001:db8::7"));
+        let h = headers(&[("forwarded", "for=192.0.2.60:8080;by=10.0.0.1")]);
+        assert_eq!(resolve(ip("10.0.0.2"), &h, &t), ip("192.0.2.60"));
+        let h = headers(&[("forwarded", "for=unknown")]);
+        assert_eq!(resolve(ip("10.0.0.2"), &h, &t), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn mapped_addresses_are_canonical() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let h = headers(&[("x-forwarded-for", "::ffff:203.0.113.5")]);
+        assert_eq!(resolve(ip("::ffff:10.0.0.2"), &h, &t), ip("203.0.113.5"));
+    }
+}

@@ -1,0 +1,52 @@
+//! Everything between `accept()` and hyper: connection cap, PROXY header, the ClientHello
+//! read and fingerprint, the TLS handshake, and the per-connection facts they produce.
+
+pub mod client_addr;
+pub mod client_hello;
+pub mod listener;
+pub mod prefixed;
+pub mod proxy_protocol;
+pub mod tls;
+
+use std::net::SocketAddr;
+
+use crate::fingerprint::Fingerprint;
+use crate::metrics::HelloResult;
+
+/// The HTTP version a connection speaks, pinned by ALPN (never sniffed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+        }
+    }
+}
+
+/// What tether learned about a connection before its first request; computed once and
+/// shared by every request on it.
+#[derive(Debug)]
+pub struct ConnFacts {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The client per a trusted PROXY header, else the peer.
+    pub source: SocketAddr,
+    pub protocol: Protocol,
+    /// `None` on a plaintext listener.
+    pub tls: Option<TlsFacts>,
+}
+
+#[derive(Debug)]
+pub struct TlsFacts {
+    /// The SNI the client sent, lower-case as rustls reports it.
+    pub sni: Option<Box<str>>,
+    /// The fingerprint, when the ClientHello could be parsed.
+    pub fingerprint: Option<Fingerprint>,
+    pub hello: HelloResult,
+}

@@ -1,0 +1,71 @@
+//! The one immutable snapshot of everything a request needs (config, TLS, upstream
+//! client), swapped atomically as a whole so a request never sees half a reload.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+
+use crate::config::Config;
+use crate::http::upstream::UpstreamClient;
+use crate::metrics::Metrics;
+use crate::net::client_addr::TrustedProxies;
+use crate::net::tls::{self, TlsError};
+
+pub struct Snapshot {
+    pub config: Config,
+    pub tls: Option<Arc<ServerConfig>>,
+    pub trusted: TrustedProxies,
+    pub upstream: UpstreamClient,
+    /// Increases by one with every snapshot installed.
+    pub generation: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("listener TLS: {0}")]
+    ListenerTls(#[source] TlsError),
+    #[error("upstream TLS: {0}")]
+    UpstreamTls(#[source] TlsError),
+}
+
+impl Snapshot {
+    pub fn build(config: Config, generation: u64) -> Result<Snapshot, SnapshotError> {
+        let tls = match &config.listen.tls {
+            Some(files) => Some(tls::server_config(&files.cert, &files.key).map_err(SnapshotError::ListenerTls)?),
+            None => None,
+        };
+        let upstream = UpstreamClient::new(&config.upstream, &config.limits).map_err(SnapshotError::UpstreamTls)?;
+        let trusted = TrustedProxies::new(config.listen.trusted_proxies.clone());
+        Ok(Snapshot { config, tls, trusted, upstream, generation })
+    }
+}
+
+/// State shared by every connection for the life of the process.
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    generation: AtomicU64,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub fn new(first: Snapshot) -> Shared {
+        let generation = AtomicU64::new(first.generation);
+        Shared { snapshot: ArcSwap::from_pointee(first), generation, metrics: Metrics::new() }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The generation the next snapshot should carry.
+    pub fn next_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire) + 1
+    }
+
+    pub fn install(&self, next: Snapshot) {
+        self.generation.store(next.generation, Ordering::Release);
+        self.snapshot.store(Arc::new(next));
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: real TLS clients through a running tether to an in-process upstream.
+
+mod cli;
+mod malformed;
+mod proxy;
+mod support;

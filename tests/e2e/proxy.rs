@@ -1,0 +1,207 @@
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::Request;
+use http_body_util::Full;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+fn empty() -> Full<Bytes> {
+    Full::new(Bytes::new())
+}
+
+#[tokio::test]
+async fn h1_forwarding_strips_hop_by_hop_and_overwrites_proxy_headers() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "", "").await;
+    let req = get(&t, "/leaky?q=1")
+        .header("connection", "keep-alive, x-private")
+        .header("x-private", "secret")
+        .header("x-tether-decision", "allow")
+        .header("x-tether-score", "0")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "gopher")
+        .header("forwarded", "for=6.6.6.6")
+        .header("proxy-authorization", "Basic eDp5")
+        .header("te", "trailers")
+        .body(empty())
+        .unwrap();
+    let (parts, body) = h1(&t, req).await;
+    assert_eq!(parts.status, 200);
+    let echo = json(&body);
+    assert_eq!(echo["path"], "/leaky?q=1");
+    assert_eq!(echo["version"], "HTTP/1.1");
+    for gone in ["x-private", "x-tether-decision", "x-tether-score", "forwarded", "proxy-authorization", "te", "connection"] {
+        assert!(seen(&echo, gone).is_empty(), "{gone} reached the upstream: {echo}");
+    }
+    // Spoofed XFF from an untrusted peer is replaced by the socket peer.
+    assert_eq!(seen(&echo, "x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(seen(&echo, "x-forwarded-proto"), vec!["https"]);
+    let host = format!("localhost:{}", t.addr().port());
+    assert_eq!(seen(&echo, "x-forwarded-host"), vec![host.as_str()]);
+    assert_eq!(seen(&echo, "host"), vec![host.as_str()]);
+    // The upstream's hop-by-hop headers do not reach the client.
+    assert!(parts.headers.get("x-up-secret").is_none());
+    assert!(parts.headers.get("keep-alive").is_none());
+    assert_eq!(parts.headers["x-kept"], "1");
+}
+
+#[tokio::test]
+async fn h2_downstream_is_forwarded_as_h1() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "", "forward_fingerprint = true").await;
+    let req = Request::get(format!("https://localhost:{}/h2path", t.addr().port())).body(empty()).unwrap();
+    let (parts, body) = h2(&t, req).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(parts.version, http::Version::HTTP_2);
+    let echo = json(&body);
+    assert_eq!(echo["version"], "HTTP/1.1");
+    let host = format!("localhost:{}", t.addr().port());
+    assert_eq!(seen(&echo, "host"), vec![host.as_str()]);
+    assert_eq!(seen(&echo, "x-forwarded-host"), vec![host.as_str()]);
+    // The live connection was fingerprinted (a rustls client: TLS 1.3, SNI, h2).
+    let ja4 = seen(&echo, "x-tether-ja4");
+    assert_eq!(ja4.len(), 1, "{echo}");
+    assert_eq!(ja4[0].len(), 36);
+    assert!(ja4[0].starts_with("t13d") && ja4[0][8..10].eq("h2"), "{}", ja4[0]);
+    assert_eq!(t.metric("tether_client_hello_total{result=\"parsed\"}").await, 1.0);
+    assert_eq!(t.metric("tether_requests_total{protocol=\"http2\",status=\"2xx\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn xff_believed_only_from_trusted_peers() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "trusted_proxies = [\"127.0.0.0/8\"]", "").await;
+    let req = get(&t, "/").header("x-forwarded-for", "1.1.1.1, 203.0.113.9, 127.0.0.9").body(empty()).unwrap();
+    let (_, body) = h1(&t, req).await;
+    // Rightmost untrusted hop: the balancer at 127.0.0.9 vouches for 203.0.113.9 only.
+    assert_eq!(seen(&json(&body), "x-forwarded-for"), vec!["203.0.113.9"]);
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_tunnel() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "", "").await;
+    let tls = tls_connect(t.addr(), &t.certs, "localhost", &[b"http/1.1"]).await;
+    let url = format!("wss://localhost:{}/ws", t.addr().port());
+    let (mut ws, resp) = tokio::time::timeout(HANG_GUARD, tokio_tungstenite::client_async(url, tls)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 101);
+    for text in ["hello", "through tether"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let back = tokio::time::timeout(HANG_GUARD, ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), text);
+    }
+    assert_eq!(t.metric("tether_upgrades_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn upgrade_declined_by_upstream_stays_plain_http() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "", "").await;
+    let req = get(&t, "/not-ws").header("connection", "upgrade").header("upgrade", "websocket").body(empty()).unwrap();
+    let (parts, body) = h1(&t, req).await;
+    assert_eq!(parts.status, 200);
+    // The upstream was asked to upgrade, and said no with a normal answer.
+    assert_eq!(seen(&json(&body), "upgrade"), vec!["websocket"]);
+    assert_eq!(t.metric("tether_upgrades_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_without_internals() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let t = start_tls(&format!("http://{dead}"), "", "").await;
+    let (parts, body) = h1(&t, get(&t, "/").body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 502);
+    let text = String::from_utf8_lossy(&body);
+    assert!(!text.contains("127.0.0.1") && !text.to_lowercase().contains("refused"), "{text}");
+    assert_eq!(t.metric("tether_upstream_errors_total{kind=\"connect\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn sni_host_mismatch_is_421_and_own_paths_are_not_forwarded() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "", "").await;
+    let req = Request::get("/").header("host", "other.example").body(empty()).unwrap();
+    let (parts, _) = h1(&t, req).await;
+    assert_eq!(parts.status, 421);
+    let (parts, _) = h1(&t, get(&t, "/.tether/nothing").body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 404);
+    let req = get(&t, "/").header("host", "localhost").body(empty()).unwrap();
+    let (parts, _) = h1(&t, req).await;
+    assert_eq!(parts.status, 400, "duplicate Host");
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "", "[limits]\nmax_body_bytes = \"1KiB\"").await;
+    let small = Request::post("/").header("host", format!("localhost:{}", t.addr().port())).body(Full::new(Bytes::from(vec![b'a'; 1000]))).unwrap();
+    let (parts, body) = h1(&t, small).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(json(&body)["body_len"], 1000);
+    let big = Request::post("/").header("host", format!("localhost:{}", t.addr().port())).body(Full::new(Bytes::from(vec![b'a'; 4096]))).unwrap();
+    let (parts, _) = h1(&t, big).await;
+    assert_eq!(parts.status, 413);
+    assert_eq!(parts.headers["connection"], "close");
+    // Streamed (no Content-Length) over h2: caught while streaming.
+    let streamed = Request::post(format!("https://localhost:{}/", t.addr().port()))
+        .body(Full::new(Bytes::from(vec![b'a'; 4096])))
+        .unwrap();
+    let (parts, _) = h2(&t, streamed).await;
+    assert_eq!(parts.status, 413);
+}
+
+#[tokio::test]
+async fn https_upstream_with_extra_ca() {
+    let up_certs = certs();
+    let up = spawn_upstream(Some(&up_certs)).await;
+    let rest = format!("ca_file = \"{}\"", up_certs.cert.display());
+    let t = start_tls(&format!("https://localhost:{}", up.port()), "", "").await;
+    // Without the CA the upstream's certificate is not trusted: 502.
+    let (parts, _) = h1(&t, get(&t, "/").body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 502);
+    let certs = crate::support::certs();
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[admin]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"https://localhost:{}\"\n{rest}\n",
+        certs.cert.display(),
+        certs.key.display(),
+        up.port()
+    );
+    let t = start_text(&text, certs).await;
+    let (parts, body) = h1(&t, get(&t, "/secure").body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(json(&body)["version"], "HTTP/1.1");
+}
+
+#[tokio::test]
+async fn proxy_protocol_from_trusted_balancer_on_plaintext_listener() {
+    use tokio::io::AsyncWriteExt;
+    let up = spawn_upstream(None).await;
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]\nproxy_protocol = true\n[admin]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{up}\"\n"
+    );
+    let t = start_text(&text, certs()).await;
+    let mut tcp = tokio::net::TcpStream::connect(t.addr()).await.unwrap();
+    tcp.write_all(b"PROXY TCP4 198.51.100.23 10.0.0.1 40000 443\r\nGET /pp HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n").await.unwrap();
+    let out = read_to_close(&mut tcp).await;
+    let text = String::from_utf8_lossy(&out);
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    // The PROXY source is the client; its own XFF is not believed (198.51.100.23 is not a trusted hop).
+    assert_eq!(seen(&echo, "x-forwarded-for"), vec!["198.51.100.23"]);
+    assert_eq!(seen(&echo, "x-forwarded-proto"), vec!["http"]);
+    assert_eq!(t.metric("tether_proxy_protocol_total{result=\"ok\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_stops_accepting() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "", "").await;
+    let (parts, _) = h1(&t, get(&t, "/").body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 200);
+    let addr = t.addr();
+    tokio::time::timeout(HANG_GUARD, t.running.shutdown()).await.unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

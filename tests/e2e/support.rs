@@ -1,0 +1,244 @@
+//! Shared test support: generated certificates, an in-process upstream, tether started on
+//! port 0, and TLS/HTTP clients.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use tempfile::TempDir;
+use tether::app::Running;
+use tether::config::Config;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// A guard against a hung test, not a timing assertion.
+pub const HANG_GUARD: Duration = Duration::from_secs(20);
+
+pub struct Certs {
+    pub dir: TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub der: rustls::pki_types::CertificateDer<'static>,
+}
+
+pub fn certs() -> Certs {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    Certs { der: ck.cert.der().clone(), cert, key, dir }
+}
+
+/// The upstream echoes what it received as JSON; `/ws` is a WebSocket echo; `/leaky`
+/// answers with hop-by-hop headers that must not reach the client.
+pub async fn spawn_upstream(tls: Option<&Certs>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tls.map(|c| {
+        let cfg = tether::net::tls::server_config(&c.cert, &c.key).unwrap();
+        let mut cfg = (*cfg).clone();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    });
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(upstream_handler);
+                let builder = hyper::server::conn::http1::Builder::new();
+                match acceptor {
+                    Some(a) => {
+                        let Ok(tls) = a.accept(tcp).await else { return };
+                        let _ = builder.serve_connection(TokioIo::new(tls), svc).with_upgrades().await;
+                    }
+                    None => {
+                        let _ = builder.serve_connection(TokioIo::new(tcp), svc).with_upgrades().await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn upstream_handler(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    if req.uri().path() == "/ws" {
+        let key = req.headers().get("sec-websocket-key").cloned().unwrap_or(http::HeaderValue::from_static(""));
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = on.await else { return };
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() || msg.is_binary() {
+                    let _ = ws.send(msg).await;
+                }
+            }
+        });
+        return Ok(Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", accept)
+            .body(Full::new(Bytes::new()))
+            .unwrap());
+    }
+    let mut headers = serde_json::Map::new();
+    for (name, value) in req.headers() {
+        let entry = headers.entry(name.as_str()).or_insert_with(|| serde_json::Value::Array(vec![]));
+        if let serde_json::Value::Array(a) = entry {
+            a.push(String::from_utf8_lossy(value.as_bytes()).into());
+        }
+    }
+    let version = format!("{:?}", req.version());
+    let method = req.method().to_string();
+    let path = req.uri().to_string();
+    let req_path = req.uri().path().to_owned();
+    let body = req.into_body().collect().await?.to_bytes();
+    let json = serde_json::json!({"method": method, "path": path, "version": version, "headers": headers, "body_len": body.len()});
+    let mut resp = Response::builder().header("content-type", "application/json");
+    if req_path == "/leaky" {
+        resp = resp.header("connection", "x-up-secret").header("x-up-secret", "1").header("keep-alive", "timeout=5").header("x-kept", "1");
+    }
+    Ok(resp.body(Full::new(Bytes::from(json.to_string()))).unwrap())
+}
+
+pub struct Tether {
+    pub running: Running,
+    pub certs: Certs,
+}
+
+impl Tether {
+    pub fn addr(&self) -> SocketAddr {
+        self.running.proxy_addr
+    }
+
+    pub async fn metrics(&self) -> String {
+        let tcp = TcpStream::connect(self.running.admin_addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/metrics").header("host", "admin").body(Full::new(Bytes::new())).unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    /// The value of one metric sample line, e.g. `tether_client_hello_total{result="parsed"}`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+/// Starts tether with TLS in front of `upstream`, plus extra config lines per section.
+pub async fn start_tls(upstream: &str, listen_extra: &str, rest: &str) -> Tether {
+    let certs = certs();
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{listen_extra}\n[admin]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"{upstream}\"\n{rest}\n",
+        certs.cert.display(),
+        certs.key.display()
+    );
+    start_text(&text, certs).await
+}
+
+pub async fn start_text(text: &str, certs: Certs) -> Tether {
+    let config = Config::parse(text, certs.dir.path()).unwrap_or_else(|e| panic!("config: {e}\n{text}"));
+    let running = tether::app::start(config).await.unwrap();
+    Tether { running, certs }
+}
+
+pub async fn tls_connect(addr: SocketAddr, certs: &Certs, sni: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certs.der.clone()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(tether::net::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    TlsConnector::from(Arc::new(cfg)).connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp).await.unwrap()
+}
+
+/// One HTTP/1.1 request over a fresh TLS connection.
+pub async fn h1(t: &Tether, req: Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
+    let tls = tls_connect(t.addr(), &t.certs, "localhost", &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(HANG_GUARD, send.send_request(req)).await.unwrap().unwrap();
+    let (parts, body) = resp.into_parts();
+    (parts, body.collect().await.unwrap().to_bytes())
+}
+
+/// One HTTP/2 request over a fresh TLS connection.
+pub async fn h2(t: &Tether, req: Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
+    let tls = tls_connect(t.addr(), &t.certs, "localhost", &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(HANG_GUARD, send.send_request(req)).await.unwrap().unwrap();
+    let (parts, body) = resp.into_parts();
+    (parts, body.collect().await.unwrap().to_bytes())
+}
+
+pub fn get(t: &Tether, path: &str) -> http::request::Builder {
+    Request::get(path).header("host", format!("localhost:{}", t.addr().port()))
+}
+
+pub fn json(body: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+}
+
+/// The values the upstream saw for a header.
+pub fn seen<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    echo["headers"][name].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default()
+}
+
+/// Reads until EOF or error; returns what arrived.
+pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(HANG_GUARD, s.read_to_end(&mut out)).await.expect("connection was not closed");
+    out
+}
+
+/// Reads until a whole response head has arrived (or the peer closed); returns it.
+pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(HANG_GUARD, s.read(&mut buf)).await.expect("no response") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+pub fn fixture_hello(n: u8) -> Vec<u8> {
+    let path = format!("{}/../shared/fixtures/clienthello/hello-{n}.hex", env!("CARGO_MANIFEST_DIR"));
+    let hex = std::fs::read_to_string(path).unwrap();
+    let hex: String = hex.split_whitespace().collect();
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+}
