@@ -1,13 +1,14 @@
 //! Wiring: build the first snapshot, bind the listeners, run until told to stop, drain.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors};
 use crate::state::{Shared, Snapshot, SnapshotError};
 use crate::{admin, net};
 
@@ -17,6 +18,14 @@ pub enum StartError {
     Snapshot(#[from] SnapshotError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("config: {0}")]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// A started proxy: its bound addresses and the means to stop it.
@@ -30,6 +39,12 @@ pub struct Running {
 }
 
 impl Running {
+    /// Builds a whole new snapshot from the file and swaps it in; on any error the
+    /// snapshot in force stays, and the error is returned, logged and counted.
+    pub fn reload(&self, path: &Path) -> Result<u64, ReloadError> {
+        reload(&self.shared, path)
+    }
+
     /// Stops accepting, lets in-flight requests finish (bounded by the drain timeout),
     /// and returns when the listeners are done.
     pub async fn shutdown(self) {
@@ -43,8 +58,9 @@ impl Running {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let proxy_bind = config.listen.addr;
     let admin_bind = config.admin.addr;
-    let snapshot = Snapshot::build(config, 1)?;
-    let shared = Arc::new(Shared::new(snapshot));
+    let metrics = crate::metrics::Metrics::new();
+    let snapshot = Snapshot::build(config, 1, &metrics)?;
+    let shared = Arc::new(Shared::new(snapshot, metrics));
     let proxy_listener = TcpListener::bind(proxy_bind).await.map_err(|source| StartError::Bind { addr: proxy_bind, source })?;
     let admin_listener = TcpListener::bind(admin_bind).await.map_err(|source| StartError::Bind { addr: admin_bind, source })?;
     let bound = |l: &TcpListener, addr| l.local_addr().map_err(|source| StartError::Bind { addr, source });
@@ -63,27 +79,73 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await.map(|_| ());
 }
 
-/// Runs until SIGTERM or SIGINT, then drains.
-pub async fn run(config: Config) -> Result<(), StartError> {
+pub fn reload(shared: &Shared, path: &Path) -> Result<u64, ReloadError> {
+    let result = build_next(shared, path);
+    match &result {
+        Ok(generation) => {
+            shared.metrics.config_reloads.with_label_values(&["success"]).inc();
+            shared.metrics.config_last_reload.set(unix_now());
+            tracing::info!(generation, "configuration reloaded");
+        }
+        Err(e) => {
+            shared.metrics.config_reloads.with_label_values(&["failure"]).inc();
+            tracing::error!(error = %e, "reload failed; keeping the configuration in force");
+        }
+    }
+    result
+}
+
+fn build_next(shared: &Shared, path: &Path) -> Result<u64, ReloadError> {
+    let config = Config::load(path)?;
+    let current = shared.snapshot();
+    warn_restart_only(&current.config, &config);
+    let next = Snapshot::build(config, shared.next_generation(), &shared.metrics)?;
+    let generation = next.generation;
+    shared.install(next);
+    Ok(generation)
+}
+
+/// Listen addresses and the connection cap are read at start only: say so instead of
+/// silently ignoring a change.
+fn warn_restart_only(old: &Config, new: &Config) {
+    if old.listen.addr != new.listen.addr {
+        tracing::warn!(key = "listen.addr", "changed in the file; takes effect only at restart");
+    }
+    if old.admin.addr != new.admin.addr {
+        tracing::warn!(key = "admin.addr", "changed in the file; takes effect only at restart");
+    }
+    if old.limits.max_connections != new.limits.max_connections {
+        tracing::warn!(key = "limits.max_connections", "changed in the file; takes effect only at restart");
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Runs until SIGTERM or SIGINT, then drains; SIGHUP reloads the file at `path`.
+pub async fn run(path: &Path, config: Config) -> Result<(), StartError> {
+    use tokio::signal::unix::{signal, SignalKind};
     let running = start(config).await?;
-    wait_for_stop_signal().await;
+    running.shared.metrics.config_last_reload.set(unix_now());
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        // Without signal handlers, Ctrl-C through tokio is the remaining way to stop.
+        let _ = tokio::signal::ctrl_c().await;
+        running.shutdown().await;
+        return Ok(());
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let _ = running.reload(path);
+            }
+        }
+    }
     tracing::info!("stop signal received; draining");
     running.shutdown().await;
     Ok(())
-}
-
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        // Without signal handlers, Ctrl-C through tokio is the remaining way to stop.
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -9,8 +9,10 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod fingerprint;
 pub mod http;
+pub mod intel;
 pub mod metrics;
 pub mod net;
 pub mod state;

@@ -1,5 +1,6 @@
 //! The `tether` command line. The only place `anyhow` appears.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,6 +23,23 @@ enum Command {
     },
     /// Validate a config file: exit 0 if valid, else every error with its key path.
     CheckConfig { path: PathBuf },
+    /// What tether knows about each address: ASN, country, category, IoC hits.
+    Lookup {
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON object per address.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        ips: Vec<String>,
+    },
+    /// Self-contained demo: tether, a built-in upstream and a generated certificate.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,6 +58,20 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Lookup { config, json, ips } => match lookup(&config, json, &ips) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("tether lookup: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo { listen, admin } => match demo(listen, admin) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tether demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config } => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -54,7 +86,50 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     init_tracing();
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(tether::app::run(config))?;
+    runtime.block_on(tether::app::run(&path, config))?;
+    Ok(())
+}
+
+fn lookup(path: &std::path::Path, json: bool, ips: &[String]) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
+    let intel_cfg = config.intel.ok_or_else(|| anyhow::anyhow!("{} has no [intel] section", path.display()))?;
+    let errors = prometheus::IntCounter::new("lookup_errors", "lookup errors")?;
+    let intel = tether::intel::Intel::load(&intel_cfg, errors)?;
+    let mut code = ExitCode::SUCCESS;
+    for raw in ips {
+        let Ok(ip) = raw.parse::<std::net::IpAddr>() else {
+            eprintln!("{raw}: not an IP address");
+            code = ExitCode::from(2);
+            continue;
+        };
+        let report = tether::intel::report::report(&intel, ip);
+        if json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", report.to_text());
+        }
+    }
+    Ok(code)
+}
+
+fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+    init_tracing();
+    let dir = std::env::temp_dir().join(format!("tether-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let addrs = tether::demo::DemoAddrs { proxy: listen, admin };
+        let running = tether::demo::start(&dir, &addrs).await?;
+        println!("tether demo is running.");
+        println!("  proxy:   https://localhost:{}/   (certificate: {})", running.proxy_addr.port(), dir.join("demo.crt").display());
+        println!("  metrics: http://{}/metrics", running.admin_addr);
+        println!("try:  curl --cacert {} https://localhost:{}/console", dir.join("demo.crt").display(), running.proxy_addr.port());
+        println!("Ctrl-C stops it.");
+        let _ = tokio::signal::ctrl_c().await;
+        running.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

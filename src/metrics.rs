@@ -5,7 +5,7 @@
 
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// How a ClientHello read ended.
@@ -60,6 +60,12 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub upgrades: IntCounter,
+    pub intel_lookup_errors: IntCounter,
+    pub intel_lookups: IntCounterVec,
+    pub intel_db_build: IntGaugeVec,
+    pub config_generation: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload: IntGauge,
 }
 
 impl Metrics {
@@ -84,10 +90,19 @@ impl Metrics {
             ).expect(VALID),
             upstream_errors: IntCounterVec::new(Opts::new("tether_upstream_errors_total", "Upstream failures by kind."), &["kind"]).expect(VALID),
             upgrades: IntCounter::new("tether_upgrades_total", "Connections switched to a tunnel after the upstream's 101.").expect(VALID),
+            intel_lookup_errors: IntCounter::new("tether_intel_lookup_errors_total", "Database records that could not be decoded (the address is treated as unknown).").expect(VALID),
+            intel_lookups: IntCounterVec::new(Opts::new("tether_intel_lookups_total", "Address lookups by network category."), &["category"]).expect(VALID),
+            intel_db_build: IntGaugeVec::new(Opts::new("tether_intel_database_build_timestamp_seconds", "Build time of each loaded MaxMind database, for staleness alerts."), &["database"]).expect(VALID),
+            config_reloads: IntCounterVec::new(Opts::new("tether_config_reloads_total", "Reloads by result; a failure keeps the configuration in force."), &["result"]).expect(VALID),
+            config_last_reload: IntGauge::new("tether_config_last_reload_success_timestamp_seconds", "When the configuration in force was loaded.").expect(VALID),
+            config_generation: IntGauge::new("tether_config_generation", "Generation of the snapshot in force; increases with every successful reload.").expect(VALID),
             registry,
         };
         m.register_all();
         // Pre-create label sets so dashboards see zeros instead of gaps.
+        for r in ["success", "failure"] {
+            m.config_reloads.with_label_values(&[r]);
+        }
         for r in HelloResult::ALL {
             m.client_hello.with_label_values(&[r.as_str()]);
         }
@@ -95,7 +110,13 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+            Box::new(self.config_reloads.clone()),
+            Box::new(self.config_last_reload.clone()),
+            Box::new(self.intel_lookup_errors.clone()),
+            Box::new(self.intel_lookups.clone()),
+            Box::new(self.intel_db_build.clone()),
+            Box::new(self.config_generation.clone()),
             Box::new(self.connections_accepted.clone()),
             Box::new(self.connections_rejected.clone()),
             Box::new(self.connections_open.clone()),
@@ -110,6 +131,17 @@ impl Metrics {
         ];
         for c in collectors {
             self.registry.register(c).expect(VALID);
+        }
+    }
+
+    /// Gauges that describe the snapshot in force.
+    pub fn observe_snapshot(&self, snap: &crate::state::Snapshot) {
+        self.config_generation.set(snap.generation as i64);
+        self.intel_db_build.reset();
+        if let Some(intel) = &snap.intel {
+            for db in intel.databases() {
+                self.intel_db_build.with_label_values(&[db.kind.as_str()]).set(db.build_epoch() as i64);
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use rustls::ServerConfig;
 
 use crate::config::Config;
 use crate::http::upstream::UpstreamClient;
+use crate::intel::{Intel, IntelError};
 use crate::metrics::Metrics;
 use crate::net::client_addr::TrustedProxies;
 use crate::net::tls::{self, TlsError};
@@ -18,6 +19,8 @@ pub struct Snapshot {
     pub tls: Option<Arc<ServerConfig>>,
     pub trusted: TrustedProxies,
     pub upstream: UpstreamClient,
+    /// `None` without an `[intel]` section.
+    pub intel: Option<Arc<Intel>>,
     /// Increases by one with every snapshot installed.
     pub generation: u64,
 }
@@ -28,17 +31,23 @@ pub enum SnapshotError {
     ListenerTls(#[source] TlsError),
     #[error("upstream TLS: {0}")]
     UpstreamTls(#[source] TlsError),
+    #[error("intel: {0}")]
+    Intel(#[source] IntelError),
 }
 
 impl Snapshot {
-    pub fn build(config: Config, generation: u64) -> Result<Snapshot, SnapshotError> {
+    pub fn build(config: Config, generation: u64, metrics: &Metrics) -> Result<Snapshot, SnapshotError> {
         let tls = match &config.listen.tls {
             Some(files) => Some(tls::server_config(&files.cert, &files.key).map_err(SnapshotError::ListenerTls)?),
             None => None,
         };
         let upstream = UpstreamClient::new(&config.upstream, &config.limits).map_err(SnapshotError::UpstreamTls)?;
         let trusted = TrustedProxies::new(config.listen.trusted_proxies.clone());
-        Ok(Snapshot { config, tls, trusted, upstream, generation })
+        let intel = match &config.intel {
+            Some(cfg) => Some(Arc::new(Intel::load(cfg, metrics.intel_lookup_errors.clone()).map_err(SnapshotError::Intel)?)),
+            None => None,
+        };
+        Ok(Snapshot { config, tls, trusted, upstream, intel, generation })
     }
 }
 
@@ -50,9 +59,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(first: Snapshot) -> Shared {
+    pub fn new(first: Snapshot, metrics: Metrics) -> Shared {
         let generation = AtomicU64::new(first.generation);
-        Shared { snapshot: ArcSwap::from_pointee(first), generation, metrics: Metrics::new() }
+        metrics.observe_snapshot(&first);
+        Shared { snapshot: ArcSwap::from_pointee(first), generation, metrics }
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -65,6 +75,7 @@ impl Shared {
     }
 
     pub fn install(&self, next: Snapshot) {
+        self.metrics.observe_snapshot(&next);
         self.generation.store(next.generation, Ordering::Release);
         self.snapshot.store(Arc::new(next));
     }

@@ -34,7 +34,7 @@ impl Problems {
 
 /// One `[section]` of the file (possibly absent, in which case every getter yields `None`).
 pub(crate) struct Section<'t> {
-    name: &'static str,
+    name: String,
     table: Option<&'t Table>,
     seen: RefCell<Vec<&'static str>>,
     problems: &'t Problems,
@@ -56,7 +56,26 @@ impl<'t> Section<'t> {
                 None
             }
         };
-        Section { name, table, seen: RefCell::new(Vec::new()), problems, base_dir }
+        Section { name: name.to_owned(), table, seen: RefCell::new(Vec::new()), problems, base_dir }
+    }
+
+    /// A nested table such as `[intel.networks]`; the key counts as known here.
+    pub(crate) fn sub(&self, key: &'static str) -> Section<'t> {
+        let name = self.path(key);
+        let table = match self.raw(key) {
+            None => None,
+            Some(Value::Table(t)) => Some(t),
+            Some(other) => {
+                self.problems.push(name.clone(), Problem::WrongType { expected: "a table", found: other.type_str() });
+                None
+            }
+        };
+        Section { name, table, seen: RefCell::new(Vec::new()), problems: self.problems, base_dir: self.base_dir }
+    }
+
+    /// An array of any values, for keys whose items take more than one form.
+    pub(crate) fn array(&self, key: &'static str) -> Option<&'t Vec<Value>> {
+        self.typed(key, "an array", Value::as_array)
     }
 
     pub(crate) fn is_present(&self) -> bool {

@@ -17,6 +17,8 @@ use http::Uri;
 use ipnet::IpNet;
 
 use decode::{Problems, Section};
+use crate::intel::lists::Entry;
+use crate::intel::{Category, IntelConfig, IocFile};
 pub use limits::Limits;
 
 /// The sections a config file may hold; anything else at the top level is an error.
@@ -76,7 +78,7 @@ pub struct Config {
     pub upstream: Upstream,
     pub admin: Admin,
     pub limits: Limits,
-    pub intel: Option<Intel>,
+    pub intel: Option<IntelConfig>,
     pub session: Session,
     pub policy: Policy,
     pub step_up: Option<StepUp>,
@@ -119,13 +121,6 @@ pub struct Admin {
     pub addr: SocketAddr,
 }
 
-/// Contract keys of later stages, validated now so a full file checks clean.
-#[derive(Debug, Clone)]
-pub struct Intel {
-    pub asn_db: PathBuf,
-    pub city_db: Option<PathBuf>,
-    pub ioc_files: Vec<PathBuf>,
-}
 
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -318,7 +313,10 @@ fn read_admin(s: Section<'_>) -> Option<Admin> {
     Some(Admin { addr: addr? })
 }
 
-fn read_intel(s: Section<'_>) -> Option<Option<Intel>> {
+/// Bound on cached intel lookups: ~100 bytes each, so the default costs a few MiB.
+const DEFAULT_INTEL_CACHE: usize = 65_536;
+
+fn read_intel(s: Section<'_>) -> Option<Option<IntelConfig>> {
     if !s.is_present() {
         s.finish();
         return Some(None);
@@ -328,17 +326,97 @@ fn read_intel(s: Section<'_>) -> Option<Option<Intel>> {
         s.problem("asn_db", Problem::Missing);
     }
     let city_db = s.optional_file("city_db");
-    let mut ok = city_db.is_ok();
+    let anonymous_ip_db = s.optional_file("anonymous_ip_db");
+    let mut ok = city_db.is_ok() && anonymous_ip_db.is_ok();
     let mut ioc_files = Vec::new();
-    for (i, f) in s.string_array("ioc_files").unwrap_or_default().into_iter().enumerate() {
-        match s.resolve_file(&format!("ioc_files[{i}]"), f) {
-            Some(p) => ioc_files.push(p),
+    for (i, item) in s.array("ioc_files").map(|a| a.as_slice()).unwrap_or_default().iter().enumerate() {
+        let key = format!("ioc_files[{i}]");
+        let (path, label) = match item {
+            toml::Value::String(p) => (Some(p.as_str()), None),
+            toml::Value::Table(t) => {
+                let unknown = t.keys().find(|k| *k != "path" && *k != "label");
+                if let Some(k) = unknown {
+                    s.problem(&format!("{key}.{k}"), Problem::UnknownKey);
+                    ok = false;
+                }
+                (t.get("path").and_then(|v| v.as_str()), t.get("label").and_then(|v| v.as_str()))
+            }
+            other => {
+                s.problem(&key, Problem::WrongType { expected: "a path or { path, label }", found: other.type_str() });
+                ok = false;
+                continue;
+            }
+        };
+        let Some(path) = path else {
+            s.problem(&format!("{key}.path"), Problem::Missing);
+            ok = false;
+            continue;
+        };
+        match s.resolve_file(&key, path) {
+            Some(p) => {
+                let label = label.map(str::to_owned).unwrap_or_else(|| {
+                    p.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.to_owned())
+                });
+                ioc_files.push(IocFile { path: p, label });
+            }
             None => ok = false,
         }
     }
+    if ioc_files.len() > crate::intel::lists::MAX_IOC_FILES {
+        s.problem("ioc_files", Problem::Conflict { reason: "at most 64 IoC files" });
+        ok = false;
+    }
+    let catalogue = s.boolean("catalogue").unwrap_or(true);
+    let cache_entries = s.integer("cache_entries", 1, 10_000_000).map_or(DEFAULT_INTEL_CACHE, |n| n as usize);
+
+    let networks_section = s.sub("networks");
+    let mut networks = Vec::new();
+    for cat in [Category::Vpn, Category::Hosting, Category::Tor, Category::Proxy] {
+        ok &= read_entries(&networks_section, cat, &mut networks);
+    }
+    networks_section.finish();
+
+    let allow_section = s.sub("allow");
+    let mut allow = Vec::new();
+    ok &= read_entries(&allow_section, Category::Corporate, &mut allow);
+    ok &= read_entries(&allow_section, Category::PrivacyRelay, &mut allow);
+    let mut privacy_relay_files = Vec::new();
+    for (i, f) in allow_section.string_array("privacy_relay_files").unwrap_or_default().into_iter().enumerate() {
+        match allow_section.resolve_file(&format!("privacy_relay_files[{i}]"), f) {
+            Some(p) => privacy_relay_files.push(p),
+            None => ok = false,
+        }
+    }
+    allow_section.finish();
     s.finish();
     ok.then_some(())?;
-    Some(Some(Intel { asn_db: asn_db.ok()??, city_db: city_db.ok()?, ioc_files }))
+    Some(Some(IntelConfig {
+        asn_db: asn_db.ok()??,
+        city_db: city_db.ok()?,
+        anonymous_ip_db: anonymous_ip_db.ok()?,
+        ioc_files,
+        catalogue,
+        networks,
+        allow,
+        privacy_relay_files,
+        cache_entries,
+    }))
+}
+
+/// Reads `key = ["AS…", "CIDR", "IP", …]` for one category; false if any entry is bad.
+fn read_entries(s: &Section<'_>, category: Category, out: &mut Vec<(Category, Entry)>) -> bool {
+    let key = category.as_str();
+    let mut ok = true;
+    for (i, text) in s.string_array(key).unwrap_or_default().into_iter().enumerate() {
+        match Entry::parse(text) {
+            Some(e) => out.push((category, e)),
+            None => {
+                s.problem(&format!("{key}[{i}]"), Problem::Invalid { expected: "an IP address, CIDR or ASN (AS…)", found: text.to_owned() });
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 fn read_session(s: Section<'_>) -> Option<Session> {

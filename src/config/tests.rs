@@ -120,6 +120,9 @@ path = "audit.jsonl"
     assert_eq!(cfg.session.cookies, vec!["session"]);
     assert!(matches!(cfg.step_up.unwrap().endpoints, IdpEndpoints::Explicit { .. }));
     assert!(matches!(cfg.audit.sink, AuditSink::File(_)));
+    let intel = cfg.intel.unwrap();
+    assert_eq!(intel.ioc_files[0].label, "iocs");
+    assert!(intel.catalogue);
 }
 
 #[test]
@@ -144,4 +147,43 @@ client_secret = "s"
 fn secret_never_in_debug() {
     let s = ClientSecret::Inline("hunter2".into());
     assert!(!format!("{s:?}").contains("hunter2"));
+}
+
+#[test]
+fn intel_lists_and_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["asn.mmdb", "a.txt", "relay.csv"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    let text = r#"
+[listen]
+addr = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+[intel]
+asn_db = "asn.mmdb"
+ioc_files = [{ path = "a.txt", label = "incident-2023" }, { path = "missing.txt" }, 7]
+[intel.networks]
+vpn = ["AS9009", "203.0.113.0/24", "bogus"]
+hosting = ["AS16509"]
+[intel.allow]
+corporate = ["AS64500"]
+privacy_relay_files = ["relay.csv"]
+colour = "red"
+"#;
+    let err = Config::parse(text, dir.path()).unwrap_err();
+    let p = paths(&err);
+    for expected in ["intel.ioc_files[1]", "intel.ioc_files[2]", "intel.networks.vpn[2]", "intel.allow.colour"] {
+        assert!(p.contains(&expected), "missing {expected} in {p:?}");
+    }
+    let good = text
+        .replace(r#", { path = "missing.txt" }, 7"#, "")
+        .replace(r#", "bogus""#, "")
+        .replace("colour = \"red\"\n", "");
+    let cfg = Config::parse(&good, dir.path()).unwrap();
+    let intel = cfg.intel.unwrap();
+    assert_eq!(intel.ioc_files[0].label, "incident-2023");
+    assert_eq!(intel.networks.len(), 3);
+    assert_eq!(intel.allow.len(), 1);
+    assert_eq!(intel.privacy_relay_files.len(), 1);
 }

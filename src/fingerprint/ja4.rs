@@ -18,13 +18,16 @@
 //!   alphanumeric they are used as is; otherwise the first hex digit of the
 //!   first byte and the last hex digit of the last byte (lowercase). This
 //!   reproduces all of the specification's worked examples. (ja4plus 1.4.0
-//!   instead prints printable ASCII as is and `9` for bytes >= 0x80; the two
-//!   agree on every registered ALPN identifier.)
+//!   instead prints printable ASCII as is, `9` for a byte >= 0x80 and `99`
+//!   for a control byte; the two agree whenever both ends are alphanumeric,
+//!   as they are for every ALPN identifier in use.)
 //! * The `000000000000` extension sentinel is chosen by whether the sorted
 //!   list (SNI and ALPN removed) and the signature algorithms are both
 //!   empty, for JA4_o too: a hello whose only extension is SNI has an
 //!   all-zero JA4_o `c`. This matches ja4plus, which produced the golden
 //!   fixtures.
+//! * SNI is `d` when a server_name extension is present, whatever it holds
+//!   (the specification tests the extension, not the name).
 //! * An empty cipher list gives an all-zero `b` in every variant.
 //! * Signature algorithms are taken from the signature_algorithms extension
 //!   only, with GREASE removed and duplicates kept, in wire order.
@@ -48,8 +51,8 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Code points sorted on the stack before falling back to the heap.
 ///
-/// The largest real-world lists are OpenSSL's with every cipher enabled
-/// (well under 200 suites) and about thirty extensions; 256 covers them with
+/// The largest real-world lists come from OpenSSL with every cipher enabled
+/// (158 suites in OpenSSL 3.0) and about thirty extensions; 256 covers them with
 /// room to spare in 512 bytes of stack. A hello can legally carry ~32 000
 /// cipher suites, and the hash must cover all of them to stay comparable
 /// with other JA4 implementations, so a longer list is sorted in a `Vec`
@@ -63,6 +66,20 @@ const STACK_CODES: usize = 256;
 pub struct Ja4([u8; JA4_LEN]);
 
 impl Ja4 {
+    /// Reads a JA4 given as text (a trusted balancer's header, a trace line); `None`
+    /// unless it has JA4's exact shape, so arbitrary header bytes never become one.
+    pub fn parse(text: &[u8]) -> Option<Ja4> {
+        let bytes: [u8; JA4_LEN] = text.try_into().ok()?;
+        let hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        let shape = matches!(bytes[0], b't' | b'q' | b'd')
+            && bytes[1..A_LEN].iter().all(u8::is_ascii_alphanumeric)
+            && bytes[A_LEN] == b'_'
+            && bytes[B_AT..B_AT + HASH_LEN].iter().all(hex)
+            && bytes[C_AT - 1] == b'_'
+            && bytes[C_AT..].iter().all(hex);
+        shape.then_some(Ja4(bytes))
+    }
+
     fn new(a: &[u8; A_LEN], b: &[u8; HASH_LEN], c: &[u8; HASH_LEN]) -> Self {
         let mut out = [b'_'; JA4_LEN];
         out[..A_LEN].copy_from_slice(a);
@@ -235,7 +252,9 @@ fn raw(hello: &ClientHello<'_>, variant: Variant) -> String {
     if variant == Variant::Original {
         write_codes(&mut out, ciphers);
     } else {
-        with_sorted(ciphers, |sorted| write_codes(&mut out, sorted.iter().copied()));
+        with_sorted(ciphers, |sorted| {
+            write_codes(&mut out, sorted.iter().copied())
+        });
     }
     out.push('_');
     write_extensions(&mut out, hello, variant);
@@ -464,11 +483,33 @@ fn hex_byte(b: u8) -> [u8; 2] {
 }
 
 #[cfg(test)]
+mod parse_text_tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_only_the_ja4_shape() {
+        let good = b"t13d1516h2_8daaf6152771_e5627efa2ab1";
+        assert_eq!(Ja4::parse(good).unwrap().as_str(), "t13d1516h2_8daaf6152771_e5627efa2ab1");
+        for bad in [
+            &b"t13d1516h2_8daaf6152771_e5627efa2ab"[..],
+            b"t13d1516h2_8daaf6152771_e5627efa2ab12",
+            b"x13d1516h2_8daaf6152771_e5627efa2ab1",
+            b"t13d1516h2-8daaf6152771_e5627efa2ab1",
+            b"t13d1516h2_8DAAF6152771_e5627efa2ab1",
+            b"t13d1516h2_8daaf6152771_e5627efa2ab\xff",
+            b"",
+        ] {
+            assert!(Ja4::parse(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::fingerprint::parse::parse_client_hello;
     use crate::fingerprint::testutil::{
-        ext_alpn, ext_sigalgs, ext_sni, ext_versions, fixtures, sha12, HelloSpec,
+        ext_alpn, ext_sigalgs, ext_sni, ext_versions, fixtures, sha12, ExtList, HelloSpec,
     };
 
     fn with_hello<R>(spec: &HelloSpec, f: impl FnOnce(&ClientHello<'_>) -> R) -> R {
@@ -504,12 +545,12 @@ mod tests {
     /// GREASE sprinkled in where Chrome puts it.
     fn spec_example(sig_algs: &[u16]) -> HelloSpec {
         let ciphers = [
-            0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013,
-            0xc014, 0x009c, 0x009d, 0x002f, 0x0035,
+            0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013, 0xc014,
+            0x009c, 0x009d, 0x002f, 0x0035,
         ];
         let order = [
-            0x001b, 0x0000, 0x0033, 0x0010, 0x4469, 0x0017, 0x002d, 0x000d, 0x0005, 0x0023,
-            0x0012, 0x002b, 0xff01, 0x000b, 0x000a, 0x0015,
+            0x001b, 0x0000, 0x0033, 0x0010, 0x4469, 0x0017, 0x002d, 0x000d, 0x0005, 0x0023, 0x0012,
+            0x002b, 0xff01, 0x000b, 0x000a, 0x0015,
         ];
         let mut extensions = vec![(0x3a3a, vec![])];
         for t in order {
@@ -529,13 +570,18 @@ mod tests {
         }
     }
 
-    const SPEC_SIGS: [u16; 8] = [0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601];
+    const SPEC_SIGS: [u16; 8] = [
+        0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601,
+    ];
 
     #[test]
     fn specification_example() {
         with_hello(&spec_example(&SPEC_SIGS), |h| {
             assert_eq!(ja4(h).as_str(), "t13d1516h2_8daaf6152771_e5627efa2ab1");
-            assert_eq!(ja4_original(h).as_str(), "t13d1516h2_acb858a92679_18f69afefd3d");
+            assert_eq!(
+                ja4_original(h).as_str(),
+                "t13d1516h2_acb858a92679_18f69afefd3d"
+            );
             assert_eq!(
                 ja4_raw(h),
                 "t13d1516h2_002f,0035,009c,009d,1301,1302,1303,c013,c014,c02b,c02c,c02f,\
@@ -556,7 +602,9 @@ mod tests {
         // The specification's example: "…,4469,ff01 = 6d807ffa2a79".
         with_hello(&spec_example(&[]), |h| {
             assert_eq!(ja4(h).extension_hash(), "6d807ffa2a79");
-            assert!(ja4_raw(h).ends_with("_4469,ff01"));
+            assert!(ja4_raw(h).ends_with(
+                "_0005,000a,000b,000d,0012,0015,0017,001b,0023,002b,002d,0033,4469,ff01"
+            ));
         });
         // A GREASE-only list counts as empty.
         with_hello(&spec_example(&[0x0a0a]), |h| {
@@ -655,8 +703,14 @@ mod tests {
         };
         with_hello(&spec, |h| {
             assert_eq!(ja4(h).as_str(), "t12i000000_000000000000_000000000000");
-            assert_eq!(ja4_original(h).as_str(), "t12i000000_000000000000_000000000000");
-            assert_eq!(ja4_stable(h).as_str(), "t12i000000_000000000000_000000000000");
+            assert_eq!(
+                ja4_original(h).as_str(),
+                "t12i000000_000000000000_000000000000"
+            );
+            assert_eq!(
+                ja4_stable(h).as_str(),
+                "t12i000000_000000000000_000000000000"
+            );
             assert_eq!(ja4_raw(h), "t12i000000__");
         });
         // Only SNI and ALPN: empty once they are removed, for JA4_o as well.
@@ -714,7 +768,12 @@ mod tests {
                 assert_eq!(fp.as_str().len(), JA4_LEN);
                 assert_eq!(fp.to_string(), fp.as_str());
                 assert_eq!(
-                    format!("{}_{}_{}", fp.prefix(), fp.cipher_hash(), fp.extension_hash()),
+                    format!(
+                        "{}_{}_{}",
+                        fp.prefix(),
+                        fp.cipher_hash(),
+                        fp.extension_hash()
+                    ),
                     fp.as_str()
                 );
                 assert_eq!(format!("{fp:?}"), format!("Ja4({fp})"));
@@ -747,14 +806,15 @@ mod tests {
         assert_eq!(base.ja4_stable.prefix(), "t13d2710h2");
         assert_ne!(base.ja4_stable.extension_hash(), base.ja4.extension_hash());
 
-        let edits: [(&str, &dyn Fn(&mut Vec<(u16, Vec<u8>)>)); 4] = [
-            ("padding removed", &|e| e.retain(|x| x.0 != 0x0015)),
-            ("session_ticket carries a ticket", &|e| {
+        type Edit = fn(&mut ExtList);
+        let edits: [(&str, Edit); 4] = [
+            ("padding removed", |e| e.retain(|x| x.0 != 0x0015)),
+            ("session_ticket carries a ticket", |e| {
                 for x in e.iter_mut().filter(|x| x.0 == 0x0023) {
                     x.1 = vec![0x5a; 190];
                 }
             }),
-            ("session_ticket removed, early_data and PSK added", &|e| {
+            ("session_ticket removed, early_data and PSK added", |e| {
                 e.retain(|x| x.0 != 0x0023);
                 e.push((0x002a, vec![]));
                 // pre_shared_key must come last: one identity, one binder.
@@ -763,7 +823,7 @@ mod tests {
                 psk.extend_from_slice(&[0x77; 32]);
                 e.push((0x0029, psk));
             }),
-            ("all four added to a stripped list", &|e| {
+            ("all four added to a stripped list", |e| {
                 e.retain(|x| !matches!(x.0, 0x0015 | 0x0023));
                 e.push((0x0015, vec![0; 100]));
                 e.push((0x0023, vec![]));

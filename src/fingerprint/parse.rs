@@ -371,8 +371,7 @@ impl<'a> Reader<'a> {
 /// Parses a ClientHello handshake message: type byte, 3-byte length and
 /// body, with nothing after it (as produced by the record reassembler).
 pub fn parse_client_hello(msg: &[u8]) -> Result<ClientHello<'_>, ParseError> {
-    let Some((&[msg_type, a, b, c], body)) = msg.split_first_chunk::<HANDSHAKE_HEADER_LEN>()
-    else {
+    let Some((&[msg_type, a, b, c], body)) = msg.split_first_chunk::<HANDSHAKE_HEADER_LEN>() else {
         return Err(ParseError::Truncated(Field::HandshakeHeader));
     };
     if msg_type != HANDSHAKE_TYPE_CLIENT_HELLO {
@@ -463,7 +462,7 @@ fn alpn_list(data: &[u8]) -> Result<&[u8], ParseError> {
 }
 
 fn even(list: &[u8], field: Field) -> Result<&[u8], ParseError> {
-    if list.len() % 2 == 0 {
+    if list.len().is_multiple_of(2) {
         Ok(list)
     } else {
         Err(ParseError::OddLength(field))
@@ -649,22 +648,50 @@ mod tests {
                 extensions: Some(vec![(ext_type, data.to_vec())]),
                 ..HelloSpec::default()
             };
-            assert_eq!(parse_client_hello(&spec.encode()), Err(want), "{ext_type:#06x}");
+            assert_eq!(
+                parse_client_hello(&spec.encode()),
+                Err(want),
+                "{ext_type:#06x}"
+            );
         };
         use Field::*;
         // ALPN: list length overruns the extension, leaves bytes, or a name overruns the list.
         ext_case(0x0010, &[0, 5, 2, b'h', b'2'], ParseError::Truncated(Alpn));
-        ext_case(0x0010, &[0, 3, 2, b'h', b'2', 0], ParseError::TrailingBytes(Alpn));
+        ext_case(
+            0x0010,
+            &[0, 3, 2, b'h', b'2', 0],
+            ParseError::TrailingBytes(Alpn),
+        );
         ext_case(0x0010, &[0, 3, 3, b'h', b'2'], ParseError::Truncated(Alpn));
         ext_case(0x0010, &[0], ParseError::Truncated(Alpn));
         // supported_versions: odd list, list overrun, trailing byte.
-        ext_case(0x002b, &[3, 3, 4, 3], ParseError::OddLength(SupportedVersions));
+        ext_case(
+            0x002b,
+            &[3, 3, 4, 3],
+            ParseError::OddLength(SupportedVersions),
+        );
         ext_case(0x002b, &[4, 3, 4], ParseError::Truncated(SupportedVersions));
-        ext_case(0x002b, &[2, 3, 4, 0], ParseError::TrailingBytes(SupportedVersions));
+        ext_case(
+            0x002b,
+            &[2, 3, 4, 0],
+            ParseError::TrailingBytes(SupportedVersions),
+        );
         // signature_algorithms: odd list, overrun, trailing.
-        ext_case(0x000d, &[0, 3, 4, 3, 8], ParseError::OddLength(SignatureAlgorithms));
-        ext_case(0x000d, &[0, 4, 4, 3], ParseError::Truncated(SignatureAlgorithms));
-        ext_case(0x000d, &[0, 2, 4, 3, 8], ParseError::TrailingBytes(SignatureAlgorithms));
+        ext_case(
+            0x000d,
+            &[0, 3, 4, 3, 8],
+            ParseError::OddLength(SignatureAlgorithms),
+        );
+        ext_case(
+            0x000d,
+            &[0, 4, 4, 3],
+            ParseError::Truncated(SignatureAlgorithms),
+        );
+        ext_case(
+            0x000d,
+            &[0, 2, 4, 3, 8],
+            ParseError::TrailingBytes(SignatureAlgorithms),
+        );
 
         // An extension whose length overruns the block.
         let mut msg = HelloSpec::default().encode();

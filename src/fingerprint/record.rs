@@ -109,9 +109,10 @@ impl Reassembler {
     ///
     /// `raw` must start with the bytes passed to the previous call (the
     /// caller only ever appends), and `msg` must be the same buffer, left
-    /// untouched in between; it should be empty on the first call. If `raw`
-    /// is shorter than what was already examined the caller evidently started
-    /// over, so the cursor and `msg` are reset and the scan restarts.
+    /// untouched in between; on the first call it is cleared, so a buffer
+    /// recycled from another connection is fine. If `raw` is shorter than
+    /// what was already examined the caller evidently started over, so the
+    /// cursor and `msg` are reset and the scan restarts.
     ///
     /// On [`Assembly::Complete`], `msg` holds exactly the ClientHello message;
     /// bytes after it, in the same record or in later records (a
@@ -124,6 +125,9 @@ impl Reassembler {
         let raw = raw.get(..MAX_HELLO_BYTES).unwrap_or(raw);
         if raw.len() < self.pos {
             *self = Self::new();
+        }
+        if self.pos == 0 {
+            // Nothing consumed yet, so nothing of ours can be in `msg`.
             msg.clear();
         }
         loop {
@@ -171,7 +175,6 @@ impl Reassembler {
 /// tools, benchmarks). A connection reading from a socket should keep a
 /// [`Reassembler`] so that slow, fragmented input costs linear time.
 pub fn reassemble(raw: &[u8], msg: &mut Vec<u8>) -> Result<Assembly, RecordError> {
-    msg.clear();
     Reassembler::new().advance(raw, msg)
 }
 
@@ -241,7 +244,12 @@ mod tests {
         for fx in fixtures() {
             let raw = fx.raw();
             let mut msg = Vec::new();
-            assert_eq!(reassemble(&raw, &mut msg), Ok(Assembly::Complete), "{}", fx.name);
+            assert_eq!(
+                reassemble(&raw, &mut msg),
+                Ok(Assembly::Complete),
+                "{}",
+                fx.name
+            );
             // Each fixture is a single record holding exactly the hello.
             assert_eq!(&msg[..], &raw[RECORD_HEADER_LEN..], "{}", fx.name);
         }
@@ -270,7 +278,10 @@ mod tests {
                 );
             }
             assert_eq!(reassemble(&raw, &mut msg), Ok(Assembly::Complete));
-            assert_eq!(incremental.advance(&raw, &mut inc_msg), Ok(Assembly::Complete));
+            assert_eq!(
+                incremental.advance(&raw, &mut inc_msg),
+                Ok(Assembly::Complete)
+            );
             assert_eq!(msg, inc_msg, "{}", fx.name);
         }
     }
@@ -415,7 +426,10 @@ mod tests {
         let mut msg = Vec::new();
         // A ServerHello (type 2) sent to a server.
         assert_eq!(
-            reassemble(&[0x16, 0x03, 0x03, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00], &mut msg),
+            reassemble(
+                &[0x16, 0x03, 0x03, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00],
+                &mut msg
+            ),
             Err(RecordError::NotClientHello(2))
         );
         // Rejected as soon as the type byte arrives.
@@ -442,7 +456,9 @@ mod tests {
         let raw = [0x16, 0x03, 0x01, 0x00, 0x04, 0x01, l[1], l[2], l[3]];
         assert_eq!(
             reassemble(&raw, &mut msg),
-            Err(RecordError::HelloTooLarge(u32::try_from(fits + 1).expect("small")))
+            Err(RecordError::HelloTooLarge(
+                u32::try_from(fits + 1).expect("small")
+            ))
         );
     }
 

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::body::{Guarded, ProxyBody};
 use super::error::{BadRequest, ProxyError};
 use super::hygiene;
+use crate::fingerprint::{Fingerprint, Ja4};
 use crate::metrics::status_class;
 use crate::net::{client_addr, ConnFacts, Protocol};
 use crate::state::{Shared, Snapshot};
@@ -62,6 +63,7 @@ async fn forward(
         return Err(ProxyError::BodyTooLarge);
     }
     let client = client_addr::resolve(conn.source.ip(), req.headers(), &snap.trusted);
+    let fingerprint = request_fingerprint(&req, conn, snap);
     let upgrade = upgrade_requested(&req, conn.protocol);
     let client_upgrade: Option<OnUpgrade> = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
 
@@ -69,6 +71,9 @@ async fn forward(
     let headers = &mut parts.headers;
     hygiene::strip_hop_by_hop(headers);
     hygiene::strip_client_claims(headers);
+    if let Some(name) = &snap.config.listen.ja4_header {
+        headers.remove(name);
+    }
     hygiene::set_forwarded(headers, client, conn.tls.is_some(), host.as_ref());
     if let Some(protocol) = &upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -81,7 +86,7 @@ async fn forward(
     };
     headers.insert(HOST, upstream_host);
     if snap.config.upstream.forward_fingerprint {
-        set_fingerprint_headers(headers, conn, client);
+        set_fingerprint_headers(headers, fingerprint.as_ref(), client);
     }
     parts.uri = snap.upstream.target(parts.uri.path_and_query())?;
     parts.version = Version::HTTP_11;
@@ -179,8 +184,23 @@ fn host_matches_sni(host: &HeaderValue, sni: &str) -> bool {
     name.eq_ignore_ascii_case(sni.as_bytes())
 }
 
-fn set_fingerprint_headers(headers: &mut http::HeaderMap, conn: &ConnFacts, client: IpAddr) {
-    if let Some(fp) = conn.tls.as_ref().and_then(|t| t.fingerprint.as_ref()) {
+/// The connection's own fingerprint over TLS; on a plaintext listener, the JA4 a trusted
+/// balancer passed in `listen.ja4_header` (its stable form is the same value, since the
+/// hello itself is not visible).
+fn request_fingerprint(req: &Request<Incoming>, conn: &ConnFacts, snap: &Snapshot) -> Option<Fingerprint> {
+    if let Some(tls) = &conn.tls {
+        return tls.fingerprint;
+    }
+    let name = snap.config.listen.ja4_header.as_ref()?;
+    if !snap.trusted.contains(conn.source.ip()) {
+        return None;
+    }
+    let ja4 = Ja4::parse(req.headers().get(name)?.as_bytes())?;
+    Some(Fingerprint { ja4, ja4_stable: ja4 })
+}
+
+fn set_fingerprint_headers(headers: &mut http::HeaderMap, fingerprint: Option<&Fingerprint>, client: IpAddr) {
+    if let Some(fp) = fingerprint {
         // invariant: a JA4 is 36 ASCII characters.
         headers.insert(X_TETHER_JA4, HeaderValue::from_str(fp.ja4.as_str()).expect("JA4 is ASCII"));
     }

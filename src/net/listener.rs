@@ -95,8 +95,15 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutd
         peer
     };
 
+    // Once per connection: every request on it shares the answer.
+    let net = snap.intel.as_ref().map(|intel| {
+        let info = intel.lookup(source.ip());
+        metrics.intel_lookups.with_label_values(&[info.category.as_str()]).inc();
+        info
+    });
+
     let Some(tls_config) = snap.tls.clone() else {
-        let facts = Arc::new(ConnFacts { peer, source, protocol: Protocol::Http1, tls: None });
+        let facts = Arc::new(ConnFacts { peer, source, protocol: Protocol::Http1, net, tls: None });
         let io = PrefixedIo::new(raw.freeze(), tcp);
         http::serve(io, facts, shared.clone(), shutdown).await;
         return;
@@ -139,7 +146,7 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutd
         _ => Protocol::Http1,
     };
     let sni = conn.server_name().map(Box::from);
-    let facts = Arc::new(ConnFacts { peer, source, protocol, tls: Some(TlsFacts { sni, fingerprint, hello: result }) });
+    let facts = Arc::new(ConnFacts { peer, source, protocol, net, tls: Some(TlsFacts { sni, fingerprint, hello: result }) });
     http::serve(stream, facts, shared.clone(), shutdown).await;
 }
 

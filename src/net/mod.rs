@@ -11,6 +11,7 @@ pub mod tls;
 use std::net::SocketAddr;
 
 use crate::fingerprint::Fingerprint;
+use crate::intel::NetInfo;
 use crate::metrics::HelloResult;
 
 /// The HTTP version a connection speaks, pinned by ALPN (never sniffed).
@@ -38,6 +39,8 @@ pub struct ConnFacts {
     /// The client per a trusted PROXY header, else the peer.
     pub source: SocketAddr,
     pub protocol: Protocol,
+    /// What intel knows about `source`; `None` without an `[intel]` section.
+    pub net: Option<NetInfo>,
     /// `None` on a plaintext listener.
     pub tls: Option<TlsFacts>,
 }

@@ -41,3 +41,67 @@ fn run_refuses_a_broken_config_with_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen.addr"));
 }
+
+fn fixtures() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("GeoLite-fixtures")
+}
+
+#[test]
+fn lookup_json_matches_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("iocs.txt"), "# incident\n127.0.1.10\nAS39351\n").unwrap();
+    let path = dir.path().join("tether.toml");
+    let f = fixtures();
+    std::fs::write(
+        &path,
+        format!(
+            "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[intel]\nasn_db = \"{}\"\ncity_db = \"{}\"\nioc_files = [\"iocs.txt\"]\n[intel.allow]\nprivacy_relay = [\"198.51.100.0/25\"]\n",
+            f.join("GeoLite2-ASN.mmdb").display(),
+            f.join("GeoLite2-City.mmdb").display()
+        ),
+    )
+    .unwrap();
+    let out = tether()
+        .args(["lookup", "--json", "--config"])
+        .arg(&path)
+        .args(["127.0.1.10", "::ffff:127.0.2.1", "192.0.2.1", "198.51.100.7", "2001:db8:1::1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        for key in ["ip", "asn", "asn_org", "country", "category", "anonymizer", "ioc"] {
+            assert!(l.get(key).is_some(), "{key} missing in {l}");
+        }
+        let cat = l["category"].as_str().unwrap();
+        assert!(["vpn", "hosting", "tor", "proxy", "privacy_relay", "corporate", "other"].contains(&cat));
+        assert_eq!(l["anonymizer"].as_bool().unwrap(), ["vpn", "hosting", "tor", "proxy"].contains(&cat));
+    }
+    let datacamp = &lines[0];
+    assert_eq!(datacamp["asn"], 60068);
+    assert_eq!(datacamp["asn_org"], "Datacamp Limited");
+    assert_eq!(datacamp["category"], "hosting");
+    assert_eq!(datacamp["ioc"], serde_json::json!(["127.0.1.10"]));
+    let mullvad = &lines[1];
+    assert_eq!(mullvad["ip"], "127.0.2.1");
+    assert_eq!(mullvad["category"], "vpn");
+    assert_eq!(mullvad["ioc"], serde_json::json!(["AS39351"]));
+    let home = &lines[2];
+    assert_eq!((home["country"].as_str(), home["category"].as_str()), (Some("SE"), Some("other")));
+    assert_eq!(home["ioc"], serde_json::json!([]));
+    assert_eq!(lines[3]["category"], "privacy_relay");
+    assert_eq!(lines[3]["anonymizer"], false);
+    assert_eq!(lines[4]["asn"], 64496);
+}
+
+#[test]
+fn lookup_refuses_a_bad_address_and_a_config_without_intel() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tether.toml");
+    std::fs::write(&path, "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n").unwrap();
+    let out = tether().args(["lookup", "--config"]).arg(&path).arg("192.0.2.1").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[intel]"));
+}

@@ -3,4 +3,5 @@
 mod cli;
 mod malformed;
 mod proxy;
+mod reload;
 mod support;

@@ -205,3 +205,55 @@ async fn graceful_shutdown_stops_accepting() {
     tokio::time::timeout(HANG_GUARD, t.running.shutdown()).await.unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn a_real_curl_gets_its_golden_ja4() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "", "forward_fingerprint = true").await;
+    let url = format!("https://localhost:{}/curl", t.addr().port());
+    let cacert = t.certs.cert.clone();
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "--max-time", "10", "--cacert"])
+        .arg(&cacert)
+        .arg(&url)
+        .output()
+        .await
+        .expect("curl is part of the machine image");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let echo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The fixture hello-2 was captured from this curl with the same command line.
+    let golden = std::fs::read_to_string(format!("{}/../shared/fixtures/clienthello/EXPECTED_JA4.txt", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let expected = golden.lines().find(|l| l.starts_with("hello-2.hex")).unwrap().split_whitespace().nth(1).unwrap().to_owned();
+    let version = std::process::Command::new("curl").arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout);
+    if version.starts_with("curl 7.88.1") {
+        assert_eq!(seen(&echo, "x-tether-ja4"), vec![expected.as_str()]);
+    } else {
+        // Another curl build has another hello; it must still be a TLS 1.3 h2 JA4 with SNI.
+        assert!(seen(&echo, "x-tether-ja4")[0].starts_with("t13d"), "{echo}");
+    }
+}
+
+#[tokio::test]
+async fn ja4_header_is_believed_only_from_trusted_balancers() {
+    use tokio::io::AsyncWriteExt;
+    let up = spawn_upstream(None).await;
+    let start = |trusted: &'static str| {
+        let text = format!(
+            "[listen]\naddr = \"127.0.0.1:0\"\ntrusted_proxies = [\"{trusted}\"]\nja4_header = \"x-client-ja4\"\n[admin]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{up}\"\nforward_fingerprint = true\n"
+        );
+        async move { start_text(&text, certs()).await }
+    };
+    let request = b"GET / HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nX-Client-Ja4: t13d1516h2_8daaf6152771_e5627efa2ab1\r\n\r\n";
+    for (trusted, expect) in [("127.0.0.1", Some("t13d1516h2_8daaf6152771_e5627efa2ab1")), ("10.0.0.0/8", None)] {
+        let t = start(trusted).await;
+        let mut tcp = tokio::net::TcpStream::connect(t.addr()).await.unwrap();
+        tcp.write_all(request).await.unwrap();
+        let out = read_to_close(&mut tcp).await;
+        let text = String::from_utf8_lossy(&out);
+        let echo: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(seen(&echo, "x-tether-ja4"), expect.into_iter().collect::<Vec<_>>(), "trusted {trusted}");
+        // The balancer's header itself never reaches the upstream.
+        assert!(seen(&echo, "x-client-ja4").is_empty());
+    }
+}
