@@ -15,4 +15,6 @@ pub mod http;
 pub mod intel;
 pub mod metrics;
 pub mod net;
+pub mod policy;
+pub mod session;
 pub mod state;

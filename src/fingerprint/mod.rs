@@ -20,9 +20,11 @@
 //! Nothing here panics on network input, and the hashed fingerprints are
 //! computed without heap allocation.
 
+pub mod class;
 pub mod ja4;
 pub mod parse;
 pub mod record;
+pub mod user_agent;
 
 use thiserror::Error;
 
@@ -34,6 +36,8 @@ pub use self::parse::{
     is_grease, parse_client_hello, ClientHello, Codes, Extension, ExtensionType, Extensions, Field,
     ParseError,
 };
+pub use self::class::{classify, TlsClass};
+pub use self::user_agent::{Os, UaFamily, UserAgent};
 pub use self::record::{reassemble, Assembly, Reassembler, RecordError, MAX_HELLO_BYTES};
 
 /// Why [`fingerprint_records`] produced no fingerprint.

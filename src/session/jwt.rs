@@ -222,7 +222,7 @@ mod tests {
         let (other, _, _) = setup();
         assert_eq!(v.check(token(&other, good.clone()).as_bytes(), SessionKey([3; 16]), now), JwtOutcome::Invalid);
         // An HS256 token (algorithm not allowed) and a tampered payload.
-        let hs = encode(&Header::new(Algorithm::HS256), &good, &EncodingKey::from_secret(b"k")).unwrap();
+        let hs = encode(&Header::new(Algorithm::HS256), &good, &EncodingKey::from_secret(b"k").unwrap()).unwrap();
         assert_eq!(v.check(hs.as_bytes(), SessionKey([4; 16]), now), JwtOutcome::Invalid);
         let mut parts: Vec<&str> = t.split('.').collect();
         let forged = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b"{\"sub\":\"mallory\"}");

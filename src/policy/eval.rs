@@ -1,0 +1,86 @@
+//! Weighing signals into one decision, with its reasons.
+
+use crate::config::Mode;
+use crate::session::Secs;
+
+use super::signals::{Signal, Signals};
+use super::{Policy, Route};
+
+/// What tether does with a request, in increasing severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    Allow,
+    StepUp,
+    Block,
+    Revoke,
+}
+
+impl Action {
+    pub const ALL: [Action; 4] = [Action::Allow, Action::StepUp, Action::Block, Action::Revoke];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::StepUp => "step_up",
+            Action::Block => "block",
+            Action::Revoke => "revoke",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// A decision and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub action: Action,
+    pub score: u32,
+    /// Every signal that fired (the decision's reasons).
+    pub signals: Signals,
+    pub mode: Mode,
+}
+
+impl Verdict {
+    /// Whether tether acts on it (enforce mode) or only records it (monitor mode).
+    pub fn enforced(&self) -> bool {
+        self.mode == Mode::Enforce
+    }
+
+    /// The action actually taken on the wire.
+    pub fn effective(&self) -> Action {
+        if self.enforced() { self.action } else { Action::Allow }
+    }
+}
+
+pub fn evaluate(mut signals: Signals, policy: &Policy, route: Option<&Route>, authenticated_at: Option<Secs>, now: Secs) -> Verdict {
+    let raw: u32 = signals.iter().map(|s| u32::from(policy.weight(s))).sum();
+    let sensitivity = route.map_or(1.0, |r| r.sensitivity);
+    let score = (raw as f32 * sensitivity).round() as u32;
+
+    let mut action = if policy.revoke_threshold.is_some_and(|t| score >= t) {
+        Action::Revoke
+    } else if score >= policy.block_threshold {
+        Action::Block
+    } else if score >= policy.step_up_threshold {
+        Action::StepUp
+    } else {
+        Action::Allow
+    };
+
+    if let Some(max_age) = route.and_then(|r| r.fresh_auth) {
+        let fresh = authenticated_at.is_some_and(|at| u64::from(now.saturating_sub(at)) <= max_age.as_secs());
+        if !fresh {
+            signals.insert(Signal::FreshAuthRequired);
+            action = action.max(Action::StepUp);
+        }
+    }
+    if signals.contains(Signal::StepUpPending) {
+        action = action.max(Action::StepUp);
+    }
+    if signals.contains(Signal::Revoked) {
+        action = action.max(Action::Block);
+    }
+    Verdict { action, score, signals, mode: policy.mode }
+}

@@ -1,0 +1,112 @@
+//! Sessions: who is making a request (a keyed hash of their cookie or token, and what a
+//! verified JWT says about them), and what tether remembers about each session and
+//! user between requests.
+
+pub mod identity;
+pub mod jwt;
+pub mod key;
+pub mod memory;
+pub mod record;
+
+use std::sync::Arc;
+
+pub use key::{HashKey, SessionKey};
+pub use record::{Secs, SessionRecord, UserBaseline};
+
+/// Bounds on what the store keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// A session unseen for this long is forgotten (seconds).
+    pub idle_ttl: Secs,
+    /// A session older than this is forgotten and binds afresh (seconds); revocations are
+    /// remembered this long.
+    pub absolute_ttl: Secs,
+    pub max_sessions: usize,
+    pub max_users: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits { idle_ttl: 24 * 3600, absolute_ttl: 7 * 24 * 3600, max_sessions: 1_000_000, max_users: 100_000 }
+    }
+}
+
+/// What the store knows before a decision.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub record: Option<SessionRecord>,
+    pub baseline: Option<UserBaseline>,
+    pub revoked: bool,
+}
+
+/// The session store. An enum rather than a trait object so the hot path stays static
+/// dispatch; the shared (Redis) store joins as a second variant.
+pub enum Store {
+    Memory(memory::MemoryStore),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store unavailable")]
+    Unavailable,
+}
+
+impl Store {
+    pub fn memory(limits: StoreLimits) -> Store {
+        Store::Memory(memory::MemoryStore::new(limits))
+    }
+
+    pub async fn load(&self, key: &SessionKey, user: Option<&str>, now: Secs) -> Result<Loaded, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.load(key, user, now)),
+        }
+    }
+
+    pub async fn store(
+        &self,
+        key: SessionKey,
+        record: SessionRecord,
+        learned: Option<&(Arc<str>, UserBaseline)>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.store(key, record, learned);
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn revoke(&self, key: SessionKey, now: Secs) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.revoke(key, now)),
+        }
+    }
+
+    pub async fn revoke_user(&self, user: &str, now: Secs) -> Result<Vec<SessionKey>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.revoke_user(user, now)),
+        }
+    }
+
+    pub async fn sessions_of(&self, user: &str) -> Result<Vec<(SessionKey, SessionRecord)>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.sessions_of(user)),
+        }
+    }
+
+    pub async fn sweep(&self, now: Secs) -> usize {
+        match self {
+            Store::Memory(m) => m.sweep(now),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Store::Memory(m) => m.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

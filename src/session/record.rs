@@ -1,0 +1,247 @@
+//! What tether remembers: per session, the context it was bound in and where it was last
+//! seen; per user, the networks, countries and clients they normally use.
+//!
+//! Kept small on purpose (a measured ~200 bytes per session): addresses and fingerprints
+//! are stored as the few bytes comparisons need, never as text.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::fingerprint::{Ja4, TlsClass, UserAgent};
+use crate::intel::{Asn, Category, Coordinates, Country, NetInfo};
+
+/// Seconds since the Unix epoch, as stored (u32 lasts until 2106).
+pub type Secs = u32;
+
+/// An IPv4 /24 or IPv6 /64: the unit in which address changes are judged, since IPv6
+/// privacy addresses and carrier NAT rotate within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Prefix(u64);
+
+impl Prefix {
+    pub fn of(ip: IpAddr) -> Prefix {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Prefix(u64::from(u32::from(v4) >> 8)),
+            // The top bit marks IPv6 so a v4 /24 and a v6 /64 never collide.
+            IpAddr::V6(v6) => Prefix(((u128::from(v6) >> 64) as u64) | (1 << 63)),
+        }
+    }
+}
+
+/// A short digest of a stable JA4 for equality tests (8 bytes instead of 36).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ja4Digest(u64);
+
+impl Ja4Digest {
+    pub fn of(ja4: &Ja4) -> Ja4Digest {
+        // FNV-1a: not for secrecy, only to compare two fingerprints compactly.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in ja4.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Ja4Digest(h)
+    }
+}
+
+/// Where a request came from, reduced for comparison.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Place {
+    pub prefix: Prefix,
+    pub asn: Option<Asn>,
+    pub category: Category,
+    pub country: Option<Country>,
+    pub location: Option<Coordinates>,
+    pub at: Secs,
+}
+
+impl Place {
+    pub fn new(ip: IpAddr, net: &NetInfo, at: Secs) -> Place {
+        Place { prefix: Prefix::of(ip), asn: net.asn, category: net.category, country: net.country, location: net.location, at }
+    }
+
+    /// Same network for "have we seen this before": the ASN when known, else the prefix.
+    pub fn same_network(&self, other: &Place) -> bool {
+        match (self.asn, other.asn) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.prefix == other.prefix,
+        }
+    }
+}
+
+/// How the client presents itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    pub ua: UserAgent,
+    pub ja4: Option<Ja4Digest>,
+    pub tls: TlsClass,
+}
+
+/// One session's memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    /// Where the session was bound (first sight, or the last completed step-up).
+    pub bound: Place,
+    pub client: Client,
+    /// Where it was last seen, and the network before that (for alternation).
+    pub last: Place,
+    pub previous: Option<Place>,
+    pub created: Secs,
+    pub user: Option<Arc<str>>,
+    /// Latest proof of authentication: a verified `auth_time` or a completed step-up.
+    pub authenticated_at: Option<Secs>,
+    /// Set when tether demanded a step-up in enforce mode; cleared only by one completing,
+    /// so a thief cannot wait for a benign-looking request to slip through.
+    pub step_up_pending: bool,
+    pub step_up_failures: u8,
+    /// Recently used addresses (compact hashes), to record each new one in the audit log.
+    pub recent_addresses: [u32; RECENT_ADDRESSES],
+}
+
+/// Distinct recent addresses remembered per session.
+pub const RECENT_ADDRESSES: usize = 4;
+
+/// A compact hash of a full address (not a prefix): IoC lists arrive after the fact, so
+/// every new address a session uses is audited, and this says which ones are new.
+pub fn address_tag(ip: IpAddr) -> u32 {
+    let bits: u128 = match ip.to_canonical() {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    };
+    let folded = (bits as u64) ^ ((bits >> 64) as u64);
+    // Zero marks an empty slot.
+    ((folded ^ (folded >> 32)) as u32).max(1)
+}
+
+impl SessionRecord {
+    pub fn knows_address(&self, tag: u32) -> bool {
+        self.recent_addresses.contains(&tag)
+    }
+
+    pub fn remember_address(&mut self, tag: u32) {
+        if !self.knows_address(tag) {
+            self.recent_addresses.rotate_right(1);
+            self.recent_addresses[0] = tag;
+        }
+    }
+}
+
+/// Bounds on a user's baseline; the oldest entry gives way to a new one.
+pub const BASELINE_NETWORKS: usize = 16;
+pub const BASELINE_COUNTRIES: usize = 8;
+pub const BASELINE_CLIENTS: usize = 8;
+/// Sessions indexed per user, for "revoke all of a user's sessions".
+pub const USER_SESSIONS: usize = 64;
+
+/// A user's usual contexts, across all their sessions: a thief with a stolen IdP session
+/// can mint a *new* app session, which per-session history alone would not judge.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserBaseline {
+    pub networks: Vec<(Asn, Secs)>,
+    pub countries: Vec<(Country, Secs)>,
+    pub clients: Vec<(Client, Secs)>,
+    pub sessions: Vec<super::SessionKey>,
+    pub updated: Secs,
+}
+
+fn remember<T: PartialEq + Copy>(list: &mut Vec<(T, Secs)>, item: T, at: Secs, cap: usize) {
+    if let Some(slot) = list.iter_mut().find(|(x, _)| *x == item) {
+        slot.1 = at;
+        return;
+    }
+    if list.len() >= cap {
+        if let Some(oldest) = list.iter().enumerate().min_by_key(|(_, (_, t))| *t).map(|(i, _)| i) {
+            list.swap_remove(oldest);
+        }
+    }
+    list.push((item, at));
+}
+
+impl UserBaseline {
+    pub fn knows_network(&self, asn: Asn) -> bool {
+        self.networks.iter().any(|(a, _)| *a == asn)
+    }
+
+    pub fn knows_country(&self, c: Country) -> bool {
+        self.countries.iter().any(|(x, _)| *x == c)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.networks.is_empty() && self.countries.is_empty()
+    }
+
+    /// Adds a context the user was allowed (or proved themselves) in.
+    pub fn learn(&mut self, place: &Place, client: Client) {
+        if let Some(asn) = place.asn {
+            remember(&mut self.networks, asn, place.at, BASELINE_NETWORKS);
+        }
+        if let Some(c) = place.country {
+            remember(&mut self.countries, c, place.at, BASELINE_COUNTRIES);
+        }
+        remember(&mut self.clients, client, place.at, BASELINE_CLIENTS);
+        self.updated = place.at;
+    }
+
+    pub fn add_session(&mut self, key: super::SessionKey) {
+        if self.sessions.contains(&key) {
+            return;
+        }
+        if self.sessions.len() >= USER_SESSIONS {
+            self.sessions.remove(0);
+        }
+        self.sessions.push(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_group_v4_24_and_v6_64() {
+        let p = |s: &str| Prefix::of(s.parse().unwrap());
+        assert_eq!(p("192.0.2.1"), p("192.0.2.254"));
+        assert_ne!(p("192.0.2.1"), p("192.0.3.1"));
+        assert_eq!(p("2001:db8:1:2::1"), p("2001:db8:1:2:ffff::9"));
+        assert_ne!(p("2001:db8:1:2::1"), p("2001:db8:1:3::1"));
+        assert_eq!(p("::ffff:192.0.2.9"), p("192.0.2.1"));
+        assert_ne!(p("0.0.0.1"), p("::1"));
+    }
+
+    #[test]
+    fn baseline_is_bounded_and_keeps_recent() {
+        let mut b = UserBaseline::default();
+        let client = Client { ua: UserAgent::UNKNOWN, ja4: None, tls: TlsClass::Unknown };
+        for i in 0..40u32 {
+            let place = Place {
+                prefix: Prefix(0),
+                asn: Some(Asn(i)),
+                category: Category::Other,
+                country: Country::new("SE"),
+                location: None,
+                at: 1000 + i,
+            };
+            b.learn(&place, client);
+        }
+        assert_eq!(b.networks.len(), BASELINE_NETWORKS);
+        assert!(b.knows_network(Asn(39)) && !b.knows_network(Asn(0)));
+        assert_eq!(b.countries.len(), 1);
+    }
+
+    #[test]
+    fn recent_addresses_ring() {
+        let mut r = [0u32; RECENT_ADDRESSES];
+        let mut rec_addresses = |tag| {
+            if !r.contains(&tag) {
+                r.rotate_right(1);
+                r[0] = tag;
+            }
+        };
+        for t in 1..=6 {
+            rec_addresses(t);
+        }
+        assert_eq!(r, [6, 5, 4, 3]);
+        assert_ne!(address_tag("192.0.2.1".parse().unwrap()), address_tag("192.0.2.2".parse().unwrap()));
+        assert_eq!(address_tag("::ffff:192.0.2.1".parse().unwrap()), address_tag("192.0.2.1".parse().unwrap()));
+    }
+}
