@@ -18,6 +18,10 @@ pub enum StartError {
     Snapshot(#[from] SnapshotError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditOpenError),
+    #[error(transparent)]
+    HashKey(#[from] crate::session::key::HashKeyError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +63,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let proxy_bind = config.listen.addr;
     let admin_bind = config.admin.addr;
     let metrics = crate::metrics::Metrics::new();
-    let snapshot = Snapshot::build(config, 1, &metrics)?;
-    let shared = Arc::new(Shared::new(snapshot, metrics));
+    let generated_key = crate::session::HashKey::generate()?;
+    let snapshot = Snapshot::build(config, 1, &metrics, &generated_key)?;
+    let shared = Arc::new(Shared::new(snapshot, metrics, generated_key)?);
     let proxy_listener = TcpListener::bind(proxy_bind).await.map_err(|source| StartError::Bind { addr: proxy_bind, source })?;
     let admin_listener = TcpListener::bind(admin_bind).await.map_err(|source| StartError::Bind { addr: admin_bind, source })?;
     let bound = |l: &TcpListener, addr| l.local_addr().map_err(|source| StartError::Bind { addr, source });
@@ -68,7 +73,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let admin_addr = bound(&admin_listener, admin_bind)?;
     let (stop, stopped) = watch::channel(false);
     let proxy = tokio::spawn(net::listener::run(proxy_listener, shared.clone(), stopped.clone()));
-    let admin = tokio::spawn(admin::run(admin_listener, shared.clone(), stopped));
+    let admin = tokio::spawn(admin::run(admin_listener, shared.clone(), stopped.clone()));
+    tokio::spawn(sweep_sessions(shared.clone(), stopped));
     tracing::info!(%proxy_addr, %admin_addr, tls = shared.snapshot().tls.is_some(), "tether listening");
     Ok(Running { proxy_addr, admin_addr, shared, stop, proxy, admin })
 }
@@ -99,7 +105,7 @@ fn build_next(shared: &Shared, path: &Path) -> Result<u64, ReloadError> {
     let config = Config::load(path)?;
     let current = shared.snapshot();
     warn_restart_only(&current.config, &config);
-    let next = Snapshot::build(config, shared.next_generation(), &shared.metrics)?;
+    let next = Snapshot::build(config, shared.next_generation(), &shared.metrics, &shared.generated_key)?;
     let generation = next.generation;
     shared.install(next);
     Ok(generation)
@@ -114,6 +120,12 @@ fn warn_restart_only(old: &Config, new: &Config) {
     if old.admin.addr != new.admin.addr {
         tracing::warn!(key = "admin.addr", "changed in the file; takes effect only at restart");
     }
+    if old.audit.sink != new.audit.sink {
+        tracing::warn!(key = "audit.path", "changed in the file; takes effect only at restart");
+    }
+    if old.session.limits.max_sessions != new.session.limits.max_sessions {
+        tracing::warn!(key = "session.max_sessions", "changed in the file; takes effect only at restart");
+    }
     if old.limits.max_connections != new.limits.max_connections {
         tracing::warn!(key = "limits.max_connections", "changed in the file; takes effect only at restart");
     }
@@ -121,6 +133,22 @@ fn warn_restart_only(old: &Config, new: &Config) {
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// How often expired sessions are swept out of the store.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn sweep_sessions(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                shared.store.sweep(crate::session::now()).await;
+                shared.metrics.sessions.set(shared.store.len() as i64);
+            }
+            _ = stopped(&mut stop) => return,
+        }
+    }
 }
 
 /// Runs until SIGTERM or SIGINT, then drains; SIGHUP reloads the file at `path`.

@@ -8,8 +8,10 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod demo;
+pub mod detector;
 pub mod fingerprint;
 pub mod http;
 pub mod intel;
@@ -18,3 +20,4 @@ pub mod net;
 pub mod policy;
 pub mod session;
 pub mod state;
+pub mod stepup;

@@ -66,6 +66,15 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub config_reloads: IntCounterVec,
     pub config_last_reload: IntGauge,
+    pub decisions: IntCounterVec,
+    pub signals: IntCounterVec,
+    pub sessions: IntGauge,
+    pub decision_seconds: Histogram,
+    pub audit_dropped: IntCounter,
+    pub audit_write_errors: IntCounter,
+    pub store_errors: IntCounter,
+    pub step_ups: IntCounterVec,
+    pub revocations: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,6 +104,18 @@ impl Metrics {
             intel_db_build: IntGaugeVec::new(Opts::new("tether_intel_database_build_timestamp_seconds", "Build time of each loaded MaxMind database, for staleness alerts."), &["database"]).expect(VALID),
             config_reloads: IntCounterVec::new(Opts::new("tether_config_reloads_total", "Reloads by result; a failure keeps the configuration in force."), &["result"]).expect(VALID),
             config_last_reload: IntGauge::new("tether_config_last_reload_success_timestamp_seconds", "When the configuration in force was loaded.").expect(VALID),
+            decisions: IntCounterVec::new(Opts::new("tether_decisions_total", "Decisions on requests that carried a session, by action and mode (monitor: would-be action)."), &["action", "mode"]).expect(VALID),
+            signals: IntCounterVec::new(Opts::new("tether_signals_total", "Signals fired, by name."), &["signal"]).expect(VALID),
+            sessions: IntGauge::new("tether_sessions", "Sessions tracked by the store.").expect(VALID),
+            decision_seconds: Histogram::with_opts(
+                HistogramOpts::new("tether_decision_duration_seconds", "Time spent in the per-request security path (identity, store, signals, policy).")
+                    .buckets(exponential_buckets(0.000_001, 2.0, 16).expect(VALID)),
+            ).expect(VALID),
+            audit_dropped: IntCounter::new("tether_audit_dropped_total", "Audit events dropped because the writer fell behind.").expect(VALID),
+            audit_write_errors: IntCounter::new("tether_audit_write_errors_total", "Audit lines that could not be written.").expect(VALID),
+            store_errors: IntCounter::new("tether_store_errors_total", "Session store operations that failed (the request was judged without history).").expect(VALID),
+            step_ups: IntCounterVec::new(Opts::new("tether_step_ups_total", "Step-up challenges by stage and result."), &["stage", "result"]).expect(VALID),
+            revocations: IntCounterVec::new(Opts::new("tether_revocations_total", "Sessions revoked, by source."), &["source"]).expect(VALID),
             config_generation: IntGauge::new("tether_config_generation", "Generation of the snapshot in force; increases with every successful reload.").expect(VALID),
             registry,
         };
@@ -103,6 +124,14 @@ impl Metrics {
         for r in ["success", "failure"] {
             m.config_reloads.with_label_values(&[r]);
         }
+        for a in crate::policy::Action::ALL {
+            for mode in ["enforce", "monitor"] {
+                m.decisions.with_label_values(&[a.as_str(), mode]);
+            }
+        }
+        for sig in crate::policy::Signal::ALL {
+            m.signals.with_label_values(&[sig.as_str()]);
+        }
         for r in HelloResult::ALL {
             m.client_hello.with_label_values(&[r.as_str()]);
         }
@@ -110,7 +139,16 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 26] = [
+            Box::new(self.decisions.clone()),
+            Box::new(self.signals.clone()),
+            Box::new(self.sessions.clone()),
+            Box::new(self.decision_seconds.clone()),
+            Box::new(self.audit_dropped.clone()),
+            Box::new(self.audit_write_errors.clone()),
+            Box::new(self.store_errors.clone()),
+            Box::new(self.step_ups.clone()),
+            Box::new(self.revocations.clone()),
             Box::new(self.config_reloads.clone()),
             Box::new(self.config_last_reload.clone()),
             Box::new(self.intel_lookup_errors.clone()),

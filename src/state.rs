@@ -7,7 +7,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 
+use crate::audit::{AuditLog, AuditOpenError};
 use crate::config::Config;
+use crate::detector::{Detector, DetectorError};
+use crate::session::{HashKey, Store};
+use crate::stepup::Challenges;
 use crate::http::upstream::UpstreamClient;
 use crate::intel::{Intel, IntelError};
 use crate::metrics::Metrics;
@@ -21,6 +25,7 @@ pub struct Snapshot {
     pub upstream: UpstreamClient,
     /// `None` without an `[intel]` section.
     pub intel: Option<Arc<Intel>>,
+    pub detector: Detector,
     /// Increases by one with every snapshot installed.
     pub generation: u64,
 }
@@ -33,10 +38,17 @@ pub enum SnapshotError {
     UpstreamTls(#[source] TlsError),
     #[error("intel: {0}")]
     Intel(#[source] IntelError),
+    #[error("session: {0}")]
+    Detector(#[source] DetectorError),
 }
 
 impl Snapshot {
-    pub fn build(config: Config, generation: u64, metrics: &Metrics) -> Result<Snapshot, SnapshotError> {
+    /// The authorization endpoint learned by OIDC discovery, when configured that way.
+    pub fn discovered_authorization_endpoint(&self) -> Option<String> {
+        None
+    }
+
+    pub fn build(config: Config, generation: u64, metrics: &Metrics, generated_key: &HashKey) -> Result<Snapshot, SnapshotError> {
         let tls = match &config.listen.tls {
             Some(files) => Some(tls::server_config(&files.cert, &files.key).map_err(SnapshotError::ListenerTls)?),
             None => None,
@@ -47,22 +59,39 @@ impl Snapshot {
             Some(cfg) => Some(Arc::new(Intel::load(cfg, metrics.intel_lookup_errors.clone()).map_err(SnapshotError::Intel)?)),
             None => None,
         };
-        Ok(Snapshot { config, tls, trusted, upstream, intel, generation })
+        let detector = Detector::build(&config, generated_key).map_err(SnapshotError::Detector)?;
+        Ok(Snapshot { config, tls, trusted, upstream, intel, detector, generation })
     }
 }
 
-/// State shared by every connection for the life of the process.
+/// State shared by every connection for the life of the process: what must survive a
+/// reload (sessions, pending challenges, the generated hash key, the audit writer).
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
     generation: AtomicU64,
     pub metrics: Metrics,
+    pub store: Store,
+    pub audit: AuditLog,
+    pub challenges: Challenges,
+    /// The hash key used when the config names no key file.
+    pub generated_key: HashKey,
 }
 
 impl Shared {
-    pub fn new(first: Snapshot, metrics: Metrics) -> Shared {
+    pub fn new(first: Snapshot, metrics: Metrics, generated_key: HashKey) -> Result<Shared, AuditOpenError> {
         let generation = AtomicU64::new(first.generation);
         metrics.observe_snapshot(&first);
-        Shared { snapshot: ArcSwap::from_pointee(first), generation, metrics }
+        let store = Store::memory(first.config.session.limits);
+        let audit = AuditLog::start(&first.config.audit.sink, metrics.audit_dropped.clone(), metrics.audit_write_errors.clone())?;
+        Ok(Shared {
+            snapshot: ArcSwap::from_pointee(first),
+            generation,
+            metrics,
+            store,
+            audit,
+            challenges: Challenges::default(),
+            generated_key,
+        })
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

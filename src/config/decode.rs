@@ -73,6 +73,26 @@ impl<'t> Section<'t> {
         Section { name, table, seen: RefCell::new(Vec::new()), problems: self.problems, base_dir: self.base_dir }
     }
 
+    /// An array of tables (`[[policy.routes]]`), each read as its own section.
+    pub(crate) fn tables(&self, key: &'static str) -> Vec<Section<'t>> {
+        let Some(items) = self.array(key) else { return Vec::new() };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let name = format!("{}.{}[{}]", self.name, key, i);
+            match item {
+                Value::Table(t) => out.push(Section {
+                    name,
+                    table: Some(t),
+                    seen: RefCell::new(Vec::new()),
+                    problems: self.problems,
+                    base_dir: self.base_dir,
+                }),
+                other => self.problems.push(name, Problem::WrongType { expected: "a table", found: other.type_str() }),
+            }
+        }
+        out
+    }
+
     /// An array of any values, for keys whose items take more than one form.
     pub(crate) fn array(&self, key: &'static str) -> Option<&'t Vec<Value>> {
         self.typed(key, "an array", Value::as_array)
@@ -133,6 +153,11 @@ impl<'t> Section<'t> {
             return None;
         }
         Some(n)
+    }
+
+    /// An integer or float, as f64.
+    pub(crate) fn raw_number(&self, key: &'static str) -> Option<f64> {
+        self.typed(key, "a number", |v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
     }
 
     pub(crate) fn string_array(&self, key: &'static str) -> Option<Vec<&'t str>> {
@@ -258,6 +283,7 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
         "s" | "" => Some(Duration::from_secs(n)),
         "m" => n.checked_mul(60).map(Duration::from_secs),
         "h" => n.checked_mul(3600).map(Duration::from_secs),
+        "d" => n.checked_mul(86_400).map(Duration::from_secs),
         _ => None,
     }
 }

@@ -19,6 +19,9 @@ use ipnet::IpNet;
 use decode::{Problems, Section};
 use crate::intel::lists::Entry;
 use crate::intel::{Category, IntelConfig, IocFile};
+use crate::policy::{Policy, Route, Signal};
+use crate::session::jwt::JwtConfig;
+use crate::session::StoreLimits;
 pub use limits::Limits;
 
 /// The sections a config file may hold; anything else at the top level is an error.
@@ -114,6 +117,8 @@ pub struct Upstream {
     pub preserve_host: bool,
     /// Pass `X-Tether-Ja4` / `X-Tether-Client-Ip` to the upstream.
     pub forward_fingerprint: bool,
+    /// Pass `X-Tether-Decision` / `X-Tether-Score` / `X-Tether-Signals` to the upstream.
+    pub forward_decision: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +130,14 @@ pub struct Admin {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub cookies: Vec<String>,
+    /// Also take the session from `Authorization: Bearer`.
+    pub bearer: bool,
+    /// Hex key file (current key, optional previous key); generated at start if absent.
+    pub hash_key_file: Option<PathBuf>,
+    /// A header naming the user, set by a trusted auth layer (believed from trusted hops only).
+    pub user_header: Option<HeaderName>,
+    pub limits: StoreLimits,
+    pub jwt: Option<JwtConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,9 +146,13 @@ pub enum Mode {
     Enforce,
 }
 
-#[derive(Debug, Clone)]
-pub struct Policy {
-    pub mode: Mode,
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Monitor => "monitor",
+            Mode::Enforce => "enforce",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +168,8 @@ pub struct StepUp {
     pub client_secret: Option<ClientSecret>,
     pub acr_values: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// The callback URL registered at the IdP; derived from the request's host when unset.
+    pub redirect_uri: Option<String>,
 }
 
 /// A client secret; `Debug` never shows it.
@@ -169,7 +188,7 @@ impl fmt::Debug for ClientSecret {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditSink {
     Stdout,
     File(PathBuf),
@@ -178,6 +197,9 @@ pub enum AuditSink {
 #[derive(Debug, Clone)]
 pub struct Audit {
     pub sink: AuditSink,
+    /// Record allowed decisions too (bindings, new addresses and every non-allow
+    /// decision are always recorded).
+    pub allowed: bool,
 }
 
 impl Config {
@@ -299,8 +321,9 @@ fn read_upstream(s: Section<'_>) -> Option<Upstream> {
     let ca_file = s.optional_file("ca_file");
     let preserve_host = s.boolean("preserve_host").unwrap_or(true);
     let forward_fingerprint = s.boolean("forward_fingerprint").unwrap_or(false);
+    let forward_decision = s.boolean("forward_decision").unwrap_or(false);
     s.finish();
-    Some(Upstream { url: url?, ca_file: ca_file.ok()?, preserve_host, forward_fingerprint })
+    Some(Upstream { url: url?, ca_file: ca_file.ok()?, preserve_host, forward_fingerprint, forward_decision })
 }
 
 fn read_admin(s: Section<'_>) -> Option<Admin> {
@@ -431,11 +454,60 @@ fn read_session(s: Section<'_>) -> Option<Session> {
             ok = false;
         }
     }
+    let bearer = s.boolean("bearer").unwrap_or(true);
+    let hash_key_file = s.optional_file("hash_key_file");
+    ok &= hash_key_file.is_ok();
+    let user_header = s.parsed::<HeaderName>("user_header", "a header name");
+    let d = StoreLimits::default();
+    let secs = |key, default: u32| s.duration(key, std::time::Duration::from_secs(365 * 86_400)).map_or(default, |v| v.as_secs() as u32);
+    let limits = StoreLimits {
+        idle_ttl: secs("idle_ttl", d.idle_ttl),
+        absolute_ttl: secs("absolute_ttl", d.absolute_ttl),
+        max_sessions: s.integer("max_sessions", 1, 100_000_000).map_or(d.max_sessions, |n| n as usize),
+        max_users: s.integer("max_users", 1, 10_000_000).map_or(d.max_users, |n| n as usize),
+    };
+    let jwt_section = s.sub("jwt");
+    let jwt = if jwt_section.is_present() { read_jwt(&jwt_section) } else { Some(None) };
+    jwt_section.finish();
     s.finish();
-    ok.then_some(Session { cookies })
+    ok.then_some(())?;
+    Some(Session { cookies, bearer, hash_key_file: hash_key_file.ok()?, user_header, limits, jwt: jwt? })
+}
+
+fn read_jwt(s: &Section<'_>) -> Option<Option<JwtConfig>> {
+    let issuer = s.required_string("issuer");
+    let audience = s.required_string("audience");
+    let jwks_file = s.optional_file("jwks_file");
+    if !s.has("jwks_file") {
+        s.problem("jwks_file", Problem::Missing);
+    }
+    let mut algorithms = Vec::new();
+    let mut ok = true;
+    for (i, a) in s.string_array("algorithms").unwrap_or_else(|| vec!["RS256", "ES256"]).into_iter().enumerate() {
+        match a.parse::<jsonwebtoken::Algorithm>() {
+            // Symmetric algorithms would let anyone holding the key set forge tokens.
+            Ok(alg) if !matches!(alg, jsonwebtoken::Algorithm::HS256 | jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512) => {
+                algorithms.push(alg)
+            }
+            _ => {
+                s.problem(&format!("algorithms[{i}]"), Problem::Invalid { expected: "an asymmetric JWS algorithm (RS256, PS256, ES256, ES384, EdDSA, ...)", found: a.to_owned() });
+                ok = false;
+            }
+        }
+    }
+    let user_claim = s.string("user_claim").unwrap_or("sub").to_owned();
+    ok.then_some(())?;
+    Some(Some(JwtConfig {
+        issuer: issuer?.to_owned(),
+        audience: audience?.to_owned(),
+        algorithms,
+        jwks_file: jwks_file.ok()??,
+        user_claim,
+    }))
 }
 
 fn read_policy(s: Section<'_>) -> Option<Policy> {
+    let d = Policy::default();
     let mode = match s.string("mode") {
         None => Some(Mode::Enforce),
         Some("enforce") => Some(Mode::Enforce),
@@ -445,8 +517,73 @@ fn read_policy(s: Section<'_>) -> Option<Policy> {
             None
         }
     };
+    let threshold = |key, default: u32| s.integer(key, 1, 100_000).map_or(default, |n| n as u32);
+    let step_up_threshold = threshold("step_up_threshold", d.step_up_threshold);
+    let block_threshold = threshold("block_threshold", d.block_threshold);
+    let revoke_threshold = s.integer("revoke_threshold", 1, 100_000).map(|n| n as u32);
+    let mut ok = true;
+    if block_threshold < step_up_threshold || revoke_threshold.is_some_and(|r| r < block_threshold) {
+        s.problem("block_threshold", Problem::Conflict { reason: "thresholds must rise: step_up <= block <= revoke" });
+        ok = false;
+    }
+    let max_travel_kmh = s.integer("max_travel_kmh", 100, 100_000).map_or(d.max_travel_kmh, |n| n as f32);
+    let concurrent_window_secs = s
+        .duration("concurrent_window", std::time::Duration::from_secs(86_400))
+        .map_or(d.concurrent_window_secs, |w| w.as_secs() as u32);
+
+    let weights_section = s.sub("weights");
+    let mut weights = d.weights;
+    for signal in Signal::ALL {
+        if let Some(w) = weights_section.integer(signal.as_str(), 0, 10_000) {
+            weights[signal as usize] = w as u16;
+        }
+    }
+    weights_section.finish();
+
+    let mut routes = Vec::new();
+    for r in s.tables("routes") {
+        let path_prefix = r.required_string("path_prefix");
+        if path_prefix.is_some_and(|p| !p.starts_with('/')) {
+            r.problem("path_prefix", Problem::Invalid { expected: "a path starting with /", found: path_prefix.unwrap_or_default().to_owned() });
+            ok = false;
+        }
+        let mut methods = Vec::new();
+        for (i, m) in r.string_array("methods").unwrap_or_default().into_iter().enumerate() {
+            match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => methods.push(m),
+                Err(_) => {
+                    r.problem(&format!("methods[{i}]"), Problem::Invalid { expected: "an HTTP method", found: m.to_owned() });
+                    ok = false;
+                }
+            }
+        }
+        let sensitivity = match r.raw_number("sensitivity") {
+            None => 1.0,
+            Some(v) if (0.0..=100.0).contains(&v) => v as f32,
+            Some(v) => {
+                r.problem("sensitivity", Problem::Invalid { expected: "a number between 0 and 100", found: v.to_string() });
+                ok = false;
+                1.0
+            }
+        };
+        let fresh_auth = r.duration("fresh_auth", std::time::Duration::from_secs(30 * 86_400));
+        r.finish();
+        if let Some(p) = path_prefix {
+            routes.push(Route { path_prefix: p.to_owned(), methods, sensitivity, fresh_auth });
+        }
+    }
     s.finish();
-    Some(Policy { mode: mode? })
+    ok.then_some(())?;
+    Some(Policy {
+        mode: mode?,
+        weights,
+        step_up_threshold,
+        block_threshold,
+        revoke_threshold,
+        routes,
+        max_travel_kmh,
+        concurrent_window_secs,
+    })
 }
 
 fn read_step_up(s: Section<'_>) -> Option<Option<StepUp>> {
@@ -507,9 +644,16 @@ fn read_step_up(s: Section<'_>) -> Option<Option<StepUp>> {
     };
     let acr_values = s.string("acr_values").map(str::to_owned);
     let ca_file = s.optional_file("ca_file");
+    let redirect_uri = s.string("redirect_uri").map(str::to_owned);
+    if let Some(r) = &redirect_uri {
+        if !r.ends_with("/.tether/callback") || r.parse::<Uri>().ok().and_then(|u| u.authority().cloned()).is_none() {
+            s.problem("redirect_uri", Problem::Invalid { expected: "an absolute URL ending in /.tether/callback", found: r.clone() });
+            ok = false;
+        }
+    }
     s.finish();
     ok.then_some(())?;
-    Some(Some(StepUp { endpoints: endpoints?, client_id: client_id?, client_secret, acr_values, ca_file: ca_file.ok()? }))
+    Some(Some(StepUp { endpoints: endpoints?, client_id: client_id?, client_secret, acr_values, ca_file: ca_file.ok()?, redirect_uri }))
 }
 
 fn read_audit(s: Section<'_>) -> Option<Audit> {
@@ -517,8 +661,9 @@ fn read_audit(s: Section<'_>) -> Option<Audit> {
         None | Some("-") => AuditSink::Stdout,
         Some(p) => AuditSink::File(s.resolve(p)),
     };
+    let allowed = s.boolean("allowed").unwrap_or(false);
     s.finish();
-    Some(Audit { sink })
+    Some(Audit { sink, allowed })
 }
 
 #[cfg(test)]

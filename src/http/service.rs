@@ -12,7 +12,11 @@ use tokio::time::Instant;
 use super::body::{Guarded, ProxyBody};
 use super::error::{BadRequest, ProxyError};
 use super::hygiene;
+use super::step_up;
+use crate::detector::{Decision, Request as DetectorRequest};
 use crate::fingerprint::{Fingerprint, Ja4};
+use crate::intel::NetInfo;
+use crate::policy::Action;
 use crate::metrics::status_class;
 use crate::net::{client_addr, ConnFacts, Protocol};
 use crate::state::{Shared, Snapshot};
@@ -64,6 +68,25 @@ async fn forward(
     }
     let client = client_addr::resolve(conn.source.ip(), req.headers(), &snap.trusted);
     let fingerprint = request_fingerprint(&req, conn, snap);
+
+    // The security path: judge the session before anything reaches the upstream.
+    let looked_up;
+    let net: &NetInfo = match (&conn.net, &snap.intel) {
+        (Some(n), _) if client == conn.source.ip() => n,
+        (_, Some(intel)) => {
+            looked_up = intel.lookup(client);
+            &looked_up
+        }
+        _ => &UNKNOWN_NET,
+    };
+    let decision = judge(&req, conn, snap, shared, client, net, fingerprint.as_ref()).await;
+    if let Some(d) = &decision {
+        match d.verdict.effective() {
+            Action::Allow => {}
+            Action::StepUp => return Ok(step_up::answer(&req, d, snap, shared, host.as_ref(), conn)),
+            Action::Block | Action::Revoke => return Ok(step_up::blocked(&req, d)),
+        }
+    }
     let upgrade = upgrade_requested(&req, conn.protocol);
     let client_upgrade: Option<OnUpgrade> = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
 
@@ -87,6 +110,9 @@ async fn forward(
     headers.insert(HOST, upstream_host);
     if snap.config.upstream.forward_fingerprint {
         set_fingerprint_headers(headers, fingerprint.as_ref(), client);
+    }
+    if let (true, Some(d)) = (snap.config.upstream.forward_decision, &decision) {
+        set_decision_headers(headers, d);
     }
     parts.uri = snap.upstream.target(parts.uri.path_and_query())?;
     parts.version = Version::HTTP_11;
@@ -116,6 +142,80 @@ async fn forward(
     hygiene::strip_hop_by_hop(&mut parts.headers);
     let body = Guarded::new(body, limits.body_idle_timeout, u64::MAX);
     Ok(Response::from_parts(parts, ProxyBody::Upstream { body }))
+}
+
+static UNKNOWN_NET: std::sync::LazyLock<NetInfo> = std::sync::LazyLock::new(NetInfo::unknown);
+
+/// Runs the detector, then counts and audits what it decided. A store failure is
+/// counted and the request judged without history would be a "new context"; instead it
+/// is let through unjudged, since tether must never turn "unknown" into "suspicious"
+/// for every user at once (the metric alerts).
+async fn judge(
+    req: &Request<Incoming>,
+    conn: &ConnFacts,
+    snap: &Snapshot,
+    shared: &Shared,
+    client: IpAddr,
+    net: &NetInfo,
+    fingerprint: Option<&Fingerprint>,
+) -> Option<Decision> {
+    let started = Instant::now();
+    let peer_trusted = snap.trusted.contains(conn.source.ip());
+    let input = DetectorRequest {
+        now: crate::session::now(),
+        ip: client,
+        net,
+        method: req.method(),
+        path: req.uri().path(),
+        headers: req.headers(),
+        fingerprint,
+        peer_trusted,
+    };
+    let decision = match snap.detector.decide(&shared.store, &input).await {
+        Ok(d) => d?,
+        Err(_) => {
+            shared.metrics.store_errors.inc();
+            return None;
+        }
+    };
+    let m = &shared.metrics;
+    m.decision_seconds.observe(started.elapsed().as_secs_f64());
+    m.decisions.with_label_values(&[decision.verdict.action.as_str(), decision.verdict.mode.as_str()]).inc();
+    for s in decision.verdict.signals.iter() {
+        m.signals.with_label_values(&[s.as_str()]).inc();
+    }
+    if decision.bound {
+        m.sessions.set(shared.store.len() as i64);
+    }
+    if decision.verdict.enforced() && decision.verdict.action == Action::Revoke {
+        m.revocations.with_label_values(&["policy"]).inc();
+    }
+    let mut decision = decision;
+    decision.reference = (decision.verdict.action != Action::Allow).then(step_up::reference);
+    for event in crate::detector::audit_events(&decision, &input, snap.config.audit.allowed) {
+        shared.audit.record(event);
+    }
+    if decision.verdict.enforced() && decision.verdict.action == Action::Revoke {
+        let mut e = crate::audit::Event::new(crate::audit::EventKind::SessionRevoked, decision.verdict.mode);
+        e.session = Some(decision.session);
+        e.user = decision.user.clone();
+        e.ip = Some(client);
+        e.reasons = decision.verdict.signals;
+        e.detail = Some("policy");
+        shared.audit.record(e);
+    }
+    Some(decision)
+}
+
+fn set_decision_headers(headers: &mut http::HeaderMap, d: &Decision) {
+    headers.insert("x-tether-decision", HeaderValue::from_static(d.verdict.action.as_str()));
+    headers.insert("x-tether-score", HeaderValue::from(d.verdict.score));
+    if !d.verdict.signals.is_empty() {
+        // invariant: signal names are ASCII identifiers.
+        if let Ok(v) = HeaderValue::from_str(&d.verdict.signals.to_string()) {
+            headers.insert("x-tether-signals", v);
+        }
+    }
 }
 
 /// Joins the two upgraded halves once both sides have switched.

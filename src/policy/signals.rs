@@ -181,7 +181,7 @@ pub fn derive(obs: &Observed<'_>, prior: Option<&SessionRecord>, baseline: Optio
         }
         return s;
     };
-    if prior.step_up_pending {
+    if step_up_pending(&now, &obs.client, prior) {
         s.insert(Signal::StepUpPending);
     }
     if anonymizer_network(&now, &prior.bound) {
@@ -212,6 +212,14 @@ pub fn derive(obs: &Observed<'_>, prior: Option<&SessionRecord>, baseline: Optio
         s.insert(Signal::ConcurrentUse);
     }
     s
+}
+
+/// A step-up is outstanding and this request is not the session's owner carrying on as
+/// before (the bound network, the same class of client, a binding that was itself
+/// clean). The owner keeps working; anyone elsewhere must prove themselves.
+pub fn step_up_pending(now: &Place, client: &Client, prior: &SessionRecord) -> bool {
+    let owner = !prior.bound_suspect && now.same_network(&prior.bound) && client.tls == prior.client.tls;
+    prior.step_up_pending && !owner
 }
 
 /// An anonymizer the session was not bound in. (A session bound in one is caught at

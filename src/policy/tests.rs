@@ -78,6 +78,7 @@ fn bound_home(user: bool) -> (SessionRecord, UserBaseline) {
         user: user.then(|| Arc::from("alice")),
         authenticated_at: Some(T0),
         step_up_pending: false,
+        bound_suspect: false,
         step_up_failures: 0,
         recent_addresses: [0; 4],
     };
@@ -213,9 +214,18 @@ fn new_sessions_are_judged_against_the_user() {
 fn pending_step_up_and_revocation_stick() {
     let (mut rec, base) = bound_home(false);
     rec.step_up_pending = true;
+    // The owner at home in their browser carries on...
     let v = judge(Some(&rec), Some(&base), "192.0.2.10", &home(), chrome(150), 60);
+    assert_eq!(v.action, Action::Allow, "{}", v.signals);
+    // ...while the thief stays challenged, even from an innocent-looking network.
+    let v = judge(Some(&rec), Some(&base), "198.51.100.7", &mobile(), chrome(150), 60);
     assert_eq!(v.action, Action::StepUp);
+    assert!(v.signals.contains(Signal::StepUpPending));
+    // A session whose very binding was suspicious gets no owner exemption.
+    rec.bound_suspect = true;
+    let v = judge(Some(&rec), Some(&base), "192.0.2.10", &home(), chrome(150), 60);
     assert_eq!(v.signals.names(), vec!["step_up_pending"]);
+    assert_eq!(v.action, Action::StepUp);
     let policy = Policy::default();
     let mut s = Signals::default();
     s.insert(Signal::Revoked);

@@ -210,7 +210,7 @@ mod tests {
         assert!(matches!(v.check(t.as_bytes(), k, now), JwtOutcome::Verified(_)));
         assert_eq!(v.check(t.as_bytes(), k, now + 3600), JwtOutcome::Invalid);
 
-        let mut wrong = |field: &str, value: serde_json::Value| {
+        let wrong = |field: &str, value: serde_json::Value| {
             let mut c = good.clone();
             c[field] = value;
             v.check(token(&enc, c).as_bytes(), SessionKey([2; 16]), now)

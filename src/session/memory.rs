@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::record::{Secs, SessionRecord, UserBaseline};
+use super::record::{Secs, SessionRecord, UserBaseline, USER_SESSIONS};
 use super::{Loaded, SessionKey, StoreLimits};
 
 pub struct MemoryStore {
     sessions: DashMap<SessionKey, SessionRecord>,
     users: DashMap<Arc<str>, UserBaseline>,
+    /// Each user's sessions (bounded), for revoking them all.
+    user_sessions: DashMap<Arc<str>, Vec<SessionKey>>,
     /// Revoked sessions and when their revocation may be forgotten.
     revoked: DashMap<SessionKey, Secs>,
     limits: StoreLimits,
@@ -18,7 +20,13 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     pub fn new(limits: StoreLimits) -> MemoryStore {
-        MemoryStore { sessions: DashMap::new(), users: DashMap::new(), revoked: DashMap::new(), limits }
+        MemoryStore {
+            sessions: DashMap::new(),
+            users: DashMap::new(),
+            user_sessions: DashMap::new(),
+            revoked: DashMap::new(),
+            limits,
+        }
     }
 
     fn expired(&self, r: &SessionRecord, now: Secs) -> bool {
@@ -36,11 +44,11 @@ impl MemoryStore {
             None => None,
         };
         let user = user.or(record.as_ref().and_then(|r| r.user.as_deref()));
-        let baseline = user.and_then(|u| self.users.get(u).map(|b| b.clone()));
+        let baseline = user.and_then(|u| self.users.get(u).map(|b| *b));
         Loaded { record, baseline, revoked }
     }
 
-    pub fn store(&self, key: SessionKey, record: SessionRecord, learned: Option<&(Arc<str>, UserBaseline)>) {
+    pub fn store(&self, key: SessionKey, record: SessionRecord, learned: Option<(&Arc<str>, &UserBaseline)>) {
         if self.sessions.len() >= self.limits.max_sessions && !self.sessions.contains_key(&key) {
             self.make_room(record.last.at);
         }
@@ -51,9 +59,21 @@ impl MemoryStore {
                 let stale: Vec<Arc<str>> = self.users.iter().take(self.limits.max_users / 100 + 1).map(|e| e.key().clone()).collect();
                 for u in stale {
                     self.users.remove(&u);
+                    self.user_sessions.remove(&u);
                 }
             }
-            self.users.insert(user.clone(), baseline.clone());
+            self.users.insert(user.clone(), *baseline);
+        }
+    }
+
+    /// Indexes a newly bound session under its user.
+    pub fn index_session(&self, user: &Arc<str>, key: SessionKey) {
+        let mut list = self.user_sessions.entry(user.clone()).or_default();
+        if !list.contains(&key) {
+            if list.len() >= USER_SESSIONS {
+                list.remove(0);
+            }
+            list.push(key);
         }
     }
 
@@ -84,7 +104,7 @@ impl MemoryStore {
 
     /// Revokes every session indexed under `user`; returns their keys.
     pub fn revoke_user(&self, user: &str, now: Secs) -> Vec<SessionKey> {
-        let mut keys: Vec<SessionKey> = self.users.get(user).map(|b| b.sessions.clone()).unwrap_or_default();
+        let mut keys: Vec<SessionKey> = self.user_sessions.get(user).map(|l| l.clone()).unwrap_or_default();
         // Also sessions whose record names the user but fell out of the bounded index.
         keys.extend(self.sessions.iter().filter(|e| e.user.as_deref() == Some(user)).map(|e| *e.key()));
         keys.sort();

@@ -13,6 +13,11 @@ use std::sync::Arc;
 pub use key::{HashKey, SessionKey};
 pub use record::{Secs, SessionRecord, UserBaseline};
 
+/// Seconds since the epoch, now.
+pub fn now() -> Secs {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as Secs)
+}
+
 /// Bounds on what the store keeps.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreLimits {
@@ -66,11 +71,20 @@ impl Store {
         &self,
         key: SessionKey,
         record: SessionRecord,
-        learned: Option<&(Arc<str>, UserBaseline)>,
+        learned: Option<(&Arc<str>, &UserBaseline)>,
     ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
                 m.store(key, record, learned);
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn index_session(&self, user: &Arc<str>, key: SessionKey) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.index_session(user, key);
                 Ok(())
             }
         }

@@ -93,6 +93,9 @@ pub struct SessionRecord {
     /// Set when tether demanded a step-up in enforce mode; cleared only by one completing,
     /// so a thief cannot wait for a benign-looking request to slip through.
     pub step_up_pending: bool,
+    /// The binding itself was suspicious (first sight already demanded a step-up), so
+    /// its context earns no exemption until someone proves themselves.
+    pub bound_suspect: bool,
     pub step_up_failures: u8,
     /// Recently used addresses (compact hashes), to record each new one in the audit log.
     pub recent_addresses: [u32; RECENT_ADDRESSES],
@@ -132,64 +135,97 @@ pub const BASELINE_COUNTRIES: usize = 8;
 pub const BASELINE_CLIENTS: usize = 8;
 /// Sessions indexed per user, for "revoke all of a user's sessions".
 pub const USER_SESSIONS: usize = 64;
+/// A known entry is re-stamped at most this often, so steady use does not rewrite the
+/// baseline on every request.
+const RESTAMP_SECS: Secs = 3600;
+
+/// The most recent `N` distinct items with when each was last seen; fixed size, so
+/// copying it never allocates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Recent<T: Copy, const N: usize> {
+    items: [Option<(T, Secs)>; N],
+}
+
+impl<T: Copy, const N: usize> Default for Recent<T, N> {
+    fn default() -> Self {
+        Recent { items: [None; N] }
+    }
+}
+
+impl<T: Copy + PartialEq, const N: usize> Recent<T, N> {
+    pub fn contains(&self, item: &T) -> bool {
+        self.items.iter().flatten().any(|(x, _)| x == item)
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.iter().flatten().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.iter().all(Option::is_none)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(T, Secs)> {
+        self.items.iter().flatten()
+    }
+
+    /// Records `item` at `at`; returns whether anything changed worth storing.
+    pub fn note(&mut self, item: T, at: Secs) -> bool {
+        if let Some((_, seen)) = self.items.iter_mut().flatten().find(|(x, _)| *x == item) {
+            if at.saturating_sub(*seen) >= RESTAMP_SECS {
+                *seen = at;
+                return true;
+            }
+            return false;
+        }
+        let slot = match self.items.iter().position(Option::is_none) {
+            Some(free) => free,
+            // invariant: N > 0 and every slot is full here, so a minimum exists.
+            None => self.items.iter().enumerate().min_by_key(|(_, e)| e.map_or(0, |(_, t)| t)).map_or(0, |(i, _)| i),
+        };
+        self.items[slot] = Some((item, at));
+        true
+    }
+}
 
 /// A user's usual contexts, across all their sessions: a thief with a stolen IdP session
 /// can mint a *new* app session, which per-session history alone would not judge.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct UserBaseline {
-    pub networks: Vec<(Asn, Secs)>,
-    pub countries: Vec<(Country, Secs)>,
-    pub clients: Vec<(Client, Secs)>,
-    pub sessions: Vec<super::SessionKey>,
+    pub networks: Recent<Asn, BASELINE_NETWORKS>,
+    pub countries: Recent<Country, BASELINE_COUNTRIES>,
+    pub clients: Recent<Client, BASELINE_CLIENTS>,
     pub updated: Secs,
-}
-
-fn remember<T: PartialEq + Copy>(list: &mut Vec<(T, Secs)>, item: T, at: Secs, cap: usize) {
-    if let Some(slot) = list.iter_mut().find(|(x, _)| *x == item) {
-        slot.1 = at;
-        return;
-    }
-    if list.len() >= cap {
-        if let Some(oldest) = list.iter().enumerate().min_by_key(|(_, (_, t))| *t).map(|(i, _)| i) {
-            list.swap_remove(oldest);
-        }
-    }
-    list.push((item, at));
 }
 
 impl UserBaseline {
     pub fn knows_network(&self, asn: Asn) -> bool {
-        self.networks.iter().any(|(a, _)| *a == asn)
+        self.networks.contains(&asn)
     }
 
     pub fn knows_country(&self, c: Country) -> bool {
-        self.countries.iter().any(|(x, _)| *x == c)
+        self.countries.contains(&c)
     }
 
     pub fn is_empty(&self) -> bool {
         self.networks.is_empty() && self.countries.is_empty()
     }
 
-    /// Adds a context the user was allowed (or proved themselves) in.
-    pub fn learn(&mut self, place: &Place, client: Client) {
+    /// Adds a context the user was allowed (or proved themselves) in; returns whether the
+    /// baseline changed.
+    pub fn learn(&mut self, place: &Place, client: Client) -> bool {
+        let mut changed = false;
         if let Some(asn) = place.asn {
-            remember(&mut self.networks, asn, place.at, BASELINE_NETWORKS);
+            changed |= self.networks.note(asn, place.at);
         }
         if let Some(c) = place.country {
-            remember(&mut self.countries, c, place.at, BASELINE_COUNTRIES);
+            changed |= self.countries.note(c, place.at);
         }
-        remember(&mut self.clients, client, place.at, BASELINE_CLIENTS);
-        self.updated = place.at;
-    }
-
-    pub fn add_session(&mut self, key: super::SessionKey) {
-        if self.sessions.contains(&key) {
-            return;
+        changed |= self.clients.note(client, place.at);
+        if changed {
+            self.updated = place.at;
         }
-        if self.sessions.len() >= USER_SESSIONS {
-            self.sessions.remove(0);
-        }
-        self.sessions.push(key);
+        changed
     }
 }
 
@@ -224,6 +260,7 @@ mod tests {
             b.learn(&place, client);
         }
         assert_eq!(b.networks.len(), BASELINE_NETWORKS);
+        assert!(!b.learn(&Place { prefix: Prefix(0), asn: Some(Asn(39)), category: Category::Other, country: Country::new("SE"), location: None, at: 1040 }, client), "known and recent: no write");
         assert!(b.knows_network(Asn(39)) && !b.knows_network(Asn(0)));
         assert_eq!(b.countries.len(), 1);
     }

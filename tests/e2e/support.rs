@@ -168,6 +168,12 @@ pub async fn start_text(text: &str, certs: Certs) -> Tether {
 }
 
 pub async fn tls_connect(addr: SocketAddr, certs: &Certs, sni: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    tls_connect_from("127.0.0.1".parse().unwrap(), addr, certs, sni, alpn).await
+}
+
+/// Connects from a chosen loopback source address: the fixture databases map 127.0.N.0/24
+/// to different networks, so a test can "arrive from" Mullvad or Datacamp.
+pub async fn tls_connect_from(src: std::net::IpAddr, addr: SocketAddr, certs: &Certs, sni: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certs.der.clone()).unwrap();
     let mut cfg = rustls::ClientConfig::builder_with_provider(tether::net::tls::provider())
@@ -176,7 +182,9 @@ pub async fn tls_connect(addr: SocketAddr, certs: &Certs, sni: &str, alpn: &[&[u
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = TcpStream::connect(addr).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(src, 0)).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
     TlsConnector::from(Arc::new(cfg)).connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp).await.unwrap()
 }
 
@@ -188,6 +196,52 @@ pub async fn h1(t: &Tether, req: Request<Full<Bytes>>) -> (http::response::Parts
     let resp = tokio::time::timeout(HANG_GUARD, send.send_request(req)).await.unwrap().unwrap();
     let (parts, body) = resp.into_parts();
     (parts, body.collect().await.unwrap().to_bytes())
+}
+
+/// One HTTP/1.1 request over a fresh TLS connection from `src`.
+pub async fn h1_from(t: &Tether, src: &str, req: Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
+    let tls = tls_connect_from(src.parse().unwrap(), t.addr(), &t.certs, "localhost", &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(HANG_GUARD, send.send_request(req)).await.unwrap().unwrap();
+    let (parts, body) = resp.into_parts();
+    (parts, body.collect().await.unwrap().to_bytes())
+}
+
+/// The fixture databases' directory.
+pub fn geolite() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("GeoLite-fixtures")
+}
+
+/// Config sections for the detector: fixture intel, a session cookie, static IdP
+/// endpoints, and an audit log in the certs directory.
+pub fn detector_sections(mode: &str, extra_policy: &str) -> String {
+    let g = geolite();
+    format!(
+        "[intel]\nasn_db = \"{}\"\ncity_db = \"{}\"\nanonymous_ip_db = \"{}\"\n\
+         [session]\ncookies = [\"session\"]\n\
+         [policy]\nmode = \"{mode}\"\n{extra_policy}\n\
+         [step_up]\nauthorization_endpoint = \"https://sso.example/authorize\"\ntoken_endpoint = \"https://sso.example/token\"\njwks_uri = \"https://sso.example/jwks\"\nclient_id = \"tether\"\nacr_values = \"urn:example:mfa\"\n\
+         [audit]\npath = \"audit.jsonl\"\n",
+        g.join("GeoLite2-ASN.mmdb").display(),
+        g.join("GeoLite2-City.mmdb").display(),
+        g.join("GeoIP2-Anonymous-IP.mmdb").display(),
+    )
+}
+
+/// Reads the audit log as JSON values, waiting briefly for the writer to catch up with
+/// at least `min` lines.
+pub async fn audit_lines(t: &Tether, min: usize) -> Vec<serde_json::Value> {
+    let path = t.certs.dir.path().join("audit.jsonl");
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if lines.len() >= min {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("audit log never reached {min} lines: {}", std::fs::read_to_string(&path).unwrap_or_default());
 }
 
 /// One HTTP/2 request over a fresh TLS connection.

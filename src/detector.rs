@@ -1,0 +1,263 @@
+//! The per-request security path, shared by the live proxy and `tether replay`:
+//! identity → store read → signals → evaluate → store write. Everything it needs comes
+//! in as arguments, `now` included.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+
+use crate::audit::{self, Event, EventKind};
+use crate::config::{Config, Mode};
+use crate::fingerprint::{classify, Fingerprint, UserAgent};
+use crate::intel::NetInfo;
+use crate::policy::{self, Action, Observed, Policy, Signal, Verdict};
+use crate::session::identity::{self, Credential};
+use crate::session::jwt::{JwksError, JwtOutcome, JwtVerifier};
+use crate::session::key::HashKeyError;
+use crate::session::record::{Client, Ja4Digest, SessionRecord, RECENT_ADDRESSES};
+use crate::session::{HashKey, Secs, SessionKey, Store, StoreError};
+
+/// Everything about one request the detector looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub now: Secs,
+    pub ip: IpAddr,
+    pub net: &'a NetInfo,
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    pub fingerprint: Option<&'a Fingerprint>,
+    /// The peer is a configured trusted hop (its user header is believed).
+    pub peer_trusted: bool,
+}
+
+/// The detector's answer for a request that carried a session.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub session: SessionKey,
+    pub user: Option<Arc<str>>,
+    pub verdict: Verdict,
+    /// First sight of this session.
+    pub bound: bool,
+    /// Seen from an address it had not used recently.
+    pub new_address: bool,
+    /// Shown on block pages and logged with the decision, to find one from the other.
+    pub reference: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorError {
+    #[error(transparent)]
+    HashKey(#[from] HashKeyError),
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+}
+
+/// The compiled `[session]` and `[policy]`.
+pub struct Detector {
+    pub hash_key: HashKey,
+    pub policy: Policy,
+    jwt: Option<JwtVerifier>,
+    cookies: Vec<String>,
+    bearer: bool,
+    user_header: Option<http::HeaderName>,
+}
+
+impl Detector {
+    /// `generated` is the process's own key, used when the config names no key file, so
+    /// a reload never re-keys every session.
+    pub fn build(config: &Config, generated: &HashKey) -> Result<Detector, DetectorError> {
+        let s = &config.session;
+        let hash_key = match &s.hash_key_file {
+            Some(path) => HashKey::from_file(path)?,
+            None => generated.clone(),
+        };
+        let jwt = s.jwt.as_ref().map(JwtVerifier::load).transpose()?;
+        Ok(Detector {
+            hash_key,
+            policy: config.policy.clone(),
+            jwt,
+            cookies: s.cookies.clone(),
+            bearer: s.bearer,
+            user_header: s.user_header.clone(),
+        })
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.policy.mode
+    }
+
+    /// Judges one request. `None` when it carries no session (nothing to bind or judge).
+    pub async fn decide(&self, store: &Store, req: &Request<'_>) -> Result<Option<Decision>, StoreError> {
+        let Some(credential) = identity::find(req.headers, &self.cookies, self.bearer) else {
+            return Ok(None);
+        };
+        let (key, jwt) = self.identify(&credential, req.now);
+        let mut user = jwt.as_ref().and_then(|c| c.user.clone());
+        let jwt_invalid = jwt.is_none() && self.jwt.is_some() && crate::session::jwt::looks_like_jwt(credential.secret());
+        if user.is_none() && req.peer_trusted {
+            user = self.header_user(req.headers);
+        }
+
+        let mut loaded = store.load(&key, user.as_deref(), req.now).await?;
+        if loaded.record.is_none() {
+            // During a hash-key rotation the session may still sit under its old key.
+            if let Some(old) = self.hash_key.previous_session_key(credential.domain(), credential.secret()) {
+                let previous = store.load(&old, user.as_deref(), req.now).await?;
+                loaded.record = previous.record;
+                loaded.revoked |= previous.revoked;
+            }
+        }
+        let prior = loaded.record.as_ref();
+        let user = user.or_else(|| prior.and_then(|r| r.user.clone()));
+
+        let client = client_of(req);
+        let obs = Observed { now: req.now, ip: req.ip, net: req.net, client, jwt_invalid };
+        let mut signals = policy::derive(&obs, prior, loaded.baseline.as_ref(), &self.policy);
+        if loaded.revoked {
+            signals.insert(Signal::Revoked);
+        }
+        let jwt_auth = jwt.as_ref().and_then(|c| c.auth_time).map(|t| t.min(u64::from(u32::MAX)) as Secs);
+        let authenticated_at = prior.and_then(|r| r.authenticated_at).max(jwt_auth);
+        let route = self.policy.route(req.method, req.path);
+        let verdict = policy::evaluate(signals, &self.policy, route, authenticated_at, req.now);
+
+        let tag = obs.address_tag();
+        let new_address = prior.is_some_and(|r| !r.knows_address(tag));
+        let record = next_record(prior, &obs, client, user.clone(), authenticated_at, &verdict);
+
+        if verdict.enforced() && verdict.action == Action::Revoke {
+            store.revoke(key, req.now).await?;
+        } else if !loaded.revoked {
+            // Only contexts the policy allowed teach the user's baseline: a thief's
+            // network must never become "usual".
+            let mut baseline = loaded.baseline.unwrap_or_default();
+            let learned = match &user {
+                Some(u) if verdict.action == Action::Allow && baseline.learn(&record.last, client) => Some((u, &baseline)),
+                _ => None,
+            };
+            store.store(key, record, learned).await?;
+            if prior.is_none() {
+                if let Some(u) = &user {
+                    store.index_session(u, key).await?;
+                }
+            }
+        }
+        Ok(Some(Decision { session: key, user, verdict, bound: prior.is_none(), new_address, reference: None }))
+    }
+
+    /// The session key, and the verified claims when the credential is a JWT. A verified
+    /// JWT with an IdP session id keys the session by that id, so token refreshes do not
+    /// look like new sessions.
+    fn identify(&self, credential: &Credential<'_>, now: Secs) -> (SessionKey, Option<Arc<crate::session::jwt::VerifiedClaims>>) {
+        let key = self.hash_key.session_key(credential.domain(), credential.secret());
+        let Some(verifier) = &self.jwt else { return (key, None) };
+        match verifier.check(credential.secret(), key, u64::from(now)) {
+            JwtOutcome::Verified(claims) => {
+                let key = match &claims.sid {
+                    Some(sid) => self.hash_key.session_key(b"\0sid", sid.as_bytes()),
+                    None => key,
+                };
+                (key, Some(claims))
+            }
+            JwtOutcome::NotJwt | JwtOutcome::Invalid => (key, None),
+        }
+    }
+
+    fn header_user(&self, headers: &HeaderMap) -> Option<Arc<str>> {
+        let v = headers.get(self.user_header.as_ref()?)?.to_str().ok()?.trim();
+        (!v.is_empty() && v.len() <= 256).then(|| Arc::from(v))
+    }
+}
+
+fn client_of(req: &Request<'_>) -> Client {
+    let ua = req.headers.get(http::header::USER_AGENT).map_or(UserAgent::UNKNOWN, |v| UserAgent::parse(v.as_bytes()));
+    Client {
+        ua,
+        ja4: req.fingerprint.map(|f| Ja4Digest::of(&f.ja4_stable)),
+        tls: classify(req.fingerprint.map(|f| &f.ja4)),
+    }
+}
+
+/// The session's memory after this request.
+fn next_record(
+    prior: Option<&SessionRecord>,
+    obs: &Observed<'_>,
+    client: Client,
+    user: Option<Arc<str>>,
+    authenticated_at: Option<Secs>,
+    verdict: &Verdict,
+) -> SessionRecord {
+    let place = obs.place();
+    let demanded = verdict.enforced() && verdict.action >= Action::StepUp;
+    let tag = obs.address_tag();
+    match prior {
+        None => {
+            let mut recent = [0u32; RECENT_ADDRESSES];
+            recent[0] = tag;
+            SessionRecord {
+                bound: place,
+                client,
+                last: place,
+                previous: None,
+                created: obs.now,
+                user,
+                authenticated_at,
+                step_up_pending: demanded,
+                bound_suspect: demanded,
+                step_up_failures: 0,
+                recent_addresses: recent,
+            }
+        }
+        Some(p) => {
+            let mut r = p.clone();
+            // A sighting that was refused did not use the session: it does not move
+            // "last seen", so the owner carrying on is not mistaken for alternation.
+            if !demanded {
+                if !place.same_network(&p.last) {
+                    r.previous = Some(p.last);
+                }
+                r.last = place;
+            }
+            r.user = user;
+            r.authenticated_at = authenticated_at;
+            r.step_up_pending = p.step_up_pending || demanded;
+            // An allowed request re-baselines the client (a browser upgrade), so the
+            // change is counted once, not on every request after it.
+            if verdict.action == Action::Allow {
+                r.client = client;
+            }
+            r.remember_address(tag);
+            r
+        }
+    }
+}
+
+/// The audit events one decision produces: the binding, the decision (every non-allow,
+/// and allows when asked), and a new address even when allowed.
+pub fn audit_events(d: &Decision, req: &Request<'_>, audit_allowed: bool) -> impl Iterator<Item = Event> {
+    let base = |kind| {
+        let mut e = Event::new(kind, d.verdict.mode);
+        e.session = Some(d.session);
+        e.user = d.user.clone();
+        e.ip = Some(req.ip);
+        e.net = Some(req.net.clone());
+        e.ja4 = req.fingerprint.map(|f| f.ja4);
+        e.ua = req.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(audit::bounded);
+        e.method = Some(req.method.to_string());
+        e.path = Some(audit::bounded(req.path));
+        e.action = Some(d.verdict.action);
+        e.score = Some(d.verdict.score);
+        e.reasons = d.verdict.signals;
+        e
+    };
+    let bound = d.bound.then(|| base(EventKind::SessionBound));
+    let decision = (d.verdict.action != Action::Allow || audit_allowed).then(|| {
+        let mut e = base(EventKind::Decision);
+        e.reference = d.reference;
+        e
+    });
+    let new_address = (d.new_address && !d.bound).then(|| base(EventKind::NewAddress));
+    bound.into_iter().chain(decision).chain(new_address)
+}

@@ -1,0 +1,6 @@
+//! Step-up authentication: the challenge a suspicious session gets, completed by tether
+//! itself as an OpenID Connect relying party.
+
+pub mod challenge;
+
+pub use challenge::{Challenges, Pending};

@@ -1,0 +1,156 @@
+//! The detector end to end: a session bound at home, replayed from VPN and datacenter
+//! addresses, through the running proxy.
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+
+use crate::support::*;
+
+const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/150.0.0.0 Safari/537.36";
+const COOKIE: &str = "session=s3cr3t-cookie-value-1234";
+
+fn browser(t: &Tether, path: &str) -> Request<Full<Bytes>> {
+    get(t, path)
+        .header("cookie", COOKIE)
+        .header("user-agent", CHROME)
+        .header("accept", "text/html,application/xhtml+xml")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+fn api(t: &Tether, path: &str) -> Request<Full<Bytes>> {
+    get(t, path).header("cookie", COOKIE).header("user-agent", CHROME).header("accept", "application/json").body(Full::new(Bytes::new())).unwrap()
+}
+
+fn query(location: &str) -> Vec<(String, String)> {
+    let q = location.split_once('?').unwrap().1;
+    q.split('&')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            let v = v.replace("%3A", ":").replace("%2F", "/").replace("%40", "@");
+            (k.to_owned(), v)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn stolen_cookie_from_vpn_and_datacenter_is_stepped_up_while_the_owner_works_on() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "", &detector_sections("enforce", "")).await;
+    let port = t.addr().port();
+
+    // The owner, at home (127.0.0.1 is the fixture's Stockholm ISP).
+    let (parts, _) = h1_from(&t, "127.0.0.1", browser(&t, "/dashboard")).await;
+    assert_eq!(parts.status, 200);
+
+    // The thief, replaying the cookie from a Mullvad exit: a browser navigation is
+    // redirected to the IdP with a challenge the cookie cannot answer.
+    let (parts, _) = h1_from(&t, "127.0.2.10", browser(&t, "/dashboard?tab=keys")).await;
+    assert_eq!(parts.status, 303);
+    let location = parts.headers["location"].to_str().unwrap();
+    assert!(location.starts_with("https://sso.example/authorize?"), "{location}");
+    let q = query(location);
+    let get = |k: &str| q.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("response_type"), Some("code"));
+    assert_eq!(get("client_id"), Some("tether"));
+    assert_eq!(get("redirect_uri"), Some(format!("https://localhost:{port}/.tether/callback").as_str()));
+    assert_eq!(get("prompt"), Some("login"));
+    assert_eq!(get("max_age"), Some("0"));
+    assert_eq!(get("acr_values"), Some("urn:example:mfa"));
+    assert_eq!(get("code_challenge_method"), Some("S256"));
+    for k in ["state", "nonce", "code_challenge"] {
+        assert!(get(k).is_some_and(|v| v.len() >= 20), "{k} in {location}");
+    }
+    assert_eq!(parts.headers["cache-control"], "no-store");
+
+    // The same cookie from Datacamp as an API call: the RFC 9470 challenge.
+    let (parts, _) = h1_from(&t, "127.0.1.10", api(&t, "/api/keys")).await;
+    assert_eq!(parts.status, 401);
+    assert_eq!(
+        parts.headers["www-authenticate"],
+        r#"Bearer error="insufficient_user_authentication", error_description="A fresh authentication is required", max_age="0", acr_values="urn:example:mfa""#
+    );
+
+    // The owner is not disturbed.
+    let (parts, body) = h1_from(&t, "127.0.0.1", browser(&t, "/dashboard")).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(json(&body)["path"], "/dashboard");
+
+    // A library client with the cookie, from an innocent network: still challenged.
+    let req = get_req(&t, "/api/keys", "curl/7.88.1");
+    let (parts, _) = h1_from(&t, "127.0.3.10", req).await;
+    assert_eq!(parts.status, 401);
+
+    // Metrics and audit record all of it, with the session as a keyed hash only.
+    assert!(t.metric("tether_decisions_total{action=\"step_up\",mode=\"enforce\"}").await >= 3.0);
+    assert!(t.metric("tether_signals_total{signal=\"anonymizer_network\"}").await >= 2.0);
+    let lines = audit_lines(&t, 5).await;
+    let raw = std::fs::read_to_string(t.certs.dir.path().join("audit.jsonl")).unwrap();
+    assert!(!raw.contains("s3cr3t"), "raw cookie in the audit log");
+    let bound: Vec<_> = lines.iter().filter(|l| l["event"] == "session_bound").collect();
+    assert_eq!(bound.len(), 1);
+    assert_eq!(bound[0]["ip"], "127.0.0.1");
+    assert_eq!(bound[0]["country"], "SE");
+    let decisions: Vec<_> = lines.iter().filter(|l| l["event"] == "decision").collect();
+    let mullvad = decisions.iter().find(|l| l["ip"] == "127.0.2.10").expect("decision for the VPN replay");
+    assert_eq!(mullvad["action"], "step_up");
+    assert_eq!(mullvad["asn"], 39351);
+    assert_eq!(mullvad["mode"], "enforce");
+    assert!(mullvad["reasons"].as_array().unwrap().iter().any(|r| r == "anonymizer_network"));
+    for key in ["ts", "session", "ip", "asn", "country", "ja4", "ua", "method", "path", "action", "score", "reasons", "mode"] {
+        assert!(mullvad.get(key).is_some(), "{key} missing: {mullvad}");
+    }
+    assert_eq!(mullvad["session"], bound[0]["session"]);
+}
+
+fn get_req(t: &Tether, path: &str, ua: &str) -> Request<Full<Bytes>> {
+    get(t, path).header("cookie", COOKIE).header("user-agent", ua.to_owned()).body(Full::new(Bytes::new())).unwrap()
+}
+
+#[tokio::test]
+async fn monitor_mode_lets_both_through_and_records_the_would_be_action() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "", &detector_sections("monitor", "")).await;
+    let (parts, _) = h1_from(&t, "127.0.0.1", browser(&t, "/")).await;
+    assert_eq!(parts.status, 200);
+    let (parts, _) = h1_from(&t, "127.0.2.10", browser(&t, "/")).await;
+    assert_eq!(parts.status, 200, "monitor mode proxies");
+    let (parts, _) = h1_from(&t, "127.0.0.1", browser(&t, "/")).await;
+    assert_eq!(parts.status, 200);
+    // The VPN request, and the owner's next one (which, since the thief was let through,
+    // now alternates between two networks) would both have been stepped up.
+    assert_eq!(t.metric("tether_decisions_total{action=\"step_up\",mode=\"monitor\"}").await, 2.0);
+    assert_eq!(t.metric("tether_decisions_total{action=\"step_up\",mode=\"enforce\"}").await, 0.0);
+    let lines = audit_lines(&t, 3).await;
+    let d = lines.iter().find(|l| l["event"] == "decision" && l["ip"] == "127.0.2.10").unwrap();
+    assert_eq!((d["action"].as_str(), d["mode"].as_str()), (Some("step_up"), Some("monitor")));
+    assert!(lines.iter().any(|l| l["event"] == "decision" && l["ip"] == "127.0.0.1" && l["reasons"].as_array().unwrap().iter().any(|r| r == "concurrent_use")));
+}
+
+#[tokio::test]
+async fn ioc_addresses_are_blocked_and_new_addresses_are_always_audited() {
+    let up = spawn_upstream(None).await;
+    let dir_certs = certs();
+    std::fs::write(dir_certs.dir.path().join("iocs.txt"), "127.0.3.66\n").unwrap();
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n[admin]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{up}\"\nforward_decision = true\n{}",
+        detector_sections("enforce", "").replace("[session]", "ioc_files = [\"iocs.txt\"]\n[session]")
+    );
+    let t = start_text(&text, dir_certs).await;
+    let (parts, body) = h1_from(&t, "127.0.0.1", browser(&t, "/")).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(seen(&json(&body), "x-tether-decision"), vec!["allow"]);
+    // An allowed move to the owner's phone network is still recorded: IoC lists come later.
+    let (parts, _) = h1_from(&t, "127.0.3.5", browser(&t, "/")).await;
+    assert_eq!(parts.status, 200);
+    let (parts, body) = h1_from(&t, "127.0.3.66", api(&t, "/")).await;
+    assert_eq!(parts.status, 403);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("\"reference\"") && !text.contains("ioc"), "{text}");
+    let lines = audit_lines(&t, 4).await;
+    assert!(lines.iter().any(|l| l["event"] == "new_address" && l["ip"] == "127.0.3.5" && l["action"] == "allow"));
+    let block = lines.iter().find(|l| l["event"] == "decision" && l["action"] == "block").unwrap();
+    assert!(block["reasons"].as_array().unwrap().iter().any(|r| r == "ioc_hit"));
+    assert!(block["ref"].as_str().is_some_and(|r| text.contains(r)));
+}
