@@ -30,6 +30,8 @@ pub struct Request<'a> {
     pub fingerprint: Option<&'a Fingerprint>,
     /// The peer is a configured trusted hop (its user header is believed).
     pub peer_trusted: bool,
+    /// A user named by the input itself (a replayed audit line); `None` on the live path.
+    pub asserted_user: Option<&'a str>,
 }
 
 /// The detector's answer for a request that carried a session.
@@ -88,6 +90,11 @@ impl Detector {
         self.policy.mode
     }
 
+    /// The configured session cookies (a replayed trace names its session through one).
+    pub fn cookies(&self) -> &[String] {
+        &self.cookies
+    }
+
     /// Judges one request. `None` when it carries no session (nothing to bind or judge).
     pub async fn decide(&self, store: &Store, req: &Request<'_>) -> Result<Option<Decision>, StoreError> {
         let Some(credential) = identity::find(req.headers, &self.cookies, self.bearer) else {
@@ -98,6 +105,9 @@ impl Detector {
         let jwt_invalid = jwt.is_none() && self.jwt.is_some() && crate::session::jwt::looks_like_jwt(credential.secret());
         if user.is_none() && req.peer_trusted {
             user = self.header_user(req.headers);
+        }
+        if user.is_none() {
+            user = req.asserted_user.map(Arc::from);
         }
 
         let mut loaded = store.load(&key, user.as_deref(), req.now).await?;
@@ -237,8 +247,12 @@ fn next_record(
 /// The audit events one decision produces: the binding, the decision (every non-allow,
 /// and allows when asked), and a new address even when allowed.
 pub fn audit_events(d: &Decision, req: &Request<'_>, audit_allowed: bool) -> impl Iterator<Item = Event> {
-    let base = |kind| {
+    // One timestamp for every line a request produces, so readers can tell them apart
+    // from separate requests.
+    let ts = std::time::SystemTime::now();
+    let base = move |kind| {
         let mut e = Event::new(kind, d.verdict.mode);
+        e.ts = ts;
         e.session = Some(d.session);
         e.user = d.user.clone();
         e.ip = Some(req.ip);

@@ -17,6 +17,7 @@ pub mod http;
 pub mod intel;
 pub mod metrics;
 pub mod net;
+pub mod offline;
 pub mod policy;
 pub mod session;
 pub mod state;

@@ -33,6 +33,17 @@ enum Command {
         #[arg(required = true)]
         ips: Vec<String>,
     },
+    /// Run the decision pipeline offline over JSON-lines traces (or audit logs).
+    Replay {
+        #[arg(long)]
+        config: PathBuf,
+        /// JSON output, with a final {"summary": ...} line.
+        #[arg(long)]
+        json: bool,
+        /// Trace files; "-" reads standard input.
+        #[arg(required = true)]
+        traces: Vec<PathBuf>,
+    },
     /// Self-contained demo: tether, a built-in upstream and a generated certificate.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8443")]
@@ -62,6 +73,13 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("tether lookup: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Replay { config, json, traces } => match replay(&config, json, &traces) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("tether replay: {e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -110,6 +128,49 @@ fn lookup(path: &std::path::Path, json: bool, ips: &[String]) -> anyhow::Result<
         }
     }
     Ok(code)
+}
+
+fn replay(path: &std::path::Path, json: bool, traces: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    use std::io::{BufReader, Write};
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
+    let intel = match &config.intel {
+        Some(cfg) => Some(tether::intel::Intel::load(cfg, prometheus::IntCounter::new("replay_errors", "replay")?)?),
+        None => None,
+    };
+    let detector = tether::detector::Detector::build(&config, &tether::session::HashKey::generate()?)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut replayer = tether::offline::replay::Replayer::new(&detector, intel.as_ref(), config.session.limits);
+    for trace in traces {
+        let reader: Box<dyn std::io::BufRead> = if trace.as_os_str() == "-" {
+            Box::new(BufReader::new(std::io::stdin()))
+        } else {
+            let file = std::fs::File::open(trace).map_err(|e| anyhow::anyhow!("{}: {e}", trace.display()))?;
+            Box::new(BufReader::new(file))
+        };
+        let mut write_error = None;
+        runtime.block_on(tether::offline::replay::replay_reader(&mut replayer, reader, |o| {
+            let line = if json { serde_json::to_string(o).unwrap_or_default() } else { o.to_text() };
+            if let Err(e) = writeln!(out, "{line}") {
+                write_error = Some(e);
+            }
+        }))?;
+        if let Some(e) = write_error {
+            return Err(e.into());
+        }
+    }
+    let summary = &replayer.summary;
+    if json {
+        writeln!(out, "{}", serde_json::json!({ "summary": summary }))?;
+    } else {
+        eprintln!(
+            "summary: allow {} · step_up {} · block {} · revoke {} · unjudged {} · duplicates {} · errors {}",
+            summary.allow, summary.step_up, summary.block, summary.revoke, summary.unjudged, summary.duplicates, summary.errors
+        );
+    }
+    out.flush()?;
+    Ok(if summary.errors > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
 fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {

@@ -170,6 +170,7 @@ async fn judge(
         headers: req.headers(),
         fingerprint,
         peer_trusted,
+        asserted_user: None,
     };
     let decision = match snap.detector.decide(&shared.store, &input).await {
         Ok(d) => d?,

@@ -154,3 +154,105 @@ async fn ioc_addresses_are_blocked_and_new_addresses_are_always_audited() {
     assert!(block["reasons"].as_array().unwrap().iter().any(|r| r == "ioc_hit"));
     assert!(block["ref"].as_str().is_some_and(|r| text.contains(r)));
 }
+
+fn run_replay(config: &std::path::Path, trace: &std::path::Path) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["replay", "--json", "--config"])
+        .arg(config)
+        .arg(trace)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let summary = lines.pop().unwrap();
+    (lines, summary["summary"].clone())
+}
+
+#[tokio::test]
+async fn replay_of_the_audit_log_matches_the_live_decisions() {
+    let up = spawn_upstream(None).await;
+    let sections = detector_sections("enforce", "").replace("[audit]\n", "[audit]\nallowed = true\n");
+    let t = start_tls(&format!("http://{up}"), "", &sections).await;
+    // A small day: the owner at home and on the phone, a thief from a VPN, a datacenter,
+    // and with a library client; the owner carries on.
+    let steps: [(&str, bool); 7] = [
+        ("127.0.0.1", true),
+        ("127.0.3.4", true),
+        ("127.0.0.1", true),
+        ("127.0.2.10", true),
+        ("127.0.1.10", false),
+        ("127.0.5.5", false),
+        ("127.0.0.1", true),
+    ];
+    let mut live_status = Vec::new();
+    for (src, as_browser) in steps {
+        let req = if as_browser { browser(&t, "/app") } else { get_req(&t, "/api", "python-requests/2.32") };
+        let (parts, _) = h1_from(&t, src, req).await;
+        live_status.push(parts.status.as_u16());
+    }
+    assert_eq!(live_status, vec![200, 200, 200, 303, 401, 401, 200]);
+    let lines = audit_lines(&t, 7).await;
+    let live: Vec<_> = lines.iter().filter(|l| l["event"] == "decision").collect();
+    assert_eq!(live.len(), 7);
+
+    // The same config, pointed at the audit log.
+    let dir = t.certs.dir.path();
+    let config = dir.join("tether.toml");
+    std::fs::write(
+        &config,
+        format!("[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n{sections}"),
+    )
+    .unwrap();
+    let (replayed, summary) = run_replay(&config, &dir.join("audit.jsonl"));
+    assert_eq!(replayed.len(), 7, "{replayed:?}");
+    for (l, r) in live.iter().zip(&replayed) {
+        assert_eq!((&l["ip"], &l["action"], &l["score"], &l["reasons"]), (&r["ip"], &r["action"], &r["score"], &r["reasons"]), "live {l}\nreplay {r}");
+    }
+    assert_eq!(summary["step_up"], 3);
+    assert_eq!(summary["allow"], 4);
+}
+
+#[tokio::test]
+async fn replay_reads_the_trace_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = geolite();
+    let config = dir.path().join("tether.toml");
+    std::fs::write(&config, format!("[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n{}", detector_sections("enforce", "")))
+        .unwrap();
+    let _ = g;
+    let trace = dir.path().join("trace.jsonl");
+    std::fs::write(
+        &trace,
+        [
+            r#"{"ts":"2022-12-16T09:00:00Z","ip":"192.0.2.10","method":"GET","path":"/","headers":{"user-agent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Chrome/108.0.0.0 Safari/537.36","cookie":"session=abc","accept":"text/html"},"ja4":"t13d1516h2_8daaf6152771_d8a2da3f94cd"}"#,
+            r#"{"ts":"2022-12-16T09:05:00Z","ip":"178.249.214.10","method":"GET","path":"/api/v2/projects","headers":{"user-agent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Chrome/108.0.0.0 Safari/537.36","cookie":"session=abc"}}"#,
+            r#"{"ts":"2022-12-16T09:06:00Z","ip":"89.36.78.75","method":"POST","path":"/api/v2/tokens","session":"abc"}"#,
+            r#"{"ts":"2022-12-16T09:07:00Z","ip":"192.0.2.10","method":"GET","path":"/"}"#,
+            "this is not json",
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["replay", "--json", "--config"])
+        .arg(&config)
+        .arg(&trace)
+        .output()
+        .unwrap();
+    // A bad line is reported in place and makes the exit status non-zero.
+    assert_eq!(out.status.code(), Some(2));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[0]["action"], "allow");
+    assert_eq!(lines[1]["action"], "step_up");
+    assert!(lines[1]["reasons"].as_array().unwrap().iter().any(|r| r == "anonymizer_network"));
+    assert_eq!(lines[1]["session"], lines[0]["session"]);
+    // "session" instead of a cookie names the same session.
+    assert_eq!(lines[2]["session"], lines[0]["session"]);
+    assert_ne!(lines[2]["action"], "allow");
+    assert_eq!(lines[3]["session"], serde_json::Value::Null);
+    assert_eq!(lines[4]["action"], "error");
+    assert_eq!(lines[5]["summary"]["errors"], 1);
+    assert_eq!(lines[5]["summary"]["unjudged"], 1);
+}

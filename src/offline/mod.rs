@@ -1,0 +1,4 @@
+//! Offline tools over recorded traffic: `tether replay` runs the live decision pipeline
+//! over traces; `tether hunt` searches audit logs for indicators.
+
+pub mod replay;
