@@ -193,7 +193,7 @@ pub fn derive(obs: &Observed<'_>, prior: Option<&SessionRecord>, baseline: Optio
     if now.prefix != prior.bound.prefix {
         s.insert(Signal::PrefixChange);
     }
-    if matches!((now.country, prior.bound.country), (Some(a), Some(b)) if a != b) {
+    if matches!((now.country(), prior.bound.country()), (Some(a), Some(b)) if a != b) {
         s.insert(Signal::CountryChange);
     }
     if impossible_travel(&prior.last, &now, policy.max_travel_kmh) {
@@ -231,7 +231,7 @@ pub fn anonymizer_network(now: &Place, bound: &Place) -> bool {
 
 /// A change of ASN, except into the organisation's own corporate egress.
 pub fn asn_change(now: &Place, bound: &Place) -> bool {
-    matches!((now.asn, bound.asn), (Some(a), Some(b)) if a != b) && now.category != Category::Corporate
+    matches!((now.asn(), bound.asn()), (Some(a), Some(b)) if a != b) && now.category != Category::Corporate
 }
 
 /// Great-circle distance in km.
@@ -254,8 +254,8 @@ pub fn impossible_travel(last: &Place, now: &Place, max_kmh: f32) -> bool {
     if !locates_person(last) || !locates_person(now) {
         return false;
     }
-    let (Some(a), Some(b)) = (last.location, now.location) else { return false };
-    if last.country.is_none() || last.country == now.country {
+    let (Some(a), Some(b)) = (last.location(), now.location()) else { return false };
+    if last.country().is_none() || last.country() == now.country() {
         return false;
     }
     let slack = f32::from(a.accuracy_km) + f32::from(b.accuracy_km);
@@ -282,8 +282,8 @@ pub fn concurrent_use(now: &Place, prior: &SessionRecord, window: u32) -> bool {
     let Some(previous) = &prior.previous else { return false };
     let last = &prior.last;
     let alternating = !now.same_network(last) && now.same_network(previous) && now.at.saturating_sub(previous.at) <= window;
-    let benign_pair = now.country.is_some()
-        && now.country == last.country
+    let benign_pair = now.country().is_some()
+        && now.country() == last.country()
         && !now.category.is_anonymizer()
         && !last.category.is_anonymizer();
     alternating && !benign_pair
@@ -292,10 +292,10 @@ pub fn concurrent_use(now: &Place, prior: &SessionRecord, window: u32) -> bool {
 /// A network this user has not been allowed in before (when tether knows the user and
 /// has a baseline for them).
 pub fn new_network_for_user(now: &Place, prior: Option<&SessionRecord>, baseline: Option<&UserBaseline>) -> bool {
-    let (Some(baseline), Some(asn)) = (baseline, now.asn) else { return false };
+    let (Some(baseline), Some(asn)) = (baseline, now.asn()) else { return false };
     if baseline.is_empty() || baseline.knows_network(asn) {
         return false;
     }
     // The session's own binding network is known even if the baseline has not learned it.
-    !prior.is_some_and(|p| p.bound.asn == Some(asn))
+    !prior.is_some_and(|p| p.bound.asn() == Some(asn))
 }

@@ -9,7 +9,9 @@ use super::record::{Secs, SessionRecord, UserBaseline, USER_SESSIONS};
 use super::{Loaded, SessionKey, StoreLimits};
 
 pub struct MemoryStore {
-    sessions: DashMap<SessionKey, SessionRecord>,
+    /// Boxed: the map's table then holds a pointer per slot, so its power-of-two growth
+    /// wastes 8 bytes per empty slot instead of a whole record.
+    sessions: DashMap<SessionKey, Box<SessionRecord>>,
     users: DashMap<Arc<str>, UserBaseline>,
     /// Each user's sessions (bounded), for revoking them all.
     user_sessions: DashMap<Arc<str>, Vec<SessionKey>>,
@@ -36,7 +38,7 @@ impl MemoryStore {
     pub fn load(&self, key: &SessionKey, user: Option<&str>, now: Secs) -> Loaded {
         let revoked = self.revoked.get(key).is_some_and(|until| *until > now);
         let record = match self.sessions.get(key) {
-            Some(r) if !self.expired(&r, now) => Some(r.clone()),
+            Some(r) if !self.expired(&r, now) => Some((**r).clone()),
             Some(_) => {
                 self.sessions.remove(key);
                 None
@@ -52,7 +54,13 @@ impl MemoryStore {
         if self.sessions.len() >= self.limits.max_sessions && !self.sessions.contains_key(&key) {
             self.make_room(record.last.at);
         }
-        self.sessions.insert(key, record);
+        match self.sessions.get_mut(&key) {
+            // Overwrite in place: no allocation on the steady path.
+            Some(mut slot) => **slot = record,
+            None => {
+                self.sessions.insert(key, Box::new(record));
+            }
+        }
         if let Some((user, baseline)) = learned {
             if self.users.len() >= self.limits.max_users && !self.users.contains_key(user) {
                 // Users are far fewer than sessions; dropping the stalest few is enough.
@@ -116,7 +124,7 @@ impl MemoryStore {
     }
 
     pub fn sessions_of(&self, user: &str) -> Vec<(SessionKey, SessionRecord)> {
-        self.sessions.iter().filter(|e| e.user.as_deref() == Some(user)).map(|e| (*e.key(), e.value().clone())).collect()
+        self.sessions.iter().filter(|e| e.user.as_deref() == Some(user)).map(|e| (*e.key(), (**e.value()).clone())).collect()
     }
 
     pub fn len(&self) -> usize {

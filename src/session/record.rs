@@ -14,55 +14,90 @@ use crate::intel::{Asn, Category, Coordinates, Country, NetInfo};
 pub type Secs = u32;
 
 /// An IPv4 /24 or IPv6 /64: the unit in which address changes are judged, since IPv6
-/// privacy addresses and carrier NAT rotate within it.
+/// privacy addresses and carrier NAT rotate within it. Two u32 halves keep the
+/// containing records 4-byte aligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Prefix(u64);
+pub struct Prefix([u32; 2]);
 
 impl Prefix {
     pub fn of(ip: IpAddr) -> Prefix {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => Prefix(u64::from(u32::from(v4) >> 8)),
+        let bits: u64 = match ip.to_canonical() {
+            IpAddr::V4(v4) => u64::from(u32::from(v4) >> 8),
             // The top bit marks IPv6 so a v4 /24 and a v6 /64 never collide.
-            IpAddr::V6(v6) => Prefix(((u128::from(v6) >> 64) as u64) | (1 << 63)),
-        }
+            IpAddr::V6(v6) => ((u128::from(v6) >> 64) as u64) | (1 << 63),
+        };
+        Prefix([(bits >> 32) as u32, bits as u32])
     }
 }
 
-/// A short digest of a stable JA4 for equality tests (8 bytes instead of 36).
+/// A short digest of a stable JA4 for equality tests (4 bytes instead of 36; a
+/// coincidence between two given fingerprints is a one-in-four-billion event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ja4Digest(u64);
+pub struct Ja4Digest(u32);
 
 impl Ja4Digest {
     pub fn of(ja4: &Ja4) -> Ja4Digest {
         // FNV-1a: not for secrecy, only to compare two fingerprints compactly.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut h: u32 = 0x811c_9dc5;
         for b in ja4.as_bytes() {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
         }
         Ja4Digest(h)
     }
 }
 
-/// Where a request came from, reduced for comparison.
+/// Where a request came from, reduced for comparison: 28 bytes, so a million sessions
+/// fit in a few hundred megabytes. Unknown values are stored as zero (AS0 is reserved
+/// and no country code or radius is zero).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Place {
     pub prefix: Prefix,
-    pub asn: Option<Asn>,
+    asn: u32,
     pub category: Category,
-    pub country: Option<Country>,
-    pub location: Option<Coordinates>,
+    country: [u8; 2],
+    /// Latitude and longitude in hundredths of a degree (about a kilometre), radius in km.
+    lat: i16,
+    lon: i16,
+    accuracy_km: u16,
     pub at: Secs,
 }
 
 impl Place {
     pub fn new(ip: IpAddr, net: &NetInfo, at: Secs) -> Place {
-        Place { prefix: Prefix::of(ip), asn: net.asn, category: net.category, country: net.country, location: net.location, at }
+        let (lat, lon, accuracy_km) = match net.location {
+            Some(c) => ((c.latitude * 100.0).round() as i16, (c.longitude * 100.0).round() as i16, c.accuracy_km.max(1)),
+            None => (0, 0, 0),
+        };
+        let country = net.country.map_or([0, 0], |c| {
+            let b = c.as_str().as_bytes();
+            [b[0], b[1]]
+        });
+        Place { prefix: Prefix::of(ip), asn: net.asn.map_or(0, |a| a.0), category: net.category, country, lat, lon, accuracy_km, at }
+    }
+
+    pub fn asn(&self) -> Option<Asn> {
+        (self.asn != 0).then_some(Asn(self.asn))
+    }
+
+    pub fn country(&self) -> Option<Country> {
+        if self.country == [0, 0] {
+            return None;
+        }
+        std::str::from_utf8(&self.country).ok().and_then(Country::new)
+    }
+
+    pub fn location(&self) -> Option<Coordinates> {
+        (self.accuracy_km != 0).then(|| Coordinates {
+            latitude: f32::from(self.lat) / 100.0,
+            longitude: f32::from(self.lon) / 100.0,
+            accuracy_km: self.accuracy_km,
+        })
     }
 
     /// Same network for "have we seen this before": the ASN when known, else the prefix.
     pub fn same_network(&self, other: &Place) -> bool {
-        match (self.asn, other.asn) {
+        match (self.asn(), other.asn()) {
             (Some(a), Some(b)) => a == b,
             _ => self.prefix == other.prefix,
         }
@@ -215,10 +250,10 @@ impl UserBaseline {
     /// baseline changed.
     pub fn learn(&mut self, place: &Place, client: Client) -> bool {
         let mut changed = false;
-        if let Some(asn) = place.asn {
+        if let Some(asn) = place.asn() {
             changed |= self.networks.note(asn, place.at);
         }
-        if let Some(c) = place.country {
+        if let Some(c) = place.country() {
             changed |= self.countries.note(c, place.at);
         }
         changed |= self.clients.note(client, place.at);
@@ -232,6 +267,23 @@ impl UserBaseline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn places_round_trip_what_comparisons_need() {
+        let net = NetInfo {
+            asn: Some(Asn(64496)),
+            country: Country::new("SE"),
+            location: Some(Coordinates { latitude: 59.3293, longitude: 18.0686, accuracy_km: 20 }),
+            ..NetInfo::unknown()
+        };
+        let p = Place::new("192.0.2.1".parse().unwrap(), &net, 7);
+        assert_eq!((p.asn(), p.country()), (Some(Asn(64496)), Country::new("SE")));
+        let c = p.location().unwrap();
+        assert!((c.latitude - 59.33).abs() < 0.01 && (c.longitude - 18.07).abs() < 0.01 && c.accuracy_km == 20);
+        let unknown = Place::new("192.0.2.1".parse().unwrap(), &NetInfo::unknown(), 7);
+        assert_eq!((unknown.asn(), unknown.country(), unknown.location()), (None, None, None));
+        assert_eq!(std::mem::size_of::<Place>(), 28);
+    }
 
     #[test]
     fn prefixes_group_v4_24_and_v6_64() {
@@ -248,20 +300,16 @@ mod tests {
     fn baseline_is_bounded_and_keeps_recent() {
         let mut b = UserBaseline::default();
         let client = Client { ua: UserAgent::UNKNOWN, ja4: None, tls: TlsClass::Unknown };
-        for i in 0..40u32 {
-            let place = Place {
-                prefix: Prefix(0),
-                asn: Some(Asn(i)),
-                category: Category::Other,
-                country: Country::new("SE"),
-                location: None,
-                at: 1000 + i,
-            };
-            b.learn(&place, client);
+        let place = |asn: u32, at: u32| {
+            let net = NetInfo { asn: Some(Asn(asn)), country: Country::new("SE"), ..NetInfo::unknown() };
+            Place::new("192.0.2.1".parse().unwrap(), &net, at)
+        };
+        for i in 1..=40u32 {
+            b.learn(&place(i, 1000 + i), client);
         }
         assert_eq!(b.networks.len(), BASELINE_NETWORKS);
-        assert!(!b.learn(&Place { prefix: Prefix(0), asn: Some(Asn(39)), category: Category::Other, country: Country::new("SE"), location: None, at: 1040 }, client), "known and recent: no write");
-        assert!(b.knows_network(Asn(39)) && !b.knows_network(Asn(0)));
+        assert!(!b.learn(&place(39, 1041), client), "known and recent: no write");
+        assert!(b.knows_network(Asn(39)) && !b.knows_network(Asn(1)));
         assert_eq!(b.countries.len(), 1);
     }
 
