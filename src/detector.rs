@@ -15,7 +15,7 @@ use crate::policy::{self, Action, Observed, Policy, Signal, Verdict};
 use crate::session::identity::{self, Credential};
 use crate::session::jwt::{JwksError, JwtOutcome, JwtVerifier};
 use crate::session::key::HashKeyError;
-use crate::session::record::{Client, Ja4Digest, SessionRecord, RECENT_ADDRESSES};
+use crate::session::record::{address_tag, Client, Ja4Digest, SessionRecord, RECENT_ADDRESSES};
 use crate::session::{HashKey, Secs, SessionKey, Store, StoreError};
 
 /// Everything about one request the detector looks at.
@@ -173,6 +173,78 @@ impl Detector {
             }
             JwtOutcome::NotJwt | JwtOutcome::Invalid => (key, None),
         }
+    }
+
+    /// The session a request carries, without judging it.
+    pub fn session_of(&self, headers: &HeaderMap, now: Secs) -> Option<SessionKey> {
+        let credential = identity::find(headers, &self.cookies, self.bearer)?;
+        Some(self.identify(&credential, now).0)
+    }
+
+    /// A completed step-up: the session is re-bound to the context it was proved in,
+    /// its pending demand and failure count cleared, its authentication time set, and the
+    /// context taught to the user's baseline.
+    pub async fn complete_step_up(
+        &self,
+        store: &Store,
+        key: SessionKey,
+        req: &Request<'_>,
+        auth_time: Secs,
+        user: Option<Arc<str>>,
+    ) -> Result<(), StoreError> {
+        let loaded = store.load(&key, user.as_deref(), req.now).await?;
+        let client = client_of(req);
+        let place = Observed { now: req.now, ip: req.ip, net: req.net, client, jwt_invalid: false }.place();
+        let user = user.or_else(|| loaded.record.as_ref().and_then(|r| r.user.clone()));
+        let mut record = match loaded.record {
+            Some(r) => r,
+            None => SessionRecord {
+                bound: place,
+                client,
+                last: place,
+                previous: None,
+                created: req.now,
+                user: None,
+                authenticated_at: None,
+                step_up_pending: false,
+                bound_suspect: false,
+                step_up_failures: 0,
+                recent_addresses: [0; RECENT_ADDRESSES],
+            },
+        };
+        record.bound = place;
+        record.client = client;
+        record.last = place;
+        record.previous = None;
+        record.user = user.clone();
+        record.authenticated_at = Some(auth_time.max(record.authenticated_at.unwrap_or(0)));
+        record.step_up_pending = false;
+        record.bound_suspect = false;
+        record.step_up_failures = 0;
+        record.remember_address(address_tag(req.ip));
+        let mut baseline = loaded.baseline.unwrap_or_default();
+        let learned = match &user {
+            Some(u) if baseline.learn(&place, client) => Some((u, &baseline)),
+            _ => None,
+        };
+        store.store(key, record, learned).await?;
+        if let Some(u) = &user {
+            store.index_session(u, key).await?;
+        }
+        Ok(())
+    }
+
+    /// A failed step-up; returns true when this failure revoked the session.
+    pub async fn fail_step_up(&self, store: &Store, key: SessionKey, now: Secs, max_failures: u8) -> Result<bool, StoreError> {
+        let loaded = store.load(&key, None, now).await?;
+        let Some(mut record) = loaded.record else { return Ok(false) };
+        record.step_up_failures = record.step_up_failures.saturating_add(1);
+        if record.step_up_failures >= max_failures {
+            store.revoke(key, now).await?;
+            return Ok(true);
+        }
+        store.store(key, record, None).await?;
+        Ok(false)
     }
 
     fn header_user(&self, headers: &HeaderMap) -> Option<Arc<str>> {

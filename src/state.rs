@@ -11,6 +11,7 @@ use crate::audit::{AuditLog, AuditOpenError};
 use crate::config::Config;
 use crate::detector::{Detector, DetectorError};
 use crate::session::{HashKey, Store};
+use crate::stepup::oidc::{IdpClient, OidcSetupError};
 use crate::stepup::Challenges;
 use crate::http::upstream::UpstreamClient;
 use crate::intel::{Intel, IntelError};
@@ -26,6 +27,8 @@ pub struct Snapshot {
     /// `None` without an `[intel]` section.
     pub intel: Option<Arc<Intel>>,
     pub detector: Detector,
+    /// The OpenID provider client, with `[step_up]`.
+    pub idp: Option<Arc<IdpClient>>,
     /// Increases by one with every snapshot installed.
     pub generation: u64,
 }
@@ -40,13 +43,11 @@ pub enum SnapshotError {
     Intel(#[source] IntelError),
     #[error("session: {0}")]
     Detector(#[source] DetectorError),
+    #[error("step_up: {0}")]
+    Idp(#[source] OidcSetupError),
 }
 
 impl Snapshot {
-    /// The authorization endpoint learned by OIDC discovery, when configured that way.
-    pub fn discovered_authorization_endpoint(&self) -> Option<String> {
-        None
-    }
 
     pub fn build(config: Config, generation: u64, metrics: &Metrics, generated_key: &HashKey) -> Result<Snapshot, SnapshotError> {
         let tls = match &config.listen.tls {
@@ -60,7 +61,8 @@ impl Snapshot {
             None => None,
         };
         let detector = Detector::build(&config, generated_key).map_err(SnapshotError::Detector)?;
-        Ok(Snapshot { config, tls, trusted, upstream, intel, detector, generation })
+        let idp = config.step_up.as_ref().map(IdpClient::new).transpose().map_err(SnapshotError::Idp)?.map(Arc::new);
+        Ok(Snapshot { config, tls, trusted, upstream, intel, detector, idp, generation })
     }
 }
 

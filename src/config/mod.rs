@@ -157,8 +157,21 @@ impl Mode {
 
 #[derive(Debug, Clone)]
 pub enum IdpEndpoints {
+    /// `issuer` alone: the endpoints come from its discovery document.
     Discovery { issuer: Uri },
-    Explicit { authorization: Uri, token: Uri, jwks: Uri },
+    /// The endpoints given; `issuer` (the expected `iss` of ID tokens) is the configured
+    /// one, else the authorization endpoint's origin.
+    Explicit { issuer: String, authorization: Uri, token: Uri, jwks: Uri },
+}
+
+/// How tether authenticates itself at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// A public client: PKCE only.
+    None,
+    SecretBasic,
+    SecretPost,
+    PrivateKeyJwt,
 }
 
 #[derive(Debug, Clone)]
@@ -166,10 +179,20 @@ pub struct StepUp {
     pub endpoints: IdpEndpoints,
     pub client_id: String,
     pub client_secret: Option<ClientSecret>,
+    pub client_auth: ClientAuth,
+    /// PEM private key for `private_key_jwt` (EC P-256 → ES256, RSA → RS256).
+    pub client_private_key_file: Option<PathBuf>,
+    pub client_key_id: Option<String>,
     pub acr_values: Option<String>,
+    /// `amr` values the ID token must all carry (e.g. `["mfa"]`).
+    pub required_amr: Vec<String>,
     pub ca_file: Option<PathBuf>,
     /// The callback URL registered at the IdP; derived from the request's host when unset.
     pub redirect_uri: Option<String>,
+    /// The ID token claim compared with the challenged session's user.
+    pub user_claim: String,
+    /// Failed step-ups after which the session is revoked.
+    pub max_failures: u8,
 }
 
 /// A client secret; `Debug` never shows it.
@@ -608,16 +631,17 @@ fn read_step_up(s: Section<'_>) -> Option<Option<StepUp>> {
     let explicit_any = given("authorization_endpoint") || given("token_endpoint") || given("jwks_uri");
     let mut ok = true;
     let endpoints = match (issuer, explicit_any) {
-        (Some(_), true) => {
-            s.problem("issuer", Problem::Conflict { reason: "give either issuer (discovery) or the explicit endpoints, not both" });
-            None
-        }
         (Some(issuer), false) => Some(IdpEndpoints::Discovery { issuer }),
-        (None, _) => match (authorization, token, jwks) {
-            (Some(authorization), Some(token), Some(jwks)) => Some(IdpEndpoints::Explicit { authorization, token, jwks }),
+        (issuer, _) => match (authorization, token, jwks) {
+            (Some(authorization), Some(token), Some(jwks)) => {
+                let issuer = issuer.map(|i| i.to_string().trim_end_matches('/').to_owned()).unwrap_or_else(|| {
+                    format!("{}://{}", authorization.scheme_str().unwrap_or("https"), authorization.authority().map_or("", |a| a.as_str()))
+                });
+                Some(IdpEndpoints::Explicit { issuer, authorization, token, jwks })
+            }
             _ => {
                 for k in ["authorization_endpoint", "token_endpoint", "jwks_uri"] {
-                    if !given(k) && !given("issuer") {
+                    if !given(k) && (explicit_any || !given("issuer")) {
                         s.problem(k, Problem::Missing);
                     }
                 }
@@ -642,7 +666,37 @@ fn read_step_up(s: Section<'_>) -> Option<Option<StepUp>> {
         }
         (None, false) => None,
     };
+    let client_private_key_file = s.optional_file("client_private_key_file");
+    ok &= client_private_key_file.is_ok();
+    let client_key_id = s.string("client_key_id").map(str::to_owned);
+    let client_auth = match s.string("client_auth") {
+        None if client_private_key_file.as_ref().is_ok_and(Option::is_some) => Some(ClientAuth::PrivateKeyJwt),
+        None if client_secret.is_some() => Some(ClientAuth::SecretBasic),
+        None => Some(ClientAuth::None),
+        Some("none") => Some(ClientAuth::None),
+        Some("client_secret_basic") => Some(ClientAuth::SecretBasic),
+        Some("client_secret_post") => Some(ClientAuth::SecretPost),
+        Some("private_key_jwt") => Some(ClientAuth::PrivateKeyJwt),
+        Some(other) => {
+            s.problem("client_auth", Problem::Invalid { expected: "none, client_secret_basic, client_secret_post or private_key_jwt", found: other.to_owned() });
+            None
+        }
+    };
+    match client_auth {
+        Some(ClientAuth::SecretBasic | ClientAuth::SecretPost) if client_secret.is_none() && !file_given => {
+            s.problem("client_secret", Problem::Missing);
+            ok = false;
+        }
+        Some(ClientAuth::PrivateKeyJwt) if !s.has("client_private_key_file") => {
+            s.problem("client_private_key_file", Problem::Missing);
+            ok = false;
+        }
+        _ => {}
+    }
     let acr_values = s.string("acr_values").map(str::to_owned);
+    let required_amr = s.string_array("required_amr").unwrap_or_default().into_iter().map(str::to_owned).collect();
+    let user_claim = s.string("user_claim").unwrap_or("sub").to_owned();
+    let max_failures = s.integer("max_failures", 1, 100).map_or(3, |n| n as u8);
     let ca_file = s.optional_file("ca_file");
     let redirect_uri = s.string("redirect_uri").map(str::to_owned);
     if let Some(r) = &redirect_uri {
@@ -653,7 +707,20 @@ fn read_step_up(s: Section<'_>) -> Option<Option<StepUp>> {
     }
     s.finish();
     ok.then_some(())?;
-    Some(Some(StepUp { endpoints: endpoints?, client_id: client_id?, client_secret, acr_values, ca_file: ca_file.ok()?, redirect_uri }))
+    Some(Some(StepUp {
+        endpoints: endpoints?,
+        client_id: client_id?,
+        client_secret,
+        client_auth: client_auth?,
+        client_private_key_file: client_private_key_file.ok()?,
+        client_key_id,
+        acr_values,
+        required_amr,
+        ca_file: ca_file.ok()?,
+        redirect_uri,
+        user_claim,
+        max_failures,
+    }))
 }
 
 fn read_audit(s: Section<'_>) -> Option<Audit> {

@@ -136,11 +136,27 @@ url = "http://127.0.0.1:1"
 issuer = "https://sso.example.com"
 token_endpoint = "https://sso.example.com/token"
 client_secret = "s"
+client_auth = "magic"
 "#;
     let err = parse(text).unwrap_err();
     let p = paths(&err);
-    assert!(p.contains(&"step_up.issuer"), "{p:?}");
-    assert!(p.contains(&"step_up.client_id"), "{p:?}");
+    for k in ["step_up.authorization_endpoint", "step_up.jwks_uri", "step_up.client_id", "step_up.client_auth"] {
+        assert!(p.contains(&k), "{k} in {p:?}");
+    }
+}
+
+#[test]
+fn explicit_endpoints_take_the_issuer_or_derive_it() {
+    let base = "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[step_up]\nauthorization_endpoint = \"https://sso.example.com:8443/oauth2/authorize\"\ntoken_endpoint = \"https://sso.example.com:8443/oauth2/token\"\njwks_uri = \"https://sso.example.com:8443/oauth2/keys\"\nclient_id = \"tether\"\n";
+    let cfg = parse(base).unwrap();
+    let su = cfg.step_up.unwrap();
+    assert!(matches!(&su.endpoints, IdpEndpoints::Explicit { issuer, .. } if issuer == "https://sso.example.com:8443"));
+    assert_eq!(su.client_auth, ClientAuth::None);
+    assert_eq!(su.max_failures, 3);
+    let cfg = parse(&format!("{base}issuer = \"https://sso.example.com/oauth2/default\"\nclient_secret = \"x\"\n")).unwrap();
+    let su = cfg.step_up.unwrap();
+    assert!(matches!(&su.endpoints, IdpEndpoints::Explicit { issuer, .. } if issuer == "https://sso.example.com/oauth2/default"));
+    assert_eq!(su.client_auth, ClientAuth::SecretBasic);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod error;
 pub mod hygiene;
+mod own;
 mod service;
 pub mod step_up;
 pub mod upstream;

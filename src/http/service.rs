@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::body::{Guarded, ProxyBody};
 use super::error::{BadRequest, ProxyError};
 use super::hygiene;
+use super::own;
 use super::step_up;
 use crate::detector::{Decision, Request as DetectorRequest};
 use crate::fingerprint::{Fingerprint, Ja4};
@@ -54,9 +55,6 @@ async fn forward(
     shared: &Shared,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let limits = &snap.config.limits;
-    if req.uri().path().starts_with(OWN_PREFIX) {
-        return Err(ProxyError::OwnPathNotFound);
-    }
     let host = request_host(&req)?;
     if let (Some(sni), Some(host)) = (conn.tls.as_ref().and_then(|t| t.sni.as_deref()), host.as_ref()) {
         if !host_matches_sni(host, sni) {
@@ -79,11 +77,14 @@ async fn forward(
         }
         _ => &UNKNOWN_NET,
     };
+    if req.uri().path().starts_with(OWN_PREFIX) {
+        return own_endpoint(req, conn, snap, shared, client, net, fingerprint.as_ref()).await;
+    }
     let decision = judge(&req, conn, snap, shared, client, net, fingerprint.as_ref()).await;
     if let Some(d) = &decision {
         match d.verdict.effective() {
             Action::Allow => {}
-            Action::StepUp => return Ok(step_up::answer(&req, d, snap, shared, host.as_ref(), conn)),
+            Action::StepUp => return Ok(step_up::answer(&req, d, snap, shared, host.as_ref(), conn).await),
             Action::Block | Action::Revoke => return Ok(step_up::blocked(&req, d)),
         }
     }
@@ -142,6 +143,36 @@ async fn forward(
     hygiene::strip_hop_by_hop(&mut parts.headers);
     let body = Guarded::new(body, limits.body_idle_timeout, u64::MAX);
     Ok(Response::from_parts(parts, ProxyBody::Upstream { body }))
+}
+
+/// `/.tether/…`: answered by tether itself.
+async fn own_endpoint(
+    req: Request<Incoming>,
+    conn: &ConnFacts,
+    snap: &Snapshot,
+    shared: &Shared,
+    client: IpAddr,
+    net: &NetInfo,
+    fingerprint: Option<&Fingerprint>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    match req.uri().path() {
+        own::CALLBACK if req.method() == http::Method::GET => {
+            let ctx = DetectorRequest {
+                now: crate::session::now(),
+                ip: client,
+                net,
+                method: req.method(),
+                path: own::CALLBACK,
+                headers: req.headers(),
+                fingerprint,
+                peer_trusted: snap.trusted.contains(conn.source.ip()),
+                asserted_user: None,
+            };
+            Ok(own::callback(&req, &ctx, snap, shared).await)
+        }
+        own::BACKCHANNEL_LOGOUT => Ok(own::backchannel_logout(req, snap, shared).await),
+        _ => Err(ProxyError::OwnPathNotFound),
+    }
 }
 
 static UNKNOWN_NET: std::sync::LazyLock<NetInfo> = std::sync::LazyLock::new(NetInfo::unknown);

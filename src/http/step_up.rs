@@ -6,7 +6,6 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
-use crate::config::IdpEndpoints;
 use crate::detector::Decision;
 use crate::net::{ConnFacts, Protocol};
 use crate::state::{Shared, Snapshot};
@@ -45,21 +44,38 @@ fn finish(mut resp: Response<ProxyBody>, req: &Request<Incoming>, conn: &ConnFac
     resp
 }
 
-pub fn answer(req: &Request<Incoming>, d: &Decision, snap: &Snapshot, shared: &Shared, host: Option<&HeaderValue>, conn: &ConnFacts) -> Response<ProxyBody> {
+pub async fn answer(
+    req: &Request<Incoming>,
+    d: &Decision,
+    snap: &Snapshot,
+    shared: &Shared,
+    host: Option<&HeaderValue>,
+    conn: &ConnFacts,
+) -> Response<ProxyBody> {
     let step_up = snap.config.step_up.as_ref();
     let acr = step_up.and_then(|s| s.acr_values.as_deref());
-    let endpoint = step_up.and_then(|s| match &s.endpoints {
-        IdpEndpoints::Explicit { authorization, .. } => Some(authorization.to_string()),
-        IdpEndpoints::Discovery { .. } => snap.discovered_authorization_endpoint(),
-    });
     let host = host.and_then(|h| h.to_str().ok());
-    let resp = match (is_browser_navigation(req), step_up, endpoint, host) {
+    let browser = is_browser_navigation(req);
+    let endpoint = match (&snap.idp, browser) {
+        // Discovery may need the network; an unreachable IdP means no redirect, and the
+        // client gets the 401 challenge instead (fail closed: never "allow").
+        (Some(idp), true) => idp.metadata().await.ok().map(|m| m.authorization_endpoint.clone()),
+        _ => None,
+    };
+    let resp = match (browser, step_up, endpoint, host) {
         (true, Some(cfg), Some(endpoint), Some(host)) => {
             // A GET returns to where it was; anything else is never replayed.
             let return_to = (req.method() == Method::GET).then(|| req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned());
-            let issued = shared.challenges.begin(&snap.detector.hash_key, d.session, d.user.clone(), return_to, crate::session::now());
             let scheme = if conn.tls.is_some() { "https" } else { "http" };
             let redirect_uri = cfg.redirect_uri.clone().unwrap_or_else(|| format!("{scheme}://{host}{CALLBACK_PATH}"));
+            let issued = shared.challenges.begin(
+                &snap.detector.hash_key,
+                d.session,
+                d.user.clone(),
+                return_to,
+                redirect_uri.clone(),
+                crate::session::now(),
+            );
             let url = AuthorizationRequest {
                 endpoint: &endpoint,
                 client_id: &cfg.client_id,

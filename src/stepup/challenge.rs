@@ -28,6 +28,8 @@ pub struct Pending {
     pub nonce: String,
     /// Where to send the browser afterwards (GET only; a POST is never replayed).
     pub return_to: Option<String>,
+    /// The redirect URI sent to the IdP; the code exchange must repeat it exactly.
+    pub redirect_uri: String,
     pub created: Secs,
 }
 
@@ -76,7 +78,15 @@ fn random<const N: usize>() -> [u8; N] {
 }
 
 impl Challenges {
-    pub fn begin(&self, key: &HashKey, session: SessionKey, user: Option<Arc<str>>, return_to: Option<String>, now: Secs) -> Issued {
+    pub fn begin(
+        &self,
+        key: &HashKey,
+        session: SessionKey,
+        user: Option<Arc<str>>,
+        return_to: Option<String>,
+        redirect_uri: String,
+        now: Secs,
+    ) -> Issued {
         let id: [u8; STATE_ID] = random();
         let verifier = URL_SAFE_NO_PAD.encode(random::<32>());
         let nonce = URL_SAFE_NO_PAD.encode(random::<16>());
@@ -94,7 +104,7 @@ impl Challenges {
                 }
             }
         }
-        pending.insert(id, Pending { session, user, verifier, nonce: nonce.clone(), return_to, created: now });
+        pending.insert(id, Pending { session, user, verifier, nonce: nonce.clone(), return_to, redirect_uri, created: now });
         Issued { state: URL_SAFE_NO_PAD.encode(state), nonce, code_challenge }
     }
 
@@ -220,7 +230,7 @@ mod tests {
         let key = HashKey::new([7; 32], None);
         let c = Challenges::default();
         let s = SessionKey([1; 16]);
-        let issued = c.begin(&key, s, None, Some("/x".into()), 1000);
+        let issued = c.begin(&key, s, None, Some("/x".into()), "https://h/.tether/callback".into(), 1000);
         assert_eq!(issued.code_challenge.len(), 43);
         let pending = c.take(&key, &issued.state, 1010).unwrap();
         assert_eq!(pending.session, s);
@@ -229,7 +239,7 @@ mod tests {
         assert_eq!(c.take(&key, &issued.state, 1010).unwrap_err(), StateError::Unknown);
         // Forged: another key's signature, garbage, a flipped byte.
         let other = HashKey::new([8; 32], None);
-        let issued = c.begin(&key, s, None, None, 1000);
+        let issued = c.begin(&key, s, None, None, "https://h/.tether/callback".into(), 1000);
         assert_eq!(c.take(&other, &issued.state, 1000).unwrap_err(), StateError::Forged);
         assert_eq!(c.take(&key, "not-base64!", 1000).unwrap_err(), StateError::Forged);
         let mut raw = URL_SAFE_NO_PAD.decode(&issued.state).unwrap();

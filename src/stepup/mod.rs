@@ -2,5 +2,6 @@
 //! itself as an OpenID Connect relying party.
 
 pub mod challenge;
+pub mod oidc;
 
 pub use challenge::{Challenges, Pending};

@@ -1,0 +1,495 @@
+//! tether as an OpenID Connect relying party: discovery, the IdP's key set (cached,
+//! refreshed on an unknown `kid` at most every [`JWKS_REFRESH_MIN`]), the code exchange
+//! over TLS, and verification of ID tokens and back-channel logout tokens.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::config::{ClientAuth, ClientSecret, IdpEndpoints, StepUp};
+use crate::net::tls::{self, TlsError};
+
+/// Bound on any IdP response body (discovery, keys, tokens).
+const MAX_BODY: usize = 1 << 20;
+/// Bound on one IdP exchange, connect included.
+const IDP_TIMEOUT: Duration = Duration::from_secs(10);
+/// An unknown `kid` refetches the key set at most this often, so forged tokens cannot
+/// make tether hammer the IdP.
+pub const JWKS_REFRESH_MIN: Duration = Duration::from_secs(30);
+/// Clock leeway for `exp`, `iat` and `auth_time`.
+pub const LEEWAY_SECS: u64 = 5;
+/// Signature algorithms accepted on ID and logout tokens (asymmetric only).
+const ALGORITHMS: [Algorithm; 8] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+];
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+/// Logout token ids remembered against replay.
+const MAX_SEEN_LOGOUTS: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OidcSetupError {
+    #[error("IdP TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot read client secret file {}: {source}", path.display())]
+    Secret { path: std::path::PathBuf, source: std::io::Error },
+    #[error("client private key {}: {source}", path.display())]
+    PrivateKey { path: std::path::PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
+}
+
+/// Why a step-up or a logout token failed: a closed set, used as metric label and audit
+/// detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    #[error("the IdP could not be reached or answered unusably")]
+    IdpUnavailable,
+    #[error("the IdP returned an error instead of a code")]
+    IdpError,
+    #[error("the code exchange was refused")]
+    TokenExchange,
+    #[error("the token's signature does not verify")]
+    BadSignature,
+    #[error("the token is expired or not yet valid")]
+    Expired,
+    #[error("the token's issuer or audience is wrong")]
+    WrongIssuerOrAudience,
+    #[error("the token is malformed or misses a required claim")]
+    Malformed,
+    #[error("the nonce does not match the challenge")]
+    NonceMismatch,
+    #[error("the authentication is older than the challenge")]
+    StaleAuthTime,
+    #[error("the required authentication context (acr) is missing")]
+    AcrMissing,
+    #[error("a required authentication method (amr) is missing")]
+    AmrMissing,
+    #[error("a different user authenticated")]
+    WrongUser,
+    #[error("the logout token was already used")]
+    Replayed,
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::IdpUnavailable => "idp_unavailable",
+            Failure::IdpError => "idp_error",
+            Failure::TokenExchange => "token_exchange_failed",
+            Failure::BadSignature => "bad_signature",
+            Failure::Expired => "expired",
+            Failure::WrongIssuerOrAudience => "wrong_issuer_or_audience",
+            Failure::Malformed => "malformed_token",
+            Failure::NonceMismatch => "nonce_mismatch",
+            Failure::StaleAuthTime => "stale_auth_time",
+            Failure::AcrMissing => "acr_missing",
+            Failure::AmrMissing => "amr_missing",
+            Failure::WrongUser => "wrong_user",
+            Failure::Replayed => "replayed",
+        }
+    }
+}
+
+/// The discovery fields tether uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Metadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+}
+
+/// What the ID token has to show.
+pub struct Expect<'a> {
+    pub nonce: &'a str,
+    /// When the challenge was issued (seconds).
+    pub challenged_at: u64,
+    /// The challenged session's user, when known.
+    pub user: Option<&'a str>,
+    pub now: u64,
+}
+
+/// The claims tether acts on after a successful step-up.
+#[derive(Debug, Clone)]
+pub struct IdClaims {
+    pub sub: String,
+    pub user: Option<String>,
+    pub auth_time: u64,
+    pub acr: Option<String>,
+    pub amr: Vec<String>,
+    pub sid: Option<String>,
+}
+
+/// A verified back-channel logout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logout {
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+}
+
+struct KeyCache {
+    keys: Vec<(Option<String>, Algorithm, DecodingKey)>,
+    fetched: Option<Instant>,
+}
+
+enum Credentials {
+    None,
+    Secret(String),
+    Key { key: EncodingKey, alg: Algorithm, kid: Option<String> },
+}
+
+pub struct IdpClient {
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    cfg: StepUp,
+    credentials: Credentials,
+    metadata: Mutex<Option<Arc<Metadata>>>,
+    keys: Mutex<KeyCache>,
+    seen_logouts: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    id_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawIdClaims {
+    sub: String,
+    #[serde(default)]
+    nonce: Option<String>,
+    #[serde(default)]
+    auth_time: Option<u64>,
+    #[serde(default)]
+    acr: Option<String>,
+    #[serde(default)]
+    amr: Option<Vec<String>>,
+    #[serde(default)]
+    sid: Option<String>,
+    #[serde(default)]
+    azp: Option<String>,
+    #[serde(flatten)]
+    rest: HashMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawLogoutClaims {
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    sid: Option<String>,
+    #[serde(default)]
+    nonce: Option<serde_json::Value>,
+    #[serde(default)]
+    events: Option<HashMap<String, serde_json::Value>>,
+    jti: Option<String>,
+    iat: u64,
+}
+
+impl IdpClient {
+    pub fn new(cfg: &StepUp) -> Result<IdpClient, OidcSetupError> {
+        let tls = tls::client_config(cfg.ca_file.as_deref())?;
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_connect_timeout(Some(IDP_TIMEOUT));
+        let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(connector);
+        let http = Client::builder(TokioExecutor::new()).timer(TokioTimer::new()).pool_timer(TokioTimer::new()).build(https);
+        let credentials = match cfg.client_auth {
+            ClientAuth::None => Credentials::None,
+            ClientAuth::SecretBasic | ClientAuth::SecretPost => match &cfg.client_secret {
+                Some(ClientSecret::Inline(s)) => Credentials::Secret(s.clone()),
+                Some(ClientSecret::File(p)) => Credentials::Secret(
+                    std::fs::read_to_string(p).map_err(|source| OidcSetupError::Secret { path: p.clone(), source })?.trim().to_owned(),
+                ),
+                None => Credentials::None,
+            },
+            ClientAuth::PrivateKeyJwt => {
+                let path = cfg.client_private_key_file.clone().unwrap_or_default();
+                let pem = std::fs::read(&path).map_err(|e| OidcSetupError::PrivateKey { path: path.clone(), source: Box::new(e) })?;
+                let (key, alg) = match EncodingKey::from_ec_pem(&pem) {
+                    Ok(k) => (k, Algorithm::ES256),
+                    Err(_) => (
+                        EncodingKey::from_rsa_pem(&pem).map_err(|e| OidcSetupError::PrivateKey { path: path.clone(), source: Box::new(e) })?,
+                        Algorithm::RS256,
+                    ),
+                };
+                Credentials::Key { key, alg, kid: cfg.client_key_id.clone() }
+            }
+        };
+        let metadata = match &cfg.endpoints {
+            IdpEndpoints::Explicit { issuer, authorization, token, jwks } => Some(Arc::new(Metadata {
+                issuer: issuer.clone(),
+                authorization_endpoint: authorization.to_string(),
+                token_endpoint: token.to_string(),
+                jwks_uri: jwks.to_string(),
+            })),
+            IdpEndpoints::Discovery { .. } => None,
+        };
+        Ok(IdpClient {
+            http,
+            cfg: cfg.clone(),
+            credentials,
+            metadata: Mutex::new(metadata),
+            keys: Mutex::new(KeyCache { keys: Vec::new(), fetched: None }),
+            seen_logouts: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &StepUp {
+        &self.cfg
+    }
+
+    /// The endpoints, from config or (once, then cached) from discovery.
+    pub async fn metadata(&self) -> Result<Arc<Metadata>, Failure> {
+        let mut slot = self.metadata.lock().await;
+        if let Some(m) = &*slot {
+            return Ok(m.clone());
+        }
+        let IdpEndpoints::Discovery { issuer } = &self.cfg.endpoints else { return Err(Failure::IdpUnavailable) };
+        let issuer_text = issuer.to_string();
+        let issuer_text = issuer_text.trim_end_matches('/');
+        let url = format!("{issuer_text}/.well-known/openid-configuration");
+        let body = self.get(&url).await?;
+        let m: Metadata = serde_json::from_slice(&body).map_err(|_| Failure::IdpUnavailable)?;
+        // OpenID Connect Discovery §4.3: the document must name the issuer asked for.
+        if m.issuer.trim_end_matches('/') != issuer_text {
+            tracing::error!(expected = issuer_text, found = %m.issuer, "discovery document names another issuer");
+            return Err(Failure::IdpUnavailable);
+        }
+        let m = Arc::new(m);
+        *slot = Some(m.clone());
+        Ok(m)
+    }
+
+    async fn send(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), Failure> {
+        let work = async {
+            let resp = self.http.request(req).await.map_err(|e| {
+                tracing::warn!(error = %e, "IdP request failed");
+                Failure::IdpUnavailable
+            })?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_BODY).collect().await.map_err(|_| Failure::IdpUnavailable)?.to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(IDP_TIMEOUT, work).await.map_err(|_| Failure::IdpUnavailable)?
+    }
+
+    async fn get(&self, url: &str) -> Result<Bytes, Failure> {
+        let uri: Uri = url.parse().map_err(|_| Failure::IdpUnavailable)?;
+        let req = Request::get(uri).header("accept", "application/json").body(Full::new(Bytes::new())).map_err(|_| Failure::IdpUnavailable)?;
+        match self.send(req).await? {
+            (s, body) if s.is_success() => Ok(body),
+            (s, _) => {
+                tracing::warn!(status = %s, url, "IdP answered with an error");
+                Err(Failure::IdpUnavailable)
+            }
+        }
+    }
+
+    /// Verification keys; refetched when `kid` is unknown (rate-limited) or none are held.
+    async fn keys_for(&self, kid: Option<&str>) -> Result<Vec<(Algorithm, DecodingKey)>, Failure> {
+        let mut cache = self.keys.lock().await;
+        let known = |c: &KeyCache| c.keys.iter().any(|(k, _, _)| kid.is_none() || k.as_deref() == kid);
+        let stale = cache.fetched.is_none_or(|t| t.elapsed() >= JWKS_REFRESH_MIN);
+        if (!known(&cache) || cache.keys.is_empty()) && stale {
+            let uri = self.metadata().await?.jwks_uri.clone();
+            let body = self.get(&uri).await?;
+            let set: JwkSet = serde_json::from_slice(&body).map_err(|_| Failure::IdpUnavailable)?;
+            cache.keys = set
+                .keys
+                .iter()
+                .filter_map(|jwk| {
+                    let key = DecodingKey::from_jwk(jwk).ok()?;
+                    let alg = jwk.common.key_algorithm.and_then(|a| a.to_string().parse::<Algorithm>().ok()).unwrap_or(Algorithm::RS256);
+                    Some((jwk.common.key_id.clone(), alg, key))
+                })
+                .collect();
+            cache.fetched = Some(Instant::now());
+        }
+        Ok(cache
+            .keys
+            .iter()
+            .filter(|(k, _, _)| kid.is_none() || k.is_none() || k.as_deref() == kid)
+            .map(|(_, a, k)| (*a, k.clone()))
+            .collect())
+    }
+
+    /// Exchanges the code for tokens and returns the ID token.
+    pub async fn exchange(&self, code: &str, verifier: &str, redirect_uri: &str) -> Result<String, Failure> {
+        let meta = self.metadata().await?;
+        let mut form = String::new();
+        let mut add = |k: &str, v: &str| {
+            if !form.is_empty() {
+                form.push('&');
+            }
+            form.push_str(k);
+            form.push('=');
+            super::challenge::encode(v, &mut form);
+        };
+        add("grant_type", "authorization_code");
+        add("code", code);
+        add("redirect_uri", redirect_uri);
+        add("code_verifier", verifier);
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(meta.token_endpoint.parse::<Uri>().map_err(|_| Failure::IdpUnavailable)?)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json");
+        match (&self.credentials, self.cfg.client_auth) {
+            (Credentials::Secret(secret), ClientAuth::SecretBasic) => {
+                // RFC 6749 §2.3.1: both parts are form-encoded before Basic encoding.
+                let (mut id, mut sec) = (String::new(), String::new());
+                super::challenge::encode(&self.cfg.client_id, &mut id);
+                super::challenge::encode(secret, &mut sec);
+                builder = builder.header("authorization", format!("Basic {}", STANDARD.encode(format!("{id}:{sec}"))));
+            }
+            (Credentials::Secret(secret), _) => {
+                add("client_id", &self.cfg.client_id);
+                add("client_secret", secret);
+            }
+            (Credentials::Key { key, alg, kid }, _) => {
+                let assertion = self.client_assertion(key, *alg, kid.clone(), &meta.token_endpoint)?;
+                add("client_id", &self.cfg.client_id);
+                add("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+                add("client_assertion", &assertion);
+            }
+            (Credentials::None, _) => add("client_id", &self.cfg.client_id),
+        }
+        let req = builder.body(Full::new(Bytes::from(form))).map_err(|_| Failure::TokenExchange)?;
+        let (status, body) = self.send(req).await?;
+        if !status.is_success() {
+            let error = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["error"].as_str().map(str::to_owned));
+            tracing::warn!(%status, error = error.as_deref().unwrap_or("-"), "code exchange refused");
+            return Err(Failure::TokenExchange);
+        }
+        let tokens: TokenResponse = serde_json::from_slice(&body).map_err(|_| Failure::TokenExchange)?;
+        tokens.id_token.ok_or(Failure::TokenExchange)
+    }
+
+    fn client_assertion(&self, key: &EncodingKey, alg: Algorithm, kid: Option<String>, audience: &str) -> Result<String, Failure> {
+        let now = crate::session::now() as u64;
+        let mut jti = [0u8; 16];
+        let _ = getrandom::fill(&mut jti);
+        let claims = serde_json::json!({
+            "iss": self.cfg.client_id, "sub": self.cfg.client_id, "aud": audience,
+            "iat": now, "exp": now + 60, "jti": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti),
+        });
+        let mut header = Header::new(alg);
+        header.kid = kid;
+        jsonwebtoken::encode(&header, &claims, key).map_err(|_| Failure::TokenExchange)
+    }
+
+    /// Verifies a JWT's signature against the IdP's keys with issuer and audience checks.
+    async fn verify<T: serde::de::DeserializeOwned>(&self, token: &str, required: &[&str], check_exp: bool) -> Result<T, Failure> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Failure::Malformed)?;
+        if !ALGORITHMS.contains(&header.alg) {
+            return Err(Failure::BadSignature);
+        }
+        let meta = self.metadata().await?;
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        validation.set_issuer(&[meta.issuer.trim_end_matches('/'), meta.issuer.as_str()]);
+        validation.set_audience(&[&self.cfg.client_id]);
+        validation.set_required_spec_claims(required);
+        validation.validate_exp = check_exp;
+        validation.leeway = LEEWAY_SECS;
+        let keys = self.keys_for(header.kid.as_deref()).await?;
+        let mut failure = Failure::BadSignature;
+        for (_, key) in keys {
+            match jsonwebtoken::decode::<T>(token, &key, &validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) => {
+                    use jsonwebtoken::errors::ErrorKind as K;
+                    failure = match e.kind() {
+                        K::InvalidSignature | K::InvalidAlgorithm | K::InvalidKeyFormat => Failure::BadSignature,
+                        K::ExpiredSignature | K::ImmatureSignature => Failure::Expired,
+                        K::InvalidIssuer | K::InvalidAudience => Failure::WrongIssuerOrAudience,
+                        _ => Failure::Malformed,
+                    };
+                    // Only a signature failure means "try the next key".
+                    if failure != Failure::BadSignature {
+                        return Err(failure);
+                    }
+                }
+            }
+        }
+        Err(failure)
+    }
+
+    /// Verifies an ID token from a step-up against the challenge it answers.
+    pub async fn verify_id_token(&self, token: &str, expect: &Expect<'_>) -> Result<IdClaims, Failure> {
+        let c: RawIdClaims = self.verify(token, &["exp", "iat", "iss", "aud", "sub"], true).await?;
+        if c.azp.as_deref().is_some_and(|azp| azp != self.cfg.client_id) {
+            return Err(Failure::WrongIssuerOrAudience);
+        }
+        if c.nonce.as_deref() != Some(expect.nonce) {
+            return Err(Failure::NonceMismatch);
+        }
+        // max_age=0 obliges the IdP to report auth_time; it must not predate the challenge.
+        let auth_time = c.auth_time.ok_or(Failure::StaleAuthTime)?;
+        if auth_time + LEEWAY_SECS < expect.challenged_at || auth_time > expect.now + LEEWAY_SECS {
+            return Err(Failure::StaleAuthTime);
+        }
+        if let Some(wanted) = &self.cfg.acr_values {
+            if !c.acr.as_deref().is_some_and(|acr| wanted.split_whitespace().any(|w| w == acr)) {
+                return Err(Failure::AcrMissing);
+            }
+        }
+        let amr = c.amr.unwrap_or_default();
+        if !self.cfg.required_amr.iter().all(|r| amr.contains(r)) {
+            return Err(Failure::AmrMissing);
+        }
+        let user = match self.cfg.user_claim.as_str() {
+            "sub" => Some(c.sub.clone()),
+            name => c.rest.get(name).and_then(|v| v.as_str()).map(str::to_owned),
+        };
+        if let Some(expected) = expect.user {
+            if user.as_deref() != Some(expected) {
+                return Err(Failure::WrongUser);
+            }
+        }
+        Ok(IdClaims { sub: c.sub, user, auth_time, acr: c.acr, amr, sid: c.sid })
+    }
+
+    /// Verifies an OpenID Connect back-channel logout token.
+    pub async fn verify_logout_token(&self, token: &str, now: u64) -> Result<Logout, Failure> {
+        let c: RawLogoutClaims = self.verify(token, &["iat", "iss", "aud"], false).await?;
+        let is_logout = c.events.as_ref().is_some_and(|e| e.contains_key(BACKCHANNEL_EVENT));
+        if !is_logout || c.nonce.is_some() || (c.sub.is_none() && c.sid.is_none()) {
+            return Err(Failure::Malformed);
+        }
+        // A logout token is acted on promptly; an old one is refused (it may be a replay
+        // whose jti has been forgotten).
+        if c.iat + 600 < now || c.iat > now + LEEWAY_SECS {
+            return Err(Failure::Expired);
+        }
+        let jti = c.jti.ok_or(Failure::Malformed)?;
+        let mut seen = self.seen_logouts.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_SEEN_LOGOUTS {
+            seen.retain(|_, at| *at + 600 >= now);
+        }
+        if seen.insert(jti, now).is_some() {
+            return Err(Failure::Replayed);
+        }
+        Ok(Logout { sub: c.sub, sid: c.sid })
+    }
+}
