@@ -2,7 +2,9 @@
 
 mod cli;
 mod detector;
+mod idp;
 mod malformed;
 mod proxy;
 mod reload;
+mod stepup;
 mod support;

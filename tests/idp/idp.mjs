@@ -131,8 +131,12 @@ const provider = new Provider(issuer, {
 // when the claims parameter asks for it); the tests want it in every one.
 provider.Client.prototype.includeSid = () => true;
 
+// One line per rejected request, so a failing test's stderr says why.
+const describe = (err) => (err.error
+  ? `${err.error}: ${err.error_description}${err.error_detail ? ` (${err.error_detail})` : ''}`
+  : (err.expose || err instanceof SyntaxError ? err.message : err.stack));
 for (const event of ['server_error', 'authorization.error', 'grant.error', 'backchannel.error']) {
-  provider.on(event, (...args) => log(event, args.find((a) => a instanceof Error) ?? args));
+  provider.on(event, (...args) => log(event, describe(args.find((a) => a instanceof Error))));
 }
 
 // --- helpers ---------------------------------------------------------------
@@ -155,6 +159,10 @@ function sendJson(ctx, status, body) {
   ctx.body = body;
 }
 
+function badRequest(ctx, description) {
+  sendJson(ctx, 400, { error: 'invalid_request', error_description: description });
+}
+
 async function loadInteraction(ctx, uid) {
   // interactionDetails finds the interaction from the _interaction cookie (its
   // path is /interaction/:uid), so the request must carry the IdP's cookies.
@@ -167,7 +175,8 @@ async function loadInteraction(ctx, uid) {
 async function finishLogin(ctx, uid) {
   const interaction = await loadInteraction(ctx, uid);
   const form = await readBody(ctx);
-  if (!form.login) return sendJson(ctx, 400, { error: 'login is required' });
+  if (!form.login) return badRequest(ctx, 'login is required');
+  if (form.auth_time && !/^\d+$/.test(form.auth_time)) return badRequest(ctx, 'auth_time must be epoch seconds');
 
   const { params, prompt } = interaction;
   const grant = interaction.grantId
@@ -237,21 +246,22 @@ provider.use(async (ctx, next) => {
     }
     if (ctx.path === '/test/mutate-next-id-token' && ctx.method === 'POST') {
       const { mode } = await readBody(ctx);
-      if (!MUTATIONS.has(mode)) return sendJson(ctx, 400, { error: `mode must be one of ${[...MUTATIONS]}` });
+      if (!MUTATIONS.has(mode)) return badRequest(ctx, `mode must be one of ${[...MUTATIONS]}`);
       nextIdTokenMutation = mode;
       return sendJson(ctx, 200, { mode });
     }
     if (ctx.path === '/test/logout-token' && ctx.method === 'POST') {
       const body = await readBody(ctx);
-      if (!body.aud) return sendJson(ctx, 400, { error: 'aud is required' });
+      if (!body.aud) return badRequest(ctx, 'aud is required');
       return sendJson(ctx, 200, { logout_token: await logoutToken(body) });
     }
   } catch (err) {
     ctx.respond = true;
-    log(ctx.method, ctx.path, err);
+    log(ctx.method, ctx.path, describe(err));
     const status = err instanceof SyntaxError ? 400 : (err.statusCode ?? err.status ?? 500);
     return sendJson(ctx, status, {
-      error: err.error ?? err.name, error_description: err.error_description ?? err.message,
+      error: err.error ?? (status < 500 ? 'invalid_request' : 'server_error'),
+      error_description: err.error_description ?? err.message,
     });
   }
 
