@@ -1,27 +1,33 @@
-//! The admin listener: `/healthz`, `/readyz` and `/metrics`. Bound to loopback by
-//! default; it exposes operational state, never secrets.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the admin API under
+//! `/api/`. Bound to loopback by default. The API needs the bearer token from
+//! `[admin] token_file` (compared in constant time); without one it is off. Nothing
+//! changes state over GET.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::audit::{Event, EventKind};
+use crate::session::{SessionKey, SessionRecord};
 use crate::state::Shared;
 
-/// Scrapers send small requests; a short header timeout keeps idle sockets from piling up
-/// while staying above common scrape intervals' connection reuse.
+/// Scrapers send small requests; a short header timeout keeps idle sockets from piling up.
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const ADMIN_MAX_BUF: usize = 16 << 10;
+/// A user name in a path is at most this long.
+const MAX_USER: usize = 256;
 
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -36,7 +42,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(&req, &shared)) }
+                async move { Ok::<_, Infallible>(route(req, &shared).await) }
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -48,19 +54,20 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
     }
 }
 
-fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+async fn route(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    if let Some(api) = path.strip_prefix("/api/") {
+        return api_route(&req, api, shared).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    match req.uri().path() {
+    match path.as_str() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        // A snapshot exists only once config, certificates and upstream client loaded.
-        "/readyz" => {
-            let snap = shared.snapshot();
-            let _ = snap.generation;
-            text(StatusCode::OK, "ready\n")
-        }
+        // A snapshot exists only once config, certificates, databases and lists loaded.
+        "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {
+            shared.metrics.sessions.set(shared.store.len() as i64);
             let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.render())));
             resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             resp
@@ -74,4 +81,159 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
+}
+
+fn json_reply(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string() + "\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn authorized(req: &Request<Incoming>, shared: &Shared) -> Result<(), Response<Full<Bytes>>> {
+    let snap = shared.snapshot();
+    let Some(token) = &snap.admin_token else {
+        return Err(json_reply(StatusCode::NOT_FOUND, json!({"error": "the admin API is off: set [admin] token_file"})));
+    };
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .and_then(|v| v.strip_prefix(b"Bearer ").or_else(|| v.strip_prefix(b"bearer ")));
+    match presented {
+        Some(p) if token.matches(p) => Ok(()),
+        _ => {
+            let mut r = json_reply(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}));
+            r.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tether-admin\""));
+            Err(r)
+        }
+    }
+}
+
+fn session_json(key: &SessionKey, r: &SessionRecord) -> serde_json::Value {
+    let place = |p: &crate::session::record::Place| {
+        json!({
+            "asn": p.asn().map(|a| a.0),
+            "country": p.country().map(|c| c.as_str().to_owned()),
+            "category": p.category.as_str(),
+            "at": crate::audit::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(u64::from(p.at))),
+        })
+    };
+    json!({
+        "session": key.hex().as_str(),
+        "user": r.user.as_deref(),
+        "bound": place(&r.bound),
+        "last": place(&r.last),
+        "client": { "ua_family": r.client.ua.family.as_str(), "ua_major": r.client.ua.major, "os": r.client.ua.os.as_str(), "tls": r.client.tls.as_str() },
+        "step_up_pending": r.step_up_pending,
+        "step_up_failures": r.step_up_failures,
+        "authenticated_at": r.authenticated_at,
+    })
+}
+
+async fn api_route(req: &Request<Incoming>, api: &str, shared: &Shared) -> Response<Full<Bytes>> {
+    if let Err(denied) = authorized(req, shared) {
+        return denied;
+    }
+    let now = crate::session::now();
+    let method = req.method().clone();
+    let segments: Vec<&str> = api.split('/').collect();
+    let write = method == Method::POST;
+    match (segments.as_slice(), write) {
+        (["sessions"], false) => {
+            let query = req.uri().query().unwrap_or("");
+            let user = query.split('&').find_map(|kv| kv.strip_prefix("user="));
+            let Some(user) = user.map(crate::http::percent_decode).filter(|u| !u.is_empty() && u.len() <= MAX_USER) else {
+                return json_reply(StatusCode::BAD_REQUEST, json!({"error": "give ?user=NAME"}));
+            };
+            match shared.store.sessions_of(&user).await {
+                Ok(list) => json_reply(StatusCode::OK, json!({ "user": &*user, "sessions": list.iter().map(|(k, r)| session_json(k, r)).collect::<Vec<_>>() })),
+                Err(_) => json_reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "store unavailable"})),
+            }
+        }
+        (["sessions", key, "revoke"], true) => {
+            let Some(key) = SessionKey::parse_hex(key) else {
+                return json_reply(StatusCode::BAD_REQUEST, json!({"error": "a session is 32 hex characters"}));
+            };
+            match shared.store.revoke(key, now).await {
+                Ok(known) => {
+                    audit_revocation(shared, key, None);
+                    json_reply(StatusCode::OK, json!({"revoked": [key.hex().as_str()], "was_tracked": known}))
+                }
+                Err(_) => json_reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "store unavailable"})),
+            }
+        }
+        (["users", user, "revoke"], true) => {
+            let user = crate::http::percent_decode(user);
+            if user.is_empty() || user.len() > MAX_USER {
+                return json_reply(StatusCode::BAD_REQUEST, json!({"error": "bad user"}));
+            }
+            match shared.store.revoke_user(&user, now).await {
+                Ok(keys) => {
+                    for k in &keys {
+                        audit_revocation(shared, *k, Some(&user));
+                    }
+                    json_reply(StatusCode::OK, json!({"user": &*user, "revoked": keys.iter().map(|k| k.hex().as_str().to_owned()).collect::<Vec<_>>()}))
+                }
+                Err(_) => json_reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "store unavailable"})),
+            }
+        }
+        (["policy"], false) => json_reply(StatusCode::OK, policy_json(shared)),
+        (["reload"], true) => match shared.config_path.get() {
+            Some(path) => match crate::app::reload(shared, path) {
+                Ok(generation) => json_reply(StatusCode::OK, json!({"generation": generation})),
+                Err(e) => json_reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": e.to_string(), "generation": shared.snapshot().generation})),
+            },
+            None => json_reply(StatusCode::CONFLICT, json!({"error": "this instance was not started from a config file"})),
+        },
+        // The right path with the wrong method: GET never changes state.
+        (["sessions", _, "revoke"] | ["users", _, "revoke"] | ["reload"], false) | (["sessions"] | ["policy"], true) => {
+            json_reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method not allowed"}))
+        }
+        _ => json_reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
+    }
+}
+
+fn audit_revocation(shared: &Shared, key: SessionKey, user: Option<&str>) {
+    shared.metrics.revocations.with_label_values(&["admin"]).inc();
+    let mut e = Event::new(EventKind::SessionRevoked, shared.snapshot().detector.mode());
+    e.session = Some(key);
+    e.user = user.map(Arc::from);
+    e.detail = Some("admin");
+    shared.audit.record(e);
+}
+
+/// The policy in force, secrets left out.
+fn policy_json(shared: &Shared) -> serde_json::Value {
+    let snap = shared.snapshot();
+    let p = &snap.detector.policy;
+    let c = &snap.config;
+    json!({
+        "generation": snap.generation,
+        "mode": p.mode.as_str(),
+        "step_up_threshold": p.step_up_threshold,
+        "block_threshold": p.block_threshold,
+        "revoke_threshold": p.revoke_threshold,
+        "max_travel_kmh": p.max_travel_kmh,
+        "concurrent_window_secs": p.concurrent_window_secs,
+        "weights": crate::policy::Signal::ALL.iter().map(|s| (s.as_str(), p.weight(*s))).collect::<std::collections::BTreeMap<_, _>>(),
+        "routes": p.routes.iter().map(|r| json!({
+            "path_prefix": r.path_prefix,
+            "methods": r.methods.iter().map(|m| m.as_str().to_owned()).collect::<Vec<_>>(),
+            "sensitivity": r.sensitivity,
+            "fresh_auth_secs": r.fresh_auth.map(|d| d.as_secs()),
+        })).collect::<Vec<_>>(),
+        "session": { "cookies": c.session.cookies, "bearer": c.session.bearer, "hash_key": if c.session.hash_key_file.is_some() { "file" } else { "generated" } },
+        "step_up": c.step_up.as_ref().map(|s| json!({
+            "client_id": s.client_id,
+            "client_secret": s.client_secret.as_ref().map(|_| "<redacted>"),
+            "acr_values": s.acr_values,
+            "required_amr": s.required_amr,
+        })),
+        "intel": c.intel.as_ref().map(|i| json!({
+            "ioc_files": i.ioc_files.iter().map(|f| f.label.clone()).collect::<Vec<_>>(),
+            "catalogue_version": snap.intel.as_ref().and_then(|x| x.catalogue_version().map(str::to_owned)),
+        })),
+    })
 }

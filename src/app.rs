@@ -155,6 +155,7 @@ async fn sweep_sessions(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 pub async fn run(path: &Path, config: Config) -> Result<(), StartError> {
     use tokio::signal::unix::{signal, SignalKind};
     let running = start(config).await?;
+    let _ = running.shared.config_path.set(path.to_path_buf());
     running.shared.metrics.config_last_reload.set(unix_now());
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))

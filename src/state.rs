@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub detector: Detector,
     /// The OpenID provider client, with `[step_up]`.
     pub idp: Option<Arc<IdpClient>>,
+    /// The admin API's bearer token; `None` keeps the API off.
+    pub admin_token: Option<AdminToken>,
     /// Increases by one with every snapshot installed.
     pub generation: u64,
 }
@@ -45,6 +47,8 @@ pub enum SnapshotError {
     Detector(#[source] DetectorError),
     #[error("step_up: {0}")]
     Idp(#[source] OidcSetupError),
+    #[error("admin token file {}: {source}", path.display())]
+    AdminToken { path: std::path::PathBuf, source: std::io::Error },
 }
 
 impl Snapshot {
@@ -62,7 +66,32 @@ impl Snapshot {
         };
         let detector = Detector::build(&config, generated_key).map_err(SnapshotError::Detector)?;
         let idp = config.step_up.as_ref().map(IdpClient::new).transpose().map_err(SnapshotError::Idp)?.map(Arc::new);
-        Ok(Snapshot { config, tls, trusted, upstream, intel, detector, idp, generation })
+        let admin_token = match &config.admin.token_file {
+            Some(path) => Some(AdminToken::read(path).map_err(|source| SnapshotError::AdminToken { path: path.clone(), source })?),
+            None => None,
+        };
+        Ok(Snapshot { config, tls, trusted, upstream, intel, detector, idp, admin_token, generation })
+    }
+}
+
+/// The admin API's bearer token; compared in constant time, never printed.
+pub struct AdminToken(Vec<u8>);
+
+/// Tokens shorter than this are refused: the admin API can revoke every session.
+const MIN_ADMIN_TOKEN: usize = 16;
+
+impl AdminToken {
+    fn read(path: &std::path::Path) -> std::io::Result<AdminToken> {
+        let text = std::fs::read_to_string(path)?;
+        let token = text.trim();
+        if token.len() < MIN_ADMIN_TOKEN {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the token must be at least 16 characters"));
+        }
+        Ok(AdminToken(token.as_bytes().to_vec()))
+    }
+
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        crate::stepup::challenge::constant_time_eq(&self.0, presented)
     }
 }
 
@@ -77,6 +106,10 @@ pub struct Shared {
     pub challenges: Challenges,
     /// The hash key used when the config names no key file.
     pub generated_key: HashKey,
+    /// The config file, for reloads asked through the admin API.
+    pub config_path: std::sync::OnceLock<std::path::PathBuf>,
+    /// Bumped after each reload, so long-lived tunnels re-check their session.
+    pub reloaded: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -93,6 +126,8 @@ impl Shared {
             audit,
             challenges: Challenges::default(),
             generated_key,
+            config_path: std::sync::OnceLock::new(),
+            reloaded: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -107,7 +142,9 @@ impl Shared {
 
     pub fn install(&self, next: Snapshot) {
         self.metrics.observe_snapshot(&next);
-        self.generation.store(next.generation, Ordering::Release);
+        let generation = next.generation;
+        self.generation.store(generation, Ordering::Release);
         self.snapshot.store(Arc::new(next));
+        self.reloaded.send_replace(generation);
     }
 }

@@ -124,6 +124,8 @@ pub struct Upstream {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub addr: SocketAddr,
+    /// File holding the bearer token of the admin API; without one the API is off.
+    pub token_file: Option<PathBuf>,
 }
 
 
@@ -355,8 +357,9 @@ fn read_admin(s: Section<'_>) -> Option<Admin> {
         // Loopback by default: the admin listener exposes operational state.
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
     };
+    let token_file = s.optional_file("token_file");
     s.finish();
-    Some(Admin { addr: addr? })
+    Some(Admin { addr: addr?, token_file: token_file.ok()? })
 }
 
 /// Bound on cached intel lookups: ~100 bytes each, so the default costs a few MiB.

@@ -1,5 +1,6 @@
 //! End-to-end tests: real TLS clients through a running tether to an in-process upstream.
 
+mod admin;
 mod cli;
 mod detector;
 mod idp;

@@ -141,6 +141,21 @@ impl Tether {
         String::from_utf8(body.to_vec()).unwrap()
     }
 
+    /// One admin API call; returns the status and the JSON body.
+    pub async fn admin(&self, method: &str, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let tcp = TcpStream::connect(self.running.admin_addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        let mut req = Request::builder().method(method).uri(path).header("host", "admin");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = send.send_request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
     /// The value of one metric sample line, e.g. `tether_client_hello_total{result="parsed"}`.
     pub async fn metric(&self, sample: &str) -> f64 {
         let text = self.metrics().await;

@@ -1,0 +1,121 @@
+//! The admin API: authenticated, GET never mutates, revocations take effect at once.
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+use crate::support::*;
+
+const TOKEN: &str = "0123456789abcdef-admin-token";
+
+async fn tether_with_admin() -> Tether {
+    let up = spawn_upstream(None).await;
+    let c = certs();
+    std::fs::write(c.dir.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    std::fs::write(c.dir.path().join("client.secret"), "super-secret-value\n").unwrap();
+    let sections = detector_sections("enforce", "")
+        .replace("[session]\n", "[session]\nuser_header = \"x-user\"\n")
+        .replace("client_id = \"tether\"\n", "client_id = \"tether\"\nclient_secret_file = \"client.secret\"\n");
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\ntrusted_proxies = [\"127.0.0.1\"]\n[admin]\naddr = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n[upstream]\nurl = \"http://{up}\"\n{sections}"
+    );
+    std::fs::write(c.dir.path().join("tether.toml"), &text).unwrap();
+    let t = start_text(&text, c).await;
+    let _ = t.running.shared.config_path.set(t.certs.dir.path().join("tether.toml"));
+    t
+}
+
+fn as_user(t: &Tether, cookie: &str, user: &str) -> http::Request<Full<Bytes>> {
+    get(t, "/").header("cookie", format!("session={cookie}")).header("x-user", user.to_owned()).body(Full::new(Bytes::new())).unwrap()
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_checked() {
+    let t = tether_with_admin().await;
+    assert_eq!(t.admin("GET", "/api/policy", None).await.0, 401);
+    assert_eq!(t.admin("GET", "/api/policy", Some("0123456789abcdef-admin-tokeX")).await.0, 401);
+    assert_eq!(t.admin("GET", "/api/policy", Some("short")).await.0, 401);
+    let (status, policy) = t.admin("GET", "/api/policy", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(policy["mode"], "enforce");
+    assert_eq!(policy["weights"]["anonymizer_network"], 60);
+    assert_eq!(policy["step_up"]["client_secret"], "<redacted>");
+    assert!(!policy.to_string().contains("super-secret-value"));
+    // Health and metrics stay open to probes and scrapers.
+    assert_eq!(t.admin("GET", "/healthz", None).await.0, 200);
+    assert!(t.metrics().await.contains("tether_sessions"));
+
+    // Without a token file the API is off altogether.
+    let up = spawn_upstream(None).await;
+    let plain = start_tls(&format!("http://{up}"), "", "").await;
+    assert_eq!(plain.admin("GET", "/api/policy", Some(TOKEN)).await.0, 404);
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_revoked_and_get_never_mutates() {
+    let t = tether_with_admin().await;
+    for cookie in ["alice-laptop", "alice-phone"] {
+        let (parts, _) = h1_from(&t, "127.0.0.1", as_user(&t, cookie, "alice")).await;
+        assert_eq!(parts.status, 200);
+    }
+    let (parts, _) = h1_from(&t, "127.0.0.1", as_user(&t, "bob-laptop", "bob")).await;
+    assert_eq!(parts.status, 200);
+
+    let (status, list) = t.admin("GET", "/api/sessions?user=alice", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions[0]["bound"]["country"], "SE");
+    let first = sessions[0]["session"].as_str().unwrap().to_owned();
+    assert!(!list.to_string().contains("alice-laptop"), "raw cookies never leave tether");
+
+    // GET on a mutating path: refused, and nothing changed.
+    for path in [format!("/api/sessions/{first}/revoke"), "/api/users/alice/revoke".into(), "/api/reload".into()] {
+        assert_eq!(t.admin("GET", &path, Some(TOKEN)).await.0, 405, "{path}");
+    }
+    assert_eq!(t.admin("POST", "/api/sessions?user=alice", Some(TOKEN)).await.0, 405);
+    for cookie in ["alice-laptop", "alice-phone"] {
+        assert_eq!(h1_from(&t, "127.0.0.1", as_user(&t, cookie, "alice")).await.0.status, 200);
+    }
+    // Unauthenticated POSTs do nothing either.
+    assert_eq!(t.admin("POST", "/api/users/alice/revoke", None).await.0, 401);
+    assert_eq!(h1_from(&t, "127.0.0.1", as_user(&t, "alice-phone", "alice")).await.0.status, 200);
+
+    // Revoke one session, then the whole user.
+    let (status, body) = t.admin("POST", &format!("/api/sessions/{first}/revoke"), Some(TOKEN)).await;
+    assert_eq!((status, body["was_tracked"].as_bool()), (200, Some(true)));
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for cookie in ["alice-laptop", "alice-phone"] {
+            v.push(h1_from(&t, "127.0.0.1", as_user(&t, cookie, "alice")).await.0.status.as_u16());
+        }
+        v
+    };
+    assert_eq!(statuses.iter().filter(|s| **s == 403).count(), 1, "{statuses:?}");
+    let (status, body) = t.admin("POST", "/api/users/alice/revoke", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert!(!body["revoked"].as_array().unwrap().is_empty());
+    for cookie in ["alice-laptop", "alice-phone"] {
+        assert_eq!(h1_from(&t, "127.0.0.1", as_user(&t, cookie, "alice")).await.0.status, 403);
+    }
+    assert_eq!(h1_from(&t, "127.0.0.1", as_user(&t, "bob-laptop", "bob")).await.0.status, 200, "bob is untouched");
+    assert_eq!(t.admin("POST", "/api/sessions/not-hex/revoke", Some(TOKEN)).await.0, 400);
+    let lines = audit_lines(&t, 1).await;
+    assert!(lines.iter().filter(|l| l["event"] == "session_revoked" && l["detail"] == "admin").count() >= 2);
+}
+
+#[tokio::test]
+async fn reload_through_the_api() {
+    let t = tether_with_admin().await;
+    let (status, body) = t.admin("POST", "/api/reload", Some(TOKEN)).await;
+    assert_eq!((status, body["generation"].as_u64()), (200, Some(2)));
+    let path = t.certs.dir.path().join("tether.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, good.replace("mode = \"enforce\"", "mode = \"sometimes\"")).unwrap();
+    let (status, body) = t.admin("POST", "/api/reload", Some(TOKEN)).await;
+    assert_eq!(status, 422);
+    assert!(body["error"].as_str().unwrap().contains("policy.mode"), "{body}");
+    assert_eq!(body["generation"], 2);
+    std::fs::write(&path, good.replace("mode = \"enforce\"", "mode = \"monitor\"")).unwrap();
+    assert_eq!(t.admin("POST", "/api/reload", Some(TOKEN)).await.0, 200);
+    assert_eq!(t.admin("GET", "/api/policy", Some(TOKEN)).await.1["mode"], "monitor");
+}
