@@ -44,6 +44,24 @@ enum Command {
         #[arg(required = true)]
         traces: Vec<PathBuf>,
     },
+    /// Sessions and users in audit logs that touched an indicator of compromise.
+    Hunt {
+        /// IoC file: one IP, CIDR or ASN ("AS60068") per line, '#' comments. Repeatable.
+        #[arg(long, required = true)]
+        ioc: Vec<PathBuf>,
+        /// Only lines at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only lines at or before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Audit logs; "-" reads standard input.
+        #[arg(required = true)]
+        audit: Vec<PathBuf>,
+    },
     /// Self-contained demo: tether, a built-in upstream and a generated certificate.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8443")]
@@ -80,6 +98,13 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("tether replay: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Hunt { ioc, since, until, json, audit } => match hunt(&ioc, since.as_deref(), until.as_deref(), json, &audit) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("tether hunt: {e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -171,6 +196,25 @@ fn replay(path: &std::path::Path, json: bool, traces: &[PathBuf]) -> anyhow::Res
     }
     out.flush()?;
     Ok(if summary.errors > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+fn hunt(ioc: &[PathBuf], since: Option<&str>, until: Option<&str>, json: bool, audit: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut hunt = tether::offline::hunt::Hunt::new(ioc, since, until)?;
+    for path in audit {
+        if path.as_os_str() == "-" {
+            hunt.read(std::io::stdin().lock())?;
+        } else {
+            let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            hunt.read(std::io::BufReader::new(file))?;
+        }
+    }
+    let report = hunt.finish();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {

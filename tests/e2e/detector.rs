@@ -256,3 +256,60 @@ async fn replay_reads_the_trace_format() {
     assert_eq!(lines[5]["summary"]["errors"], 1);
     assert_eq!(lines[5]["summary"]["unjudged"], 1);
 }
+
+#[tokio::test]
+async fn hunt_finds_the_sessions_that_touched_indicators_in_real_traffic() {
+    let up = spawn_upstream(None).await;
+    // A balancer on 127.0.0.1 passes the client address; the IoC addresses arrive that way.
+    let sections = detector_sections("monitor", "").replace("[session]\n", "[session]\nuser_header = \"x-user\"\n");
+    let t = start_tls(&format!("http://{up}"), "trusted_proxies = [\"127.0.0.1\"]", &sections).await;
+    let via = |xff: &str, cookie: &str, user: &str, path: &str| {
+        get(&t, path)
+            .header("x-forwarded-for", xff.to_owned())
+            .header("cookie", format!("session={cookie}"))
+            .header("x-user", user.to_owned())
+            .header("user-agent", CHROME)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    // The engineer at home; the thief on the engineer's cookie from the incident's
+    // networks (monitor mode: everything is allowed, which is exactly the case a hunt is for).
+    for (xff, path) in [("192.0.2.10", "/"), ("178.249.214.10", "/api/v2/me"), ("89.36.78.109", "/api/v2/tokens"), ("192.0.2.10", "/projects")] {
+        let (parts, _) = h1_from(&t, "127.0.0.1", via(xff, "engineer", "eve", path)).await;
+        assert_eq!(parts.status, 200);
+    }
+    // Another user who never touched an indicator.
+    let (parts, _) = h1_from(&t, "127.0.0.1", via("198.51.100.20", "other", "olga", "/")).await;
+    assert_eq!(parts.status, 200);
+    let lines = audit_lines(&t, 4).await;
+    assert!(lines.iter().any(|l| l["ip"] == "178.249.214.10" && l["event"] == "new_address"));
+
+    let dir = t.certs.dir.path();
+    let ioc = dir.join("circleci-2023.txt");
+    std::fs::write(&ioc, "# published after the incident\n178.249.214.10\n89.36.78.75\n89.36.78.109\n89.36.78.135\n178.249.214.25\n72.18.132.58\n188.68.229.52\n111.90.149.55\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["hunt", "--json", "--ioc"])
+        .arg(&ioc)
+        .args(["--since", "2020-01-01T00:00:00Z"])
+        .arg(dir.join("audit.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sessions = report["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{report}");
+    let s = &sessions[0];
+    assert_eq!(s["users"], serde_json::json!(["eve"]));
+    assert_eq!(s["addresses"], serde_json::json!(["178.249.214.10", "89.36.78.109"]));
+    assert!(s["routes"].as_array().unwrap().iter().any(|r| r == "GET /api/v2/tokens"));
+    assert_eq!(report["users"][0]["user"], "eve");
+    // A window before the traffic finds nothing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["hunt", "--ioc"])
+        .arg(&ioc)
+        .args(["--until", "2020-01-01T00:00:00Z"])
+        .arg(dir.join("audit.jsonl"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no session touched an indicator"));
+}
