@@ -37,7 +37,7 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
+    pub stop: watch::Sender<bool>,
     proxy: JoinHandle<()>,
     admin: JoinHandle<()>,
 }
@@ -156,6 +156,7 @@ pub async fn run(path: &Path, config: Config) -> Result<(), StartError> {
     use tokio::signal::unix::{signal, SignalKind};
     let running = start(config).await?;
     let _ = running.shared.config_path.set(path.to_path_buf());
+    crate::watch::spawn(running.shared.clone(), path.to_path_buf(), running.stop.subscribe());
     running.shared.metrics.config_last_reload.set(unix_now());
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))

@@ -21,4 +21,5 @@ pub mod offline;
 pub mod policy;
 pub mod session;
 pub mod state;
+pub mod watch;
 pub mod stepup;

@@ -68,6 +68,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
+        /// Play the story, then exit instead of staying up.
+        #[arg(long)]
+        story_only: bool,
     },
 }
 
@@ -108,7 +111,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Demo { listen, admin } => match demo(listen, admin) {
+        Command::Demo { listen, admin, story_only } => match demo(listen, admin, story_only) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tether demo: {e:#}");
@@ -217,25 +220,37 @@ fn hunt(ioc: &[PathBuf], since: Option<&str>, until: Option<&str>, json: bool, a
     Ok(ExitCode::SUCCESS)
 }
 
-fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
-    init_tracing();
+fn demo(listen: SocketAddr, admin: SocketAddr, story_only: bool) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("tether-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let addrs = tether::demo::DemoAddrs { proxy: listen, admin };
-        let running = tether::demo::start(&dir, &addrs).await?;
-        println!("tether demo is running.");
-        println!("  proxy:   https://localhost:{}/   (certificate: {})", running.proxy_addr.port(), dir.join("demo.crt").display());
-        println!("  metrics: http://{}/metrics", running.admin_addr);
-        println!("try:  curl --cacert {} https://localhost:{}/console", dir.join("demo.crt").display(), running.proxy_addr.port());
+        let demo = tether::demo::start(&dir, &addrs).await?;
+        let port = demo.running.proxy_addr.port();
+        println!("tether demo: a session born at home, stolen, replayed; the audit log is {}", dir.join("audit.jsonl").display());
+        let mut out = std::io::stdout();
+        let statuses = demo.story(&mut out).await?;
+        println!("\nStatuses: {statuses:?}");
+        if story_only {
+            demo.running.shutdown().await;
+            return anyhow::Ok(());
+        }
+        let cert = dir.join("demo.crt");
+        println!("\ntether is running. Try:");
+        println!("  curl --cacert {} https://localhost:{port}/console -H 'cookie: session=mine'", cert.display());
+        println!("  tether lookup --config {} 178.249.214.10 127.0.2.1", dir.join("tether.toml").display());
+        println!("  curl http://{}/metrics", demo.running.admin_addr);
+        println!("  tail -f {}", dir.join("audit.jsonl").display());
         println!("Ctrl-C stops it.");
         let _ = tokio::signal::ctrl_c().await;
-        running.shutdown().await;
+        demo.running.shutdown().await;
         anyhow::Ok(())
-    })?;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    });
+    if story_only {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
 }
 
 fn init_tracing() {

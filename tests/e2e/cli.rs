@@ -105,3 +105,13 @@ fn lookup_refuses_a_bad_address_and_a_config_without_intel() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("[intel]"));
 }
+
+#[test]
+fn demo_plays_its_story_to_completion() {
+    let out = tether().args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--story-only"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Home: allowed; VPN: redirected to the IdP; curl from a datacenter: RFC 9470;
+    // the IoC address: blocked; home again: allowed.
+    assert!(text.contains("Statuses: [200, 303, 401, 403, 200]"), "{text}");
+}
