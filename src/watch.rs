@@ -98,6 +98,7 @@ pub fn spawn(shared: Arc<Shared>, config_path: PathBuf, mut stop: watch::Receive
         };
         rewatch(&mut watcher, &files, &mut dirs);
         let mut last = stamp(&files);
+        tracing::info!(files = files.len(), directories = dirs.len(), "watching configuration files");
         loop {
             tokio::select! {
                 got = rx.recv() => if got.is_none() { return },

@@ -119,6 +119,12 @@ fn sighup_reloads_a_running_process() {
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // A hang guard: a stuck process is killed, which ends the line reader below.
+    let pid = child.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    });
     let mut wait_for = |needle: &str| {
         for line in lines.by_ref() {
             let line = line.unwrap();
@@ -129,6 +135,7 @@ fn sighup_reloads_a_running_process() {
         false
     };
     assert!(wait_for("tether listening"));
+    assert!(wait_for("watching configuration files"));
     // Write through a temporary file so the watcher sees one complete change.
     std::fs::write(dir.path().join("next.toml"), text("monitor")).unwrap();
     std::fs::rename(dir.path().join("next.toml"), &cfg).unwrap();
