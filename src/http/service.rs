@@ -1,6 +1,7 @@
 //! The request path: one function from a client request to a response.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{Request, Response, StatusCode, Version};
@@ -28,7 +29,7 @@ pub const OWN_PREFIX: &str = "/.tether/";
 const X_TETHER_JA4: &str = "x-tether-ja4";
 const X_TETHER_CLIENT_IP: &str = "x-tether-client-ip";
 
-pub async fn handle(req: Request<Incoming>, conn: &ConnFacts, shared: &Shared) -> Response<ProxyBody> {
+pub async fn handle(req: Request<Incoming>, conn: &ConnFacts, shared: &Arc<Shared>) -> Response<ProxyBody> {
     let started = Instant::now();
     let snap = shared.snapshot();
     let has_body = request_has_body(&req);
@@ -52,7 +53,7 @@ async fn forward(
     mut req: Request<Incoming>,
     conn: &ConnFacts,
     snap: &Snapshot,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let limits = &snap.config.limits;
     let host = request_host(&req)?;
@@ -90,6 +91,21 @@ async fn forward(
     }
     let upgrade = upgrade_requested(&req, conn.protocol);
     let client_upgrade: Option<OnUpgrade> = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    // A tunnel outlives this request; keep what is needed to judge its session again
+    // when the policy changes.
+    let recheck = match (&upgrade, &decision) {
+        (Some(_), Some(_)) => Some(Recheck {
+            shared: shared.clone(),
+            ip: client,
+            net: net.clone(),
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            headers: req.headers().clone(),
+            fingerprint,
+            peer_trusted: snap.trusted.contains(conn.source.ip()),
+        }),
+        _ => None,
+    };
 
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
@@ -135,7 +151,7 @@ async fn forward(
         parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(UPGRADE, protocol);
         shared.metrics.upgrades.inc();
-        tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, recheck));
         return Ok(Response::from_parts(parts, ProxyBody::empty()));
     }
 
@@ -250,14 +266,79 @@ fn set_decision_headers(headers: &mut http::HeaderMap, d: &Decision) {
     }
 }
 
-/// Joins the two upgraded halves once both sides have switched.
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+/// What a tunnel keeps to judge its session again after a reload.
+struct Recheck {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+    net: NetInfo,
+    method: http::Method,
+    path: String,
+    headers: http::HeaderMap,
+    fingerprint: Option<Fingerprint>,
+    peer_trusted: bool,
+}
+
+impl Recheck {
+    /// Whether the session may keep its tunnel under the policy now in force.
+    async fn still_allowed(&self) -> bool {
+        let snap = self.shared.snapshot();
+        // The new snapshot's databases and lists decide what the address is now.
+        let net = snap.intel.as_ref().map_or_else(|| self.net.clone(), |i| i.lookup(self.ip));
+        let req = DetectorRequest {
+            now: crate::session::now(),
+            ip: self.ip,
+            net: &net,
+            method: &self.method,
+            path: &self.path,
+            headers: &self.headers,
+            fingerprint: self.fingerprint.as_ref(),
+            peer_trusted: self.peer_trusted,
+            asserted_user: None,
+        };
+        match snap.detector.decide(&self.shared.store, &req).await {
+            Ok(Some(d)) => {
+                let allowed = d.verdict.effective() == Action::Allow;
+                if !allowed {
+                    self.shared.metrics.decisions.with_label_values(&[d.verdict.action.as_str(), d.verdict.mode.as_str()]).inc();
+                    for event in crate::detector::audit_events(&d, &req, false) {
+                        self.shared.audit.record(event);
+                    }
+                }
+                allowed
+            }
+            // A store failure is not a reason to cut a working session.
+            Ok(None) | Err(_) => true,
+        }
+    }
+}
+
+/// Joins the two upgraded halves once both sides have switched. A tunnel carrying a
+/// session is judged again after every reload and closed if the new policy would not
+/// allow it.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, recheck: Option<Recheck>) {
     let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
         return;
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let Some(recheck) = recheck else {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        return;
+    };
+    let mut reloads = recheck.shared.reloaded.subscribe();
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            _ = &mut copy => return,
+            changed = reloads.changed() => {
+                if changed.is_err() || !recheck.still_allowed().await {
+                    tracing::info!(ip = %recheck.ip, "tunnel closed: the session is no longer allowed");
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// The protocol a client asks to upgrade to, on HTTP/1.1 only (HTTP/2 has no Upgrade).
