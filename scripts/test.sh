@@ -17,3 +17,8 @@ fi
 cargo run --locked --quiet --example geolite-fixtures -- --check
 
 cargo test --locked --all-targets
+
+# The deployment artefacts: Prometheus rules and their unit tests, the metrics tether
+# really exposes (promtool), Kubernetes objects, the systemd unit, and the shipped
+# configurations started for real with the binary built above.
+./scripts/validate-deploy.sh

@@ -132,6 +132,26 @@ impl Metrics {
         for sig in crate::policy::Signal::ALL {
             m.signals.with_label_values(&[sig.as_str()]);
         }
+        // Series that alerts and dashboards divide by or watch for increases exist from
+        // the start, at zero.
+        for protocol in ["http1", "http2"] {
+            m.request_seconds.with_label_values(&[protocol]);
+            for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+                m.requests.with_label_values(&[protocol, class]);
+            }
+        }
+        for kind in ["connect", "timeout", "protocol"] {
+            m.upstream_errors.with_label_values(&[kind]);
+        }
+        for result in ["ok", "error", "timeout"] {
+            m.tls_handshakes.with_label_values(&[result]);
+        }
+        for (stage, result) in [("challenge", "redirect"), ("challenge", "401"), ("callback", "completed"), ("logout", "accepted")] {
+            m.step_ups.with_label_values(&[stage, result]);
+        }
+        for source in ["policy", "admin", "step_up_failures", "backchannel_logout"] {
+            m.revocations.with_label_values(&[source]);
+        }
         for r in HelloResult::ALL {
             m.client_hello.with_label_values(&[r.as_str()]);
         }
