@@ -34,16 +34,16 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Cloning the values is a reference-count bump; it frees `headers` for mutation.
-    let named: Vec<HeaderValue> = if headers.contains_key(CONNECTION) {
-        headers.get_all(CONNECTION).iter().cloned().collect()
-    } else {
-        Vec::new()
-    };
-    for value in &named {
-        for token in value.as_bytes().split(|&b| b == b',') {
-            if let Ok(name) = HeaderName::from_bytes(token.trim_ascii()) {
-                headers.remove(name);
+    // Cloning a value is a reference-count bump; it frees `headers` for mutation. One
+    // Connection header (the usual case) needs no list.
+    let mut values = headers.get_all(CONNECTION).iter();
+    match (values.next().cloned(), values.next().is_some()) {
+        (None, _) => {}
+        (Some(only), false) => remove_named(headers, &only),
+        (Some(_), true) => {
+            let all: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
+            for value in &all {
+                remove_named(headers, value);
             }
         }
     }
@@ -51,6 +51,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     debug_assert!(!headers.contains_key(TE) && !headers.contains_key(TRAILER) && !headers.contains_key(TRANSFER_ENCODING) && !headers.contains_key(UPGRADE));
+}
+
+/// Removes every header a `Connection` value names, read as bytes so a non-UTF-8 value
+/// cannot trip anything.
+fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+    for token in connection.as_bytes().split(|&b| b == b',') {
+        if let Ok(name) = HeaderName::from_bytes(token.trim_ascii()) {
+            headers.remove(name);
+        }
+    }
 }
 
 /// Drops every client-supplied `X-Tether-*` header and any `Forwarded` header (tether

@@ -69,14 +69,7 @@ where
                 builder.max_headers(limits.max_headers);
             }
             let connection = builder.serve_connection(io, svc).with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = crate::app::stopped(&mut shutdown) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
+            until_stopped(connection, &mut shutdown, |c| c.graceful_shutdown()).await;
         }
         Protocol::Http2 => {
             let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -92,14 +85,24 @@ where
                 .keep_alive_interval(limits.h2_keepalive_interval)
                 .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
             let connection = builder.serve_connection(io, svc);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = crate::app::stopped(&mut shutdown) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
+            until_stopped(connection, &mut shutdown, |c| c.graceful_shutdown()).await;
+        }
+    }
+}
+
+/// Drives a connection; when `shutdown` flips, asks it to finish what is in flight
+/// (HTTP/1: the current exchange; HTTP/2: GOAWAY) and waits for it.
+async fn until_stopped<C: std::future::Future>(
+    connection: C,
+    shutdown: &mut watch::Receiver<bool>,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) {
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = crate::app::stopped(shutdown) => {
+            graceful(connection.as_mut());
+            let _ = connection.await;
         }
     }
 }

@@ -173,21 +173,33 @@ async fn own_endpoint(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     match req.uri().path() {
         own::CALLBACK if req.method() == http::Method::GET => {
-            let ctx = DetectorRequest {
-                now: crate::session::now(),
-                ip: client,
-                net,
-                method: req.method(),
-                path: own::CALLBACK,
-                headers: req.headers(),
-                fingerprint,
-                peer_trusted: snap.trusted.contains(conn.source.ip()),
-                asserted_user: None,
-            };
+            let ctx = detector_request(&req, conn, snap, client, net, fingerprint);
             Ok(own::callback(&req, &ctx, snap, shared).await)
         }
         own::BACKCHANNEL_LOGOUT => Ok(own::backchannel_logout(req, snap, shared).await),
         _ => Err(ProxyError::OwnPathNotFound),
+    }
+}
+
+/// What the detector looks at, for a live request.
+fn detector_request<'a>(
+    req: &'a Request<Incoming>,
+    conn: &ConnFacts,
+    snap: &Snapshot,
+    client: IpAddr,
+    net: &'a NetInfo,
+    fingerprint: Option<&'a Fingerprint>,
+) -> DetectorRequest<'a> {
+    DetectorRequest {
+        now: crate::session::now(),
+        ip: client,
+        net,
+        method: req.method(),
+        path: req.uri().path(),
+        headers: req.headers(),
+        fingerprint,
+        peer_trusted: snap.trusted.contains(conn.source.ip()),
+        asserted_user: None,
     }
 }
 
@@ -207,18 +219,7 @@ async fn judge(
     fingerprint: Option<&Fingerprint>,
 ) -> Option<Decision> {
     let started = Instant::now();
-    let peer_trusted = snap.trusted.contains(conn.source.ip());
-    let input = DetectorRequest {
-        now: crate::session::now(),
-        ip: client,
-        net,
-        method: req.method(),
-        path: req.uri().path(),
-        headers: req.headers(),
-        fingerprint,
-        peer_trusted,
-        asserted_user: None,
-    };
+    let input = detector_request(req, conn, snap, client, net, fingerprint);
     let decision = match snap.detector.decide(&shared.store, &input).await {
         Ok(d) => d?,
         Err(_) => {
