@@ -91,10 +91,11 @@ fn json_reply(status: StatusCode, value: serde_json::Value) -> Response<Full<Byt
     resp
 }
 
-fn authorized(req: &Request<Incoming>, shared: &Shared) -> Result<(), Response<Full<Bytes>>> {
+/// The refusal for a request without the admin token; `None` when it may proceed.
+fn refusal(req: &Request<Incoming>, shared: &Shared) -> Option<Response<Full<Bytes>>> {
     let snap = shared.snapshot();
     let Some(token) = &snap.admin_token else {
-        return Err(json_reply(StatusCode::NOT_FOUND, json!({"error": "the admin API is off: set [admin] token_file"})));
+        return Some(json_reply(StatusCode::NOT_FOUND, json!({"error": "the admin API is off: set [admin] token_file"})));
     };
     let presented = req
         .headers()
@@ -102,11 +103,11 @@ fn authorized(req: &Request<Incoming>, shared: &Shared) -> Result<(), Response<F
         .map(|v| v.as_bytes())
         .and_then(|v| v.strip_prefix(b"Bearer ").or_else(|| v.strip_prefix(b"bearer ")));
     match presented {
-        Some(p) if token.matches(p) => Ok(()),
+        Some(p) if token.matches(p) => None,
         _ => {
             let mut r = json_reply(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}));
             r.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tether-admin\""));
-            Err(r)
+            Some(r)
         }
     }
 }
@@ -133,7 +134,7 @@ fn session_json(key: &SessionKey, r: &SessionRecord) -> serde_json::Value {
 }
 
 async fn api_route(req: &Request<Incoming>, api: &str, shared: &Shared) -> Response<Full<Bytes>> {
-    if let Err(denied) = authorized(req, shared) {
+    if let Some(denied) = refusal(req, shared) {
         return denied;
     }
     let now = crate::session::now();

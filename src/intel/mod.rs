@@ -6,6 +6,7 @@
 //!   3. GeoIP2-Anonymous-IP flags (Tor, then VPN, then proxy, then hosting);
 //!   4. the built-in catalogue, by ASN;
 //!   5. otherwise `other`.
+//!
 //! IoC hits are reported independently of the category: an allowlisted address that is
 //! also an indicator is reported as both.
 

@@ -44,7 +44,7 @@ impl<V> PrefixMap<V> {
             Some(i) => i,
             None => {
                 self.by_len.push((v6, len, HashMap::new()));
-                self.by_len.sort_by(|a, b| b.1.cmp(&a.1));
+                self.by_len.sort_by_key(|e| std::cmp::Reverse(e.1));
                 // invariant: just pushed an entry with this key.
                 self.by_len.iter().position(|(s6, l, _)| *s6 == v6 && *l == len).expect("slot present")
             }

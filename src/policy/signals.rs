@@ -297,5 +297,5 @@ pub fn new_network_for_user(now: &Place, prior: Option<&SessionRecord>, baseline
         return false;
     }
     // The session's own binding network is known even if the baseline has not learned it.
-    !prior.is_some_and(|p| p.bound.asn() == Some(asn))
+    prior.is_none_or(|p| p.bound.asn() != Some(asn))
 }
