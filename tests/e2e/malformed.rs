@@ -129,3 +129,33 @@ async fn connection_cap_closes_excess_connections() {
     assert!(out.is_empty());
     assert_eq!(t.metric("tether_connections_rejected_total").await, 1.0);
 }
+
+#[tokio::test]
+async fn a_hello_without_the_rest_of_the_handshake_times_out() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "", "[limits]\ntls_handshake_timeout = \"300ms\"").await;
+    let mut tcp = TcpStream::connect(t.addr()).await.unwrap();
+    // A whole, valid hello; then silence where the client's Finished should be.
+    tcp.write_all(&fixture_hello(5)).await.unwrap();
+    read_to_close(&mut tcp).await;
+    assert_eq!(t.metric("tether_client_hello_total{result=\"parsed\"}").await, 1.0);
+    assert_eq!(t.metric("tether_tls_handshakes_total{result=\"timeout\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_silent_upstream_is_504() {
+    // An upstream that accepts and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let t = start_tls(&format!("http://{addr}"), "", "[limits]\nupstream_response_timeout = \"300ms\"").await;
+    let (parts, body) = h1(&t, get(&t, "/").body(http_body_util::Full::new(bytes::Bytes::new())).unwrap()).await;
+    assert_eq!(parts.status, 504);
+    assert!(!String::from_utf8_lossy(&body).contains(&addr.to_string()));
+    assert_eq!(t.metric("tether_upstream_errors_total{kind=\"timeout\"}").await, 1.0);
+}
