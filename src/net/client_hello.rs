@@ -48,8 +48,18 @@ pub async fn read<S: AsyncRead + Unpin>(io: &mut S, raw: &mut BytesMut) -> Hello
         match cursor.advance(raw, &mut msg) {
             Ok(Assembly::Complete) => {
                 return match parse_client_hello(&msg) {
-                    Ok(hello) => HelloRead::Fingerprinted(fingerprint::fingerprint(&hello)),
-                    Err(_) => HelloRead::Malformed,
+                    Ok(hello) => {
+                        let fp = fingerprint::fingerprint(&hello);
+                        // The raw form is for debugging only: built when asked for.
+                        if tracing::enabled!(tracing::Level::DEBUG) {
+                            tracing::debug!(ja4 = %fp.ja4, ja4_stable = %fp.ja4_stable, ja4_r = %fingerprint::ja4_raw(&hello), "ClientHello");
+                        }
+                        HelloRead::Fingerprinted(fp)
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "ClientHello not parseable; handing it to rustls");
+                        HelloRead::Malformed
+                    }
                 };
             }
             Ok(Assembly::NeedMore) => {}
