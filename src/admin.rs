@@ -54,7 +54,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
     }
 }
 
-async fn route(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     if let Some(api) = path.strip_prefix("/api/") {
         return api_route(&req, api, shared).await;
@@ -133,7 +133,7 @@ fn session_json(key: &SessionKey, r: &SessionRecord) -> serde_json::Value {
     })
 }
 
-async fn api_route(req: &Request<Incoming>, api: &str, shared: &Shared) -> Response<Full<Bytes>> {
+async fn api_route(req: &Request<Incoming>, api: &str, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     if let Some(denied) = refusal(req, shared) {
         return denied;
     }
@@ -182,7 +182,7 @@ async fn api_route(req: &Request<Incoming>, api: &str, shared: &Shared) -> Respo
         }
         (["policy"], false) => json_reply(StatusCode::OK, policy_json(shared)),
         (["reload"], true) => match shared.config_path.get() {
-            Some(path) => match crate::app::reload(shared, path) {
+            Some(path) => match crate::app::reload_in_background(shared.clone(), path.clone()).await {
                 Ok(generation) => json_reply(StatusCode::OK, json!({"generation": generation})),
                 Err(e) => json_reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": e.to_string(), "generation": shared.snapshot().generation})),
             },

@@ -30,6 +30,8 @@ pub enum ReloadError {
     Config(#[from] ConfigErrors),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error("the reload was aborted")]
+    Aborted,
 }
 
 /// A started proxy: its bound addresses and the means to stop it.
@@ -83,6 +85,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is dropped at once so no lock is held across awaits.
     let _ = rx.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+/// [`reload`] off the async workers: reading databases and certificates is blocking
+/// file IO, and a large City database takes a while.
+pub async fn reload_in_background(shared: Arc<Shared>, path: std::path::PathBuf) -> Result<u64, ReloadError> {
+    match tokio::task::spawn_blocking(move || reload(&shared, &path)).await {
+        Ok(result) => result,
+        // The reload panicked: a bug, but the snapshot in force is untouched.
+        Err(_) => Err(ReloadError::Aborted),
+    }
 }
 
 pub fn reload(shared: &Shared, path: &Path) -> Result<u64, ReloadError> {
@@ -171,7 +183,7 @@ pub async fn run(path: &Path, config: Config) -> Result<(), StartError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                let _ = running.reload(path);
+                let _ = reload_in_background(running.shared.clone(), path.to_path_buf()).await;
             }
         }
     }

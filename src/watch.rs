@@ -112,7 +112,7 @@ pub fn spawn(shared: Arc<Shared>, config_path: PathBuf, mut stop: watch::Receive
                 continue;
             }
             last = now;
-            if crate::app::reload(&shared, &config_path).is_ok() {
+            if crate::app::reload_in_background(shared.clone(), config_path.clone()).await.is_ok() {
                 files = watched_files(&config_path, &shared.snapshot().config);
                 rewatch(&mut watcher, &files, &mut dirs);
                 last = stamp(&files);
