@@ -76,6 +76,18 @@ pub fn strip_client_claims(headers: &mut HeaderMap) {
     }
 }
 
+/// Marks credentials as sensitive: never added to an HPACK table, shown as `Sensitive`
+/// by any `Debug` print.
+pub fn mark_sensitive(headers: &mut HeaderMap) {
+    for name in [http::header::COOKIE, http::header::AUTHORIZATION] {
+        if let http::header::Entry::Occupied(mut e) = headers.entry(name) {
+            for v in e.iter_mut() {
+                v.set_sensitive(true);
+            }
+        }
+    }
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host`, replacing anything the client sent.
 pub fn set_forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, tls: bool, host: Option<&HeaderValue>) {
     let mut buf = [0u8; 45];
@@ -145,6 +157,18 @@ mod tests {
         assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), vec!["2001:db8::1"]);
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "admin.example");
+    }
+
+    #[test]
+    fn credentials_are_sensitive() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static("session=secret"));
+        h.append("cookie", HeaderValue::from_static("other=x"));
+        h.insert("authorization", HeaderValue::from_static("Bearer t"));
+        mark_sensitive(&mut h);
+        assert!(h.get_all("cookie").iter().all(|v| v.is_sensitive()));
+        assert!(h["authorization"].is_sensitive());
+        assert!(!format!("{h:?}").contains("secret"));
     }
 
     #[test]

@@ -111,6 +111,7 @@ async fn forward(
     let headers = &mut parts.headers;
     hygiene::strip_hop_by_hop(headers);
     hygiene::strip_client_claims(headers);
+    hygiene::mark_sensitive(headers);
     if let Some(name) = &snap.config.listen.ja4_header {
         headers.remove(name);
     }
