@@ -62,8 +62,15 @@ fn stamp(files: &[PathBuf]) -> Vec<Option<(u64, SystemTime, u64)>> {
         .collect()
 }
 
+/// The directories to watch: each file's own, and the directory its symlinks resolve
+/// to, so an edit of the target is seen as well as a swap of the link.
 fn directories(files: &[PathBuf]) -> BTreeSet<PathBuf> {
-    files.iter().filter_map(|f| f.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() })).collect()
+    let parent = |f: &Path| f.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() });
+    files
+        .iter()
+        .flat_map(|f| [parent(f), std::fs::canonicalize(f).ok().as_deref().and_then(parent)])
+        .flatten()
+        .collect()
 }
 
 /// Watches until `stop` flips. Errors setting up the watcher are logged; SIGHUP and the
@@ -99,11 +106,18 @@ pub fn spawn(shared: Arc<Shared>, config_path: PathBuf, mut stop: watch::Receive
         rewatch(&mut watcher, &files, &mut dirs);
         let mut last = stamp(&files);
         tracing::info!(files = files.len(), directories = dirs.len(), "watching configuration files");
+        // After a reload the watches move (a swap changes where links resolve), so the
+        // files are checked once more without waiting for an event: a change made while
+        // the watches were being moved is not lost.
+        let mut recheck = false;
         loop {
-            tokio::select! {
-                got = rx.recv() => if got.is_none() { return },
-                _ = crate::app::stopped(&mut stop) => return,
+            if !recheck {
+                tokio::select! {
+                    got = rx.recv() => if got.is_none() { return },
+                    _ = crate::app::stopped(&mut stop) => return,
+                }
             }
+            recheck = false;
             // Settle: swallow the burst of events one change makes.
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
@@ -113,9 +127,13 @@ pub fn spawn(shared: Arc<Shared>, config_path: PathBuf, mut stop: watch::Receive
             }
             last = now;
             if crate::app::reload_in_background(shared.clone(), config_path.clone()).await.is_ok() {
-                files = watched_files(&config_path, &shared.snapshot().config);
+                let next = watched_files(&config_path, &shared.snapshot().config);
+                if next != files {
+                    files = next;
+                    last = stamp(&files);
+                }
                 rewatch(&mut watcher, &files, &mut dirs);
-                last = stamp(&files);
+                recheck = true;
             }
         }
     });

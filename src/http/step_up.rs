@@ -17,6 +17,7 @@ pub const CALLBACK_PATH: &str = "/.tether/callback";
 /// A random reference for a block page and its audit line.
 pub fn reference() -> u64 {
     let mut b = [0u8; 8];
+    // Only an identifier for support, not a secret: a failure leaves it zero.
     let _ = getrandom::fill(&mut b);
     u64::from_be_bytes(b)
 }
@@ -68,14 +69,16 @@ pub async fn answer(
             let return_to = (req.method() == Method::GET).then(|| req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned());
             let scheme = if conn.tls.is_some() { "https" } else { "http" };
             let redirect_uri = cfg.redirect_uri.clone().unwrap_or_else(|| format!("{scheme}://{host}{CALLBACK_PATH}"));
-            let issued = shared.challenges.begin(
+            let Some(issued) = shared.challenges.begin(
                 &snap.detector.hash_key,
                 d.session,
                 d.user.clone(),
                 return_to,
                 redirect_uri.clone(),
                 crate::session::now(),
-            );
+            ) else {
+                return finish(challenge_401(acr), req, conn);
+            };
             let url = AuthorizationRequest {
                 endpoint: &endpoint,
                 client_id: &cfg.client_id,

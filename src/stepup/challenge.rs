@@ -66,15 +66,17 @@ pub struct Challenges {
     pending: Mutex<HashMap<[u8; STATE_ID], Pending>>,
 }
 
-fn random<const N: usize>() -> [u8; N] {
+/// Fresh random bytes; `None` when the host has no randomness to give, in which case no
+/// challenge is issued at all (a predictable verifier or state would be worse).
+fn random<const N: usize>() -> Option<[u8; N]> {
     let mut b = [0u8; N];
-    // No system randomness is a broken host; a predictable state would be worse than
-    // failing, so an all-zero buffer is never used as a secret: it fails signature checks
-    // only if the key also fails, hence the loud log.
-    if getrandom::fill(&mut b).is_err() {
-        tracing::error!("system randomness unavailable");
+    match getrandom::fill(&mut b) {
+        Ok(()) => Some(b),
+        Err(e) => {
+            tracing::error!(error = %e, "system randomness unavailable; no step-up challenge issued");
+            None
+        }
     }
-    b
 }
 
 impl Challenges {
@@ -86,10 +88,10 @@ impl Challenges {
         return_to: Option<String>,
         redirect_uri: String,
         now: Secs,
-    ) -> Issued {
-        let id: [u8; STATE_ID] = random();
-        let verifier = URL_SAFE_NO_PAD.encode(random::<32>());
-        let nonce = URL_SAFE_NO_PAD.encode(random::<16>());
+    ) -> Option<Issued> {
+        let id: [u8; STATE_ID] = random()?;
+        let verifier = URL_SAFE_NO_PAD.encode(random::<32>()?);
+        let nonce = URL_SAFE_NO_PAD.encode(random::<16>()?);
         let code_challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         let mac = key.mac(b"tether-state", &id);
         let mut state = Vec::with_capacity(STATE_ID + STATE_MAC);
@@ -105,7 +107,7 @@ impl Challenges {
             }
         }
         pending.insert(id, Pending { session, user, verifier, nonce: nonce.clone(), return_to, redirect_uri, created: now });
-        Issued { state: URL_SAFE_NO_PAD.encode(state), nonce, code_challenge }
+        Some(Issued { state: URL_SAFE_NO_PAD.encode(state), nonce, code_challenge })
     }
 
     /// Checks the state's signature, then takes the challenge (once: a replay finds
@@ -230,7 +232,7 @@ mod tests {
         let key = HashKey::new([7; 32], None);
         let c = Challenges::default();
         let s = SessionKey([1; 16]);
-        let issued = c.begin(&key, s, None, Some("/x".into()), "https://h/.tether/callback".into(), 1000);
+        let issued = c.begin(&key, s, None, Some("/x".into()), "https://h/.tether/callback".into(), 1000).unwrap();
         assert_eq!(issued.code_challenge.len(), 43);
         let pending = c.take(&key, &issued.state, 1010).unwrap();
         assert_eq!(pending.session, s);
@@ -239,7 +241,7 @@ mod tests {
         assert_eq!(c.take(&key, &issued.state, 1010).unwrap_err(), StateError::Unknown);
         // Forged: another key's signature, garbage, a flipped byte.
         let other = HashKey::new([8; 32], None);
-        let issued = c.begin(&key, s, None, None, "https://h/.tether/callback".into(), 1000);
+        let issued = c.begin(&key, s, None, None, "https://h/.tether/callback".into(), 1000).unwrap();
         assert_eq!(c.take(&other, &issued.state, 1000).unwrap_err(), StateError::Forged);
         assert_eq!(c.take(&key, "not-base64!", 1000).unwrap_err(), StateError::Forged);
         let mut raw = URL_SAFE_NO_PAD.decode(&issued.state).unwrap();

@@ -118,10 +118,9 @@ async fn connection_cap_closes_excess_connections() {
     let t = start_tls(&format!("http://{up}"), "", "[limits]\nmax_connections = 1").await;
     let _held = TcpStream::connect(t.addr()).await.unwrap();
     // Wait until the first connection is counted before opening the second.
-    for _ in 0..200 {
-        if t.metric("tether_connections_open").await == 1.0 {
-            break;
-        }
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while t.metric("tether_connections_open").await != 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the first connection was never counted");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let mut second = TcpStream::connect(t.addr()).await.unwrap();

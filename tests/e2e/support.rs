@@ -244,19 +244,28 @@ pub fn detector_sections(mode: &str, extra_policy: &str) -> String {
     )
 }
 
-/// Reads the audit log as JSON values, waiting briefly for the writer to catch up with
-/// at least `min` lines.
-pub async fn audit_lines(t: &Tether, min: usize) -> Vec<serde_json::Value> {
+/// Reads the audit log as JSON values once the writer (a separate task) has written
+/// what `ready` looks for; bounded by the hang guard.
+pub async fn audit_until(t: &Tether, ready: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
     let path = t.certs.dir.path().join("audit.jsonl");
-    for _ in 0..200 {
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    loop {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        if lines.len() >= min {
+        // A line still being written is not JSON yet; read it next time.
+        let lines: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if ready(&lines) {
             return lines;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("the audit log never showed what was expected:\n{text}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("audit log never reached {min} lines: {}", std::fs::read_to_string(&path).unwrap_or_default());
+}
+
+/// Waits for an audit line of `event` whose `key` is `value`.
+pub async fn audit_event(t: &Tether, event: &str, key: &str, value: &str) -> Vec<serde_json::Value> {
+    audit_until(t, |lines| lines.iter().any(|l| l["event"] == event && l[key] == value)).await
 }
 
 /// One HTTP/2 request over a fresh TLS connection.
