@@ -20,7 +20,8 @@ const HOP_BY_HOP: [&str; 9] = [
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const OWN_PREFIX: &[u8] = b"x-tether-";
+/// The names of tether's own headers to the upstream, which no client may supply.
+const OWN_HEADER_PREFIX: &[u8] = b"x-tether-";
 
 /// Whether the `Connection` header carries `token` (case-insensitive), read as bytes so a
 /// non-UTF-8 value cannot trip anything.
@@ -67,7 +68,7 @@ fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
 /// states the forwarding facts itself in `X-Forwarded-*`).
 pub fn strip_client_claims(headers: &mut HeaderMap) {
     headers.remove(FORWARDED);
-    let is_own = |name: &HeaderName| name.as_str().as_bytes().starts_with(OWN_PREFIX);
+    let is_own = |name: &HeaderName| name.as_str().as_bytes().starts_with(OWN_HEADER_PREFIX);
     if headers.keys().any(is_own) {
         let own: Vec<HeaderName> = headers.keys().filter(|n| is_own(n)).cloned().collect();
         for name in own {
