@@ -13,7 +13,7 @@ use crate::fingerprint::{classify, Fingerprint, UserAgent};
 use crate::intel::NetInfo;
 use crate::policy::{self, Action, Observed, Policy, Signal, Verdict};
 use crate::session::identity::{self, Credential};
-use crate::session::jwt::{JwksError, JwtOutcome, JwtVerifier};
+use crate::session::jwt::{JwksError, JwtOutcome, JwtVerifier, VerifiedClaims};
 use crate::session::key::HashKeyError;
 use crate::session::record::{address_tag, Client, Ja4Digest, SessionRecord, RECENT_ADDRESSES};
 use crate::session::{HashKey, Secs, SessionKey, Store, StoreError};
@@ -56,6 +56,22 @@ pub enum DetectorError {
     Jwks(#[from] JwksError),
 }
 
+/// Who a request says it is, found once per request by [`Detector::identify`]. Holds
+/// keyed hashes and verified claims only, never the raw credential.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The session's key in the store.
+    pub key: SessionKey,
+    /// The key the same credential had under the previous hash key, during a rotation.
+    previous_key: Option<SessionKey>,
+    /// Shaped like a JWT but not verifiable: a signal.
+    jwt_invalid: bool,
+    /// A verified JWT's `auth_time`.
+    auth_time: Option<Secs>,
+    /// From the verified JWT, else a trusted hop's header, else the input itself.
+    pub user: Option<Arc<str>>,
+}
+
 /// The compiled `[session]` and `[policy]`.
 pub struct Detector {
     pub hash_key: HashKey,
@@ -96,24 +112,43 @@ impl Detector {
     }
 
     /// Judges one request. `None` when it carries no session (nothing to bind or judge).
+    /// The two steps in one call, for callers that do not need the identity on its own.
     pub async fn decide(&self, store: &Store, req: &Request<'_>) -> Result<Option<Decision>, StoreError> {
-        let Some(credential) = identity::find(req.headers, &self.cookies, self.bearer) else {
+        let Some(identity) = self.identify(req) else {
             return Ok(None);
         };
-        let (key, jwt) = self.identify(&credential, req.now);
-        let mut user = jwt.as_ref().and_then(|c| c.user.clone());
-        let jwt_invalid = jwt.is_none() && self.jwt.is_some() && crate::session::jwt::looks_like_jwt(credential.secret());
+        self.judge(store, req, &identity).await.map(Some)
+    }
+
+    /// The session a request carries and who holds it; `None` without a session. The
+    /// one place a request is identified: the proxy reads the result for the step-up
+    /// callback and for judging, so a JWT is verified once per request.
+    pub fn identify(&self, req: &Request<'_>) -> Option<Identity> {
+        let credential = identity::find(req.headers, &self.cookies, self.bearer)?;
+        let (key, claims) = self.session_key(&credential, req.now);
+        let jwt_invalid = claims.is_none() && self.jwt.is_some() && crate::session::jwt::looks_like_jwt(credential.secret());
+        let mut user = claims.as_ref().and_then(|c| c.user.clone());
         if user.is_none() && req.peer_trusted {
             user = self.header_user(req.headers);
         }
         if user.is_none() {
             user = req.asserted_user.map(Arc::from);
         }
+        // Computed here because the raw credential is not kept; only during a hash-key
+        // rotation, so the usual request pays nothing for it.
+        let previous_key = self.hash_key.previous_session_key(credential.domain(), credential.secret());
+        let auth_time = claims.and_then(|c| c.auth_time).map(|t| t.min(u64::from(u32::MAX)) as Secs);
+        Some(Identity { key, previous_key, jwt_invalid, auth_time, user })
+    }
 
+    /// Judges an identified request: store read, signals, evaluation, store write.
+    pub async fn judge(&self, store: &Store, req: &Request<'_>, identity: &Identity) -> Result<Decision, StoreError> {
+        let Identity { key, previous_key, jwt_invalid, auth_time: jwt_auth, ref user } = *identity;
+        let user = user.clone();
         let mut loaded = store.load(&key, user.as_deref(), req.now).await?;
         if loaded.record.is_none() {
             // During a hash-key rotation the session may still sit under its old key.
-            if let Some(old) = self.hash_key.previous_session_key(credential.domain(), credential.secret()) {
+            if let Some(old) = previous_key {
                 let previous = store.load(&old, user.as_deref(), req.now).await?;
                 loaded.record = previous.record;
                 loaded.revoked |= previous.revoked;
@@ -128,7 +163,6 @@ impl Detector {
         if loaded.revoked {
             signals.insert(Signal::Revoked);
         }
-        let jwt_auth = jwt.as_ref().and_then(|c| c.auth_time).map(|t| t.min(u64::from(u32::MAX)) as Secs);
         let authenticated_at = prior.and_then(|r| r.authenticated_at).max(jwt_auth);
         let route = self.policy.route(req.method, req.path);
         let verdict = policy::evaluate(signals, &self.policy, route, authenticated_at, req.now);
@@ -154,13 +188,13 @@ impl Detector {
                 }
             }
         }
-        Ok(Some(Decision { session: key, user, verdict, bound: prior.is_none(), new_address, reference: None }))
+        Ok(Decision { session: key, user, verdict, bound: prior.is_none(), new_address, reference: None })
     }
 
     /// The session key, and the verified claims when the credential is a JWT. A verified
     /// JWT with an IdP session id keys the session by that id, so token refreshes do not
     /// look like new sessions.
-    fn identify(&self, credential: &Credential<'_>, now: Secs) -> (SessionKey, Option<Arc<crate::session::jwt::VerifiedClaims>>) {
+    fn session_key(&self, credential: &Credential<'_>, now: Secs) -> (SessionKey, Option<Arc<VerifiedClaims>>) {
         let key = self.hash_key.session_key(credential.domain(), credential.secret());
         let Some(verifier) = &self.jwt else { return (key, None) };
         match verifier.check(credential.secret(), key, u64::from(now)) {
@@ -178,7 +212,7 @@ impl Detector {
     /// The session a request carries, without judging it.
     pub fn session_of(&self, headers: &HeaderMap, now: Secs) -> Option<SessionKey> {
         let credential = identity::find(headers, &self.cookies, self.bearer)?;
-        Some(self.identify(&credential, now).0)
+        Some(self.session_key(&credential, now).0)
     }
 
     /// A completed step-up: the session is re-bound to the context it was proved in,
