@@ -209,12 +209,6 @@ impl Detector {
         }
     }
 
-    /// The session a request carries, without judging it.
-    pub fn session_of(&self, headers: &HeaderMap, now: Secs) -> Option<SessionKey> {
-        let credential = identity::find(headers, &self.cookies, self.bearer)?;
-        Some(self.session_key(&credential, now).0)
-    }
-
     /// A completed step-up: the session is re-bound to the context it was proved in,
     /// its pending demand and failure count cleared, its authentication time set, and the
     /// context taught to the user's baseline.

@@ -1,7 +1,7 @@
 //! Every way a request can end without an upstream answer, and the one mapping from
 //! those to a status code. Bodies name the class of failure, never an internal detail.
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
 
@@ -64,23 +64,8 @@ impl ProxyError {
         }
     }
 
-    /// A short plain-text answer. `close` asks an HTTP/1 client to open a new connection,
-    /// used when the request body was not read, so its unread bytes can never be taken
-    /// for the next request.
-    pub fn into_response(self, close: bool) -> Response<ProxyBody> {
-        let status = self.status();
-        let mut resp = Response::new(ProxyBody::local(format!("{}\n", status_text(status))));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if close {
-            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        resp
+    /// A short plain-text answer naming the class of failure.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        super::answer::text(self.status())
     }
-}
-
-fn status_text(status: StatusCode) -> &'static str {
-    status.canonical_reason().unwrap_or("Error")
 }

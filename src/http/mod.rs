@@ -1,13 +1,17 @@
 //! HTTP on an established connection: hyper configured with every limit, the one request
-//! handler, forwarding with header hygiene, and the error-to-status mapping.
+//! handler and its phases, forwarding with header hygiene, tether's own answers, and the
+//! error-to-status mapping.
 
+mod answer;
 pub mod body;
 pub mod error;
 pub mod hygiene;
 mod own;
 pub use own::percent_decode;
+mod record;
 mod service;
 pub mod step_up;
+mod tunnel;
 pub mod upstream;
 
 use std::convert::Infallible;

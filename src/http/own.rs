@@ -5,18 +5,22 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use super::answer;
 use super::body::ProxyBody;
+use super::error::ProxyError;
+use super::service::Context;
 use crate::audit::{Event, EventKind};
-use crate::detector::Request as DetectorRequest;
 use crate::session::SessionKey;
 use crate::state::{Shared, Snapshot};
 use crate::stepup::oidc::{Expect, Failure};
 
+/// Everything tether serves itself lives under this path prefix.
+pub const OWN_PREFIX: &str = "/.tether/";
 pub const CALLBACK: &str = "/.tether/callback";
 pub const BACKCHANNEL_LOGOUT: &str = "/.tether/backchannel-logout";
 /// A logout token is a few kilobytes at most.
@@ -82,20 +86,21 @@ pub fn percent_decode(v: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
-fn page(status: StatusCode, title: &str, text: &str) -> Response<ProxyBody> {
-    let body = format!("<!doctype html><title>{title}</title><h1>{title}</h1><p>{text}</p>\n");
-    let mut r = Response::new(ProxyBody::local(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+/// `/.tether/…`: answered by tether itself, never forwarded.
+pub(super) async fn serve(req: Request<Incoming>, cx: &Context<'_>) -> Result<Response<ProxyBody>, ProxyError> {
+    match req.uri().path() {
+        CALLBACK if req.method() == Method::GET => Ok(callback(&req, cx).await),
+        BACKCHANNEL_LOGOUT => Ok(backchannel_logout(req, cx.snap, cx.shared).await),
+        _ => Err(ProxyError::OwnPathNotFound),
+    }
 }
 
 /// `GET /.tether/callback?code=…&state=…`: completes a step-up.
-pub async fn callback(req: &Request<Incoming>, ctx: &DetectorRequest<'_>, snap: &Snapshot, shared: &Shared) -> Response<ProxyBody> {
+async fn callback(req: &Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBody> {
+    let (snap, shared) = (cx.snap, cx.shared);
     let mode = snap.detector.mode();
     let query = req.uri().query().unwrap_or("");
-    let now = ctx.now;
+    let now = cx.now;
     let mut failed_session: Option<SessionKey> = None;
     let result = async {
         let idp = snap.idp.as_ref().ok_or(CallbackFailure::NotConfigured)?;
@@ -105,7 +110,7 @@ pub async fn callback(req: &Request<Incoming>, ctx: &DetectorRequest<'_>, snap: 
         // The browser finishing the flow must hold the challenged session; it is re-bound
         // to *this* request's context, so luring someone else through the flow gains a
         // thief nothing.
-        if snap.detector.session_of(req.headers(), now) != Some(pending.session) {
+        if cx.identity.as_ref().map(|i| i.key) != Some(pending.session) {
             return Err(CallbackFailure::SessionMismatch);
         }
         if query_param(query, "error").is_some() {
@@ -120,16 +125,17 @@ pub async fn callback(req: &Request<Incoming>, ctx: &DetectorRequest<'_>, snap: 
     .await;
 
     let mut event = Event::new(EventKind::StepUpCompleted, mode);
-    event.ip = Some(ctx.ip);
-    event.net = Some(ctx.net.clone());
-    event.ja4 = ctx.fingerprint.map(|f| f.ja4);
+    event.ip = Some(cx.client);
+    event.net = Some(cx.net.clone().into_owned());
+    event.ja4 = cx.fingerprint.map(|f| f.ja4);
     event.method = Some(req.method().to_string());
     event.path = Some(CALLBACK.to_owned());
     match result {
         Ok((pending, claims)) => {
             let user: Option<Arc<str>> = pending.user.clone().or_else(|| claims.user.as_deref().map(Arc::from));
             let auth_time = claims.auth_time.min(u64::from(u32::MAX)) as u32;
-            if snap.detector.complete_step_up(&shared.store, pending.session, ctx, auth_time, user.clone()).await.is_err() {
+            let place = cx.detector_request(req);
+            if snap.detector.complete_step_up(&shared.store, pending.session, &place, auth_time, user.clone()).await.is_err() {
                 shared.metrics.store_errors.inc();
             }
             if let Some(sid) = &claims.sid {
@@ -140,13 +146,9 @@ pub async fn callback(req: &Request<Incoming>, ctx: &DetectorRequest<'_>, snap: 
             event.user = user;
             shared.audit.record(event);
             let target = pending.return_to.filter(|p| p.starts_with('/') && !p.starts_with("//")).unwrap_or_else(|| "/".to_owned());
-            let mut r = Response::new(ProxyBody::empty());
-            *r.status_mut() = StatusCode::SEE_OTHER;
-            if let Ok(v) = HeaderValue::from_str(&target) {
-                r.headers_mut().insert(LOCATION, v);
-            }
-            r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
+            // The target came from a request line, so it is valid header text; "/" is
+            // only a fallback that keeps the answer a redirect.
+            answer::see_other(HeaderValue::from_str(&target).unwrap_or(HeaderValue::from_static("/")))
         }
         Err(failure) => {
             shared.metrics.step_ups.with_label_values(&["callback", failure.as_str()]).inc();
@@ -170,35 +172,28 @@ pub async fn callback(req: &Request<Incoming>, ctx: &DetectorRequest<'_>, snap: 
                     Err(_) => shared.metrics.store_errors.inc(),
                 }
             }
-            page(StatusCode::FORBIDDEN, "Re-authentication failed", "The re-authentication could not be verified. Start again from the page you were on.")
+            answer::page(StatusCode::FORBIDDEN, "Re-authentication failed", "The re-authentication could not be verified. Start again from the page you were on.")
         }
     }
 }
 
 /// `POST /.tether/backchannel-logout` with `logout_token`: revokes the sessions it names.
-pub async fn backchannel_logout(req: Request<Incoming>, snap: &Snapshot, shared: &Shared) -> Response<ProxyBody> {
-    let json = |status: StatusCode, body: &'static str| {
-        let mut r = Response::new(ProxyBody::local(body));
-        *r.status_mut() = status;
-        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        r
-    };
+async fn backchannel_logout(req: Request<Incoming>, snap: &Snapshot, shared: &Shared) -> Response<ProxyBody> {
     if req.method() != Method::POST {
-        return json(StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"invalid_request\"}\n");
+        return answer::json(StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"invalid_request\"}\n");
     }
     let Some(idp) = snap.idp.clone() else {
-        return json(StatusCode::NOT_FOUND, "{\"error\":\"not_configured\"}\n");
+        return answer::json(StatusCode::NOT_FOUND, "{\"error\":\"not_configured\"}\n");
     };
     let body: Bytes = match Limited::new(req.into_body(), MAX_LOGOUT_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return json(StatusCode::BAD_REQUEST, "{\"error\":\"invalid_request\"}\n"),
+        Err(_) => return answer::json(StatusCode::BAD_REQUEST, "{\"error\":\"invalid_request\"}\n"),
     };
     let text = String::from_utf8_lossy(&body);
     let now = crate::session::now();
     let mode = snap.detector.mode();
     let Some(token) = query_param(&text, "logout_token") else {
-        return json(StatusCode::BAD_REQUEST, "{\"error\":\"invalid_request\"}\n");
+        return answer::json(StatusCode::BAD_REQUEST, "{\"error\":\"invalid_request\"}\n");
     };
     let logout = match idp.verify_logout_token(&token, u64::from(now)).await {
         Ok(l) => l,
@@ -207,7 +202,7 @@ pub async fn backchannel_logout(req: Request<Incoming>, snap: &Snapshot, shared:
             let mut e = Event::new(EventKind::LogoutReceived, mode);
             e.detail = Some(f.as_str());
             shared.audit.record(e);
-            return json(StatusCode::BAD_REQUEST, "{\"error\":\"invalid_request\"}\n");
+            return answer::json(StatusCode::BAD_REQUEST, "{\"error\":\"invalid_request\"}\n");
         }
     };
     shared.metrics.step_ups.with_label_values(&["logout", "accepted"]).inc();
@@ -241,7 +236,7 @@ pub async fn backchannel_logout(req: Request<Incoming>, snap: &Snapshot, shared:
         e.detail = Some("backchannel_logout");
         shared.audit.record(e);
     }
-    json(StatusCode::OK, "{}\n")
+    answer::json(StatusCode::OK, "{}\n")
 }
 
 #[cfg(test)]

@@ -1,109 +1,228 @@
-//! The request path: one function from a client request to a response.
+//! The request path, as phases over one request context:
+//!
+//! admit → identify → judge → answer or forward → record
+//!
+//! - **admit**: the checks any request passes (one Host, Host names the TLS server name,
+//!   declared body within bounds) and the facts every later phase reads: client address,
+//!   its network, the TLS fingerprint.
+//! - **identify**: the session the request carries, found once ([`Detector::identify`]).
+//!   tether's own endpoints are answered here, after identification (the step-up callback
+//!   must hold the challenged session) and before any judgement.
+//! - **judge**: the detector's verdict; the decision is recorded (audit, metrics) as soon
+//!   as it is made, while the request it describes is still at hand, so a client that
+//!   goes away mid-forward cannot lose its audit line.
+//! - **answer or forward**: a step-up challenge or block page, or the request forwarded
+//!   with header hygiene (and, after the upstream's `101`, a tunnel).
+//! - **record**: the request's count and latency, for every answer.
+//!
+//! [`Detector::identify`]: crate::detector::Detector::identify
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use super::answer;
 use super::body::{Guarded, ProxyBody};
 use super::error::{BadRequest, ProxyError};
 use super::hygiene;
 use super::own;
+use super::record;
 use super::step_up;
-use crate::detector::{Decision, Request as DetectorRequest};
+use super::tunnel::{self, Recheck};
+use crate::detector::{Decision, Identity, Request as DetectorRequest};
 use crate::fingerprint::{Fingerprint, Ja4};
 use crate::intel::NetInfo;
-use crate::policy::Action;
-use crate::metrics::status_class;
 use crate::net::{client_addr, ConnFacts, Protocol};
+use crate::policy::Action;
+use crate::session::Secs;
 use crate::state::{Shared, Snapshot};
-
-/// Everything tether serves itself lives under this prefix.
-pub const OWN_PREFIX: &str = "/.tether/";
 
 const X_TETHER_JA4: &str = "x-tether-ja4";
 const X_TETHER_CLIENT_IP: &str = "x-tether-client-ip";
 
+/// One request's facts, gathered by [`admit`] and [`identify`] and read by every later
+/// phase, so the same arguments do not travel separately from phase to phase.
+pub(super) struct Context<'a> {
+    pub conn: &'a ConnFacts,
+    pub snap: &'a Snapshot,
+    pub shared: &'a Arc<Shared>,
+    /// The client: the peer, or the address a trusted hop names.
+    pub client: IpAddr,
+    /// What tether knows about the client's network: the connection's own lookup when
+    /// the client is the peer, else a lookup of the forwarded address.
+    pub net: Cow<'a, NetInfo>,
+    pub fingerprint: Option<Fingerprint>,
+    /// The request's host, checked against the TLS server name.
+    pub host: Option<HeaderValue>,
+    /// The peer is a configured trusted hop.
+    pub peer_trusted: bool,
+    pub now: Secs,
+    /// An HTTP/1 request whose body tether has not read: an answer of tether's own
+    /// closes the connection.
+    pub unread_body: bool,
+    /// The session the request carries.
+    pub identity: Option<Identity>,
+    /// When the security path (identify, judge) began, for the decision time.
+    pub security_started: Instant,
+}
+
+impl Context<'_> {
+    /// What the detector looks at, for this request.
+    pub fn detector_request<'r>(&'r self, req: &'r Request<Incoming>) -> DetectorRequest<'r> {
+        DetectorRequest {
+            now: self.now,
+            ip: self.client,
+            net: &self.net,
+            method: req.method(),
+            path: req.uri().path(),
+            headers: req.headers(),
+            fingerprint: self.fingerprint.as_ref(),
+            peer_trusted: self.peer_trusted,
+            asserted_user: None,
+        }
+    }
+}
+
 pub async fn handle(req: Request<Incoming>, conn: &ConnFacts, shared: &Arc<Shared>) -> Response<ProxyBody> {
     let started = Instant::now();
     let snap = shared.snapshot();
-    let has_body = request_has_body(&req);
-    let resp = match forward(req, conn, &snap, shared).await {
+    // Read before the request moves on: any answer tether writes itself leaves the body
+    // unread, and on HTTP/1 its bytes must never be parsed as the next request.
+    let unread_body = conn.protocol == Protocol::Http1 && answer::has_body(&req);
+    let resp = match respond(req, conn, &snap, shared, unread_body).await {
         Ok(resp) => resp,
         Err(e) => {
             if let Some(kind) = e.upstream_kind() {
                 shared.metrics.upstream_errors.with_label_values(&[kind]).inc();
             }
-            // A body we did not read must never be parsed as the next request.
-            e.into_response(has_body && conn.protocol == Protocol::Http1)
+            answer::close_if(e.into_response(), unread_body)
         }
     };
-    let protocol = conn.protocol.as_str();
-    shared.metrics.requests.with_label_values(&[protocol, status_class(resp.status())]).inc();
-    shared.metrics.request_seconds.with_label_values(&[protocol]).observe(started.elapsed().as_secs_f64());
+    record::request(shared, conn.protocol, resp.status(), started);
     resp
 }
 
-async fn forward(
-    mut req: Request<Incoming>,
+/// The phases, in order.
+async fn respond(
+    req: Request<Incoming>,
     conn: &ConnFacts,
     snap: &Snapshot,
     shared: &Arc<Shared>,
+    unread_body: bool,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let limits = &snap.config.limits;
-    let host = request_host(&req)?;
+    let mut cx = admit(&req, conn, snap, shared, unread_body)?;
+    identify(&req, &mut cx);
+    if req.uri().path().starts_with(own::OWN_PREFIX) {
+        return own::serve(req, &cx).await;
+    }
+    let decision = judge(&req, &cx).await;
+    answer_or_forward(req, &cx, decision).await
+}
+
+/// Refuses what no phase should see, and gathers the request's facts.
+fn admit<'a>(
+    req: &Request<Incoming>,
+    conn: &'a ConnFacts,
+    snap: &'a Snapshot,
+    shared: &'a Arc<Shared>,
+    unread_body: bool,
+) -> Result<Context<'a>, ProxyError> {
+    let host = request_host(req)?;
     if let (Some(sni), Some(host)) = (conn.tls.as_ref().and_then(|t| t.sni.as_deref()), host.as_ref()) {
         if !host_matches_sni(host, sni) {
             return Err(ProxyError::Misdirected);
         }
     }
-    if declared_length(&req).is_some_and(|n| n > limits.max_body_bytes) {
+    if answer::declared_length(req).is_some_and(|n| n > snap.config.limits.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge);
     }
     let client = client_addr::resolve(conn.source.ip(), req.headers(), &snap.trusted);
-    let fingerprint = request_fingerprint(&req, conn, snap);
-
-    // The security path: judge the session before anything reaches the upstream.
-    let looked_up;
-    let net: &NetInfo = match (&conn.net, &snap.intel) {
-        (Some(n), _) if client == conn.source.ip() => n,
-        (_, Some(intel)) => {
-            looked_up = intel.lookup(client);
-            &looked_up
-        }
-        _ => &UNKNOWN_NET,
+    let net = match (&conn.net, &snap.intel) {
+        (Some(n), _) if client == conn.source.ip() => Cow::Borrowed(n),
+        (_, Some(intel)) => Cow::Owned(intel.lookup(client)),
+        _ => Cow::Borrowed(&*UNKNOWN_NET),
     };
-    if req.uri().path().starts_with(OWN_PREFIX) {
-        return own_endpoint(req, conn, snap, shared, client, net, fingerprint.as_ref()).await;
-    }
-    let decision = judge(&req, conn, snap, shared, client, net, fingerprint.as_ref()).await;
-    if let Some(d) = &decision {
-        match d.verdict.effective() {
-            Action::Allow => {}
-            Action::StepUp => return Ok(step_up::answer(&req, d, snap, shared, host.as_ref(), conn).await),
-            Action::Block | Action::Revoke => return Ok(step_up::blocked(&req, d)),
+    Ok(Context {
+        conn,
+        snap,
+        shared,
+        client,
+        net,
+        fingerprint: request_fingerprint(req, conn, snap),
+        host,
+        peer_trusted: snap.trusted.contains(conn.source.ip()),
+        now: crate::session::now(),
+        unread_body,
+        identity: None,
+        security_started: Instant::now(),
+    })
+}
+
+static UNKNOWN_NET: std::sync::LazyLock<NetInfo> = std::sync::LazyLock::new(NetInfo::unknown);
+
+/// Finds the session the request carries, once, for every later phase.
+fn identify(req: &Request<Incoming>, cx: &mut Context<'_>) {
+    cx.identity = cx.snap.detector.identify(&cx.detector_request(req));
+}
+
+/// The detector's decision, recorded; `None` for a request without a session.
+async fn judge(req: &Request<Incoming>, cx: &Context<'_>) -> Option<Decision> {
+    let identity = cx.identity.as_ref()?;
+    judge_identified(cx.shared, cx.snap, &cx.detector_request(req), identity, cx.security_started).await
+}
+
+/// Judges an identified request under `snap` and records the decision; the one path for
+/// live requests and re-judged tunnels alike. A store failure is counted and the request
+/// let through unjudged: judged without history it would be a "new context", and tether
+/// must never turn "unknown" into "suspicious" for every user at once (the metric
+/// alerts).
+pub(super) async fn judge_identified(
+    shared: &Shared,
+    snap: &Snapshot,
+    req: &DetectorRequest<'_>,
+    identity: &Identity,
+    started: Instant,
+) -> Option<Decision> {
+    let mut decision = match snap.detector.judge(&shared.store, req, identity).await {
+        Ok(d) => d,
+        Err(_) => {
+            shared.metrics.store_errors.inc();
+            return None;
         }
+    };
+    decision.reference = (decision.verdict.action != Action::Allow).then(step_up::reference);
+    record::decision(shared, snap, &decision, req, started.elapsed());
+    Some(decision)
+}
+
+/// Acts on the decision: a challenge or a block answered by tether, else the upstream.
+async fn answer_or_forward(req: Request<Incoming>, cx: &Context<'_>, decision: Option<Decision>) -> Result<Response<ProxyBody>, ProxyError> {
+    let Some(d) = &decision else {
+        return forward(req, cx, None).await;
+    };
+    match d.verdict.effective() {
+        Action::Allow => forward(req, cx, decision).await,
+        Action::StepUp => Ok(answer::close_if(step_up::challenge(&req, d, cx).await, cx.unread_body)),
+        Action::Block | Action::Revoke => Ok(answer::close_if(step_up::blocked(&req, d), cx.unread_body)),
     }
-    let upgrade = upgrade_requested(&req, conn.protocol);
+}
+
+/// Sends the request upstream and relays the answer; after the upstream's `101`, joins
+/// the two sides into a tunnel.
+async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<Decision>) -> Result<Response<ProxyBody>, ProxyError> {
+    let (snap, limits) = (cx.snap, &cx.snap.config.limits);
+    let upgrade = upgrade_requested(&req, cx.conn.protocol);
     let client_upgrade: Option<OnUpgrade> = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    // A tunnel outlives this request; keep what is needed to judge its session again
-    // when the policy changes.
+    // A tunnel outlives this request; it keeps what is needed to judge its session
+    // again when the policy changes.
     let recheck = match (&upgrade, &decision) {
-        (Some(_), Some(_)) => Some(Recheck {
-            shared: shared.clone(),
-            ip: client,
-            net: net.clone(),
-            method: req.method().clone(),
-            path: req.uri().path().to_owned(),
-            headers: req.headers().clone(),
-            fingerprint,
-            peer_trusted: snap.trusted.contains(conn.source.ip()),
-        }),
+        (Some(_), Some(_)) => Some(Recheck::new(&req, cx)),
         _ => None,
     };
 
@@ -115,22 +234,22 @@ async fn forward(
     if let Some(name) = &snap.config.listen.ja4_header {
         headers.remove(name);
     }
-    hygiene::set_forwarded(headers, client, conn.tls.is_some(), host.as_ref());
+    hygiene::set_forwarded(headers, cx.client, cx.conn.tls.is_some(), cx.host.as_ref());
     if let Some(protocol) = &upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol.clone());
     }
-    let upstream_host = match (&host, snap.config.upstream.preserve_host) {
+    let upstream_host = match (&cx.host, snap.config.upstream.preserve_host) {
         (Some(h), true) => h.clone(),
         // invariant: an Authority is valid header text.
         _ => HeaderValue::from_str(snap.upstream.authority().as_str()).map_err(|_| ProxyError::BadRequest(BadRequest::Target))?,
     };
     headers.insert(HOST, upstream_host);
     if snap.config.upstream.forward_fingerprint {
-        set_fingerprint_headers(headers, fingerprint.as_ref(), client);
+        set_fingerprint_headers(headers, cx.fingerprint.as_ref(), cx.client);
     }
     if let (true, Some(d)) = (snap.config.upstream.forward_decision, &decision) {
-        set_decision_headers(headers, d);
+        record::decision_headers(headers, d);
     }
     parts.uri = snap.upstream.target(parts.uri.path_and_query())?;
     parts.version = Version::HTTP_11;
@@ -151,8 +270,8 @@ async fn forward(
         };
         parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(UPGRADE, protocol);
-        shared.metrics.upgrades.inc();
-        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, recheck));
+        cx.shared.metrics.upgrades.inc();
+        tokio::spawn(tunnel::run(client_upgrade, upstream_upgrade, recheck));
         return Ok(Response::from_parts(parts, ProxyBody::empty()));
     }
 
@@ -162,187 +281,6 @@ async fn forward(
     Ok(Response::from_parts(parts, ProxyBody::Upstream { body }))
 }
 
-/// `/.tether/…`: answered by tether itself.
-async fn own_endpoint(
-    req: Request<Incoming>,
-    conn: &ConnFacts,
-    snap: &Snapshot,
-    shared: &Shared,
-    client: IpAddr,
-    net: &NetInfo,
-    fingerprint: Option<&Fingerprint>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    match req.uri().path() {
-        own::CALLBACK if req.method() == http::Method::GET => {
-            let ctx = detector_request(&req, conn, snap, client, net, fingerprint);
-            Ok(own::callback(&req, &ctx, snap, shared).await)
-        }
-        own::BACKCHANNEL_LOGOUT => Ok(own::backchannel_logout(req, snap, shared).await),
-        _ => Err(ProxyError::OwnPathNotFound),
-    }
-}
-
-/// What the detector looks at, for a live request.
-fn detector_request<'a>(
-    req: &'a Request<Incoming>,
-    conn: &ConnFacts,
-    snap: &Snapshot,
-    client: IpAddr,
-    net: &'a NetInfo,
-    fingerprint: Option<&'a Fingerprint>,
-) -> DetectorRequest<'a> {
-    DetectorRequest {
-        now: crate::session::now(),
-        ip: client,
-        net,
-        method: req.method(),
-        path: req.uri().path(),
-        headers: req.headers(),
-        fingerprint,
-        peer_trusted: snap.trusted.contains(conn.source.ip()),
-        asserted_user: None,
-    }
-}
-
-static UNKNOWN_NET: std::sync::LazyLock<NetInfo> = std::sync::LazyLock::new(NetInfo::unknown);
-
-/// Runs the detector, then counts and audits what it decided. A store failure is
-/// counted and the request judged without history would be a "new context"; instead it
-/// is let through unjudged, since tether must never turn "unknown" into "suspicious"
-/// for every user at once (the metric alerts).
-async fn judge(
-    req: &Request<Incoming>,
-    conn: &ConnFacts,
-    snap: &Snapshot,
-    shared: &Shared,
-    client: IpAddr,
-    net: &NetInfo,
-    fingerprint: Option<&Fingerprint>,
-) -> Option<Decision> {
-    let started = Instant::now();
-    let input = detector_request(req, conn, snap, client, net, fingerprint);
-    let decision = match snap.detector.decide(&shared.store, &input).await {
-        Ok(d) => d?,
-        Err(_) => {
-            shared.metrics.store_errors.inc();
-            return None;
-        }
-    };
-    let m = &shared.metrics;
-    m.decision_seconds.observe(started.elapsed().as_secs_f64());
-    m.decisions.with_label_values(&[decision.verdict.action.as_str(), decision.verdict.mode.as_str()]).inc();
-    for s in decision.verdict.signals.iter() {
-        m.signals.with_label_values(&[s.as_str()]).inc();
-    }
-    if decision.bound {
-        m.sessions.set(shared.store.len() as i64);
-    }
-    if decision.verdict.enforced() && decision.verdict.action == Action::Revoke {
-        m.revocations.with_label_values(&["policy"]).inc();
-    }
-    let mut decision = decision;
-    decision.reference = (decision.verdict.action != Action::Allow).then(step_up::reference);
-    for event in crate::detector::audit_events(&decision, &input, snap.config.audit.allowed) {
-        shared.audit.record(event);
-    }
-    if decision.verdict.enforced() && decision.verdict.action == Action::Revoke {
-        let mut e = crate::audit::Event::new(crate::audit::EventKind::SessionRevoked, decision.verdict.mode);
-        e.session = Some(decision.session);
-        e.user = decision.user.clone();
-        e.ip = Some(client);
-        e.reasons = decision.verdict.signals;
-        e.detail = Some("policy");
-        shared.audit.record(e);
-    }
-    Some(decision)
-}
-
-fn set_decision_headers(headers: &mut http::HeaderMap, d: &Decision) {
-    headers.insert("x-tether-decision", HeaderValue::from_static(d.verdict.action.as_str()));
-    headers.insert("x-tether-score", HeaderValue::from(d.verdict.score));
-    if !d.verdict.signals.is_empty() {
-        // invariant: signal names are ASCII identifiers.
-        if let Ok(v) = HeaderValue::from_str(&d.verdict.signals.to_string()) {
-            headers.insert("x-tether-signals", v);
-        }
-    }
-}
-
-/// What a tunnel keeps to judge its session again after a reload.
-struct Recheck {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-    net: NetInfo,
-    method: http::Method,
-    path: String,
-    headers: http::HeaderMap,
-    fingerprint: Option<Fingerprint>,
-    peer_trusted: bool,
-}
-
-impl Recheck {
-    /// Whether the session may keep its tunnel under the policy now in force.
-    async fn still_allowed(&self) -> bool {
-        let snap = self.shared.snapshot();
-        // The new snapshot's databases and lists decide what the address is now.
-        let net = snap.intel.as_ref().map_or_else(|| self.net.clone(), |i| i.lookup(self.ip));
-        let req = DetectorRequest {
-            now: crate::session::now(),
-            ip: self.ip,
-            net: &net,
-            method: &self.method,
-            path: &self.path,
-            headers: &self.headers,
-            fingerprint: self.fingerprint.as_ref(),
-            peer_trusted: self.peer_trusted,
-            asserted_user: None,
-        };
-        match snap.detector.decide(&self.shared.store, &req).await {
-            Ok(Some(d)) => {
-                let allowed = d.verdict.effective() == Action::Allow;
-                if !allowed {
-                    self.shared.metrics.decisions.with_label_values(&[d.verdict.action.as_str(), d.verdict.mode.as_str()]).inc();
-                    for event in crate::detector::audit_events(&d, &req, false) {
-                        self.shared.audit.record(event);
-                    }
-                }
-                allowed
-            }
-            // A store failure is not a reason to cut a working session.
-            Ok(None) | Err(_) => true,
-        }
-    }
-}
-
-/// Joins the two upgraded halves once both sides have switched. A tunnel carrying a
-/// session is judged again after every reload and closed if the new policy would not
-/// allow it.
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, recheck: Option<Recheck>) {
-    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
-        return;
-    };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    let Some(recheck) = recheck else {
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-        return;
-    };
-    let mut reloads = recheck.shared.reloaded.subscribe();
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-    tokio::pin!(copy);
-    loop {
-        tokio::select! {
-            _ = &mut copy => return,
-            changed = reloads.changed() => {
-                if changed.is_err() || !recheck.still_allowed().await {
-                    tracing::info!(ip = %recheck.ip, "tunnel closed: the session is no longer allowed");
-                    return;
-                }
-            }
-        }
-    }
-}
-
 /// The protocol a client asks to upgrade to, on HTTP/1.1 only (HTTP/2 has no Upgrade).
 fn upgrade_requested(req: &Request<Incoming>, protocol: Protocol) -> Option<HeaderValue> {
     if protocol != Protocol::Http1 || req.version() != Version::HTTP_11 {
@@ -350,14 +288,6 @@ fn upgrade_requested(req: &Request<Incoming>, protocol: Protocol) -> Option<Head
     }
     let value = req.headers().get(UPGRADE)?;
     hygiene::connection_has(req.headers(), "upgrade").then(|| value.clone())
-}
-
-fn request_has_body(req: &Request<Incoming>) -> bool {
-    req.headers().contains_key(TRANSFER_ENCODING) || declared_length(req).is_some_and(|n| n > 0)
-}
-
-fn declared_length(req: &Request<Incoming>) -> Option<u64> {
-    req.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// The request's host: the HTTP/2 `:authority` or absolute-form target, else `Host`.

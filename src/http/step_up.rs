@@ -1,18 +1,16 @@
 //! The answers for a session the detector did not allow: a step-up challenge (an OIDC
 //! redirect for a browser navigation, an RFC 9470 `401` otherwise) or a block page.
 
-use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{HeaderValue, ACCEPT};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use super::answer;
 use super::body::ProxyBody;
+use super::own::CALLBACK;
+use super::service::Context;
 use crate::detector::Decision;
-use crate::net::{ConnFacts, Protocol};
-use crate::state::{Shared, Snapshot};
 use crate::stepup::challenge::{www_authenticate, AuthorizationRequest};
-
-/// The path the IdP sends the browser back to.
-pub const CALLBACK_PATH: &str = "/.tether/callback";
 
 /// A random reference for a block page and its audit line.
 pub fn reference() -> u64 {
@@ -24,38 +22,20 @@ pub fn reference() -> u64 {
 
 /// A top-level browser navigation: only those can follow a redirect to a login page.
 pub fn is_browser_navigation<B>(req: &Request<B>) -> bool {
-    matches!(*req.method(), Method::GET | Method::HEAD)
-        && req.headers().get_all(ACCEPT).iter().any(|v| v.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html")))
+    matches!(*req.method(), Method::GET | Method::HEAD) && wants_html(req)
 }
 
 fn wants_html<B>(req: &Request<B>) -> bool {
     req.headers().get_all(ACCEPT).iter().any(|v| v.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html")))
 }
 
-fn finish(mut resp: Response<ProxyBody>, req: &Request<Incoming>, conn: &ConnFacts) -> Response<ProxyBody> {
-    let h = resp.headers_mut();
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // This answer did not read the request body; on HTTP/1 the connection must not be
-    // reused, or those bytes would be parsed as the next request.
-    let has_body = req.headers().contains_key(http::header::TRANSFER_ENCODING)
-        || req.headers().get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
-    if has_body && conn.protocol == Protocol::Http1 {
-        h.insert(CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
-}
-
-pub async fn answer(
-    req: &Request<Incoming>,
-    d: &Decision,
-    snap: &Snapshot,
-    shared: &Shared,
-    host: Option<&HeaderValue>,
-    conn: &ConnFacts,
-) -> Response<ProxyBody> {
+/// The step-up demand: an OIDC redirect for a browser navigation, the RFC 9470 `401`
+/// for anything else or when no redirect can be made.
+pub(super) async fn challenge(req: &Request<Incoming>, d: &Decision, cx: &Context<'_>) -> Response<ProxyBody> {
+    let (snap, shared) = (cx.snap, cx.shared);
     let step_up = snap.config.step_up.as_ref();
     let acr = step_up.and_then(|s| s.acr_values.as_deref());
-    let host = host.and_then(|h| h.to_str().ok());
+    let host = cx.host.as_ref().and_then(|h| h.to_str().ok());
     let browser = is_browser_navigation(req);
     let endpoint = match (&snap.idp, browser) {
         // Discovery may need the network; an unreachable IdP means no redirect, and the
@@ -63,12 +43,12 @@ pub async fn answer(
         (Some(idp), true) => idp.metadata().await.ok().map(|m| m.authorization_endpoint.clone()),
         _ => None,
     };
-    let resp = match (browser, step_up, endpoint, host) {
+    match (browser, step_up, endpoint, host) {
         (true, Some(cfg), Some(endpoint), Some(host)) => {
             // A GET returns to where it was; anything else is never replayed.
             let return_to = (req.method() == Method::GET).then(|| req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned());
-            let scheme = if conn.tls.is_some() { "https" } else { "http" };
-            let redirect_uri = cfg.redirect_uri.clone().unwrap_or_else(|| format!("{scheme}://{host}{CALLBACK_PATH}"));
+            let scheme = if cx.conn.tls.is_some() { "https" } else { "http" };
+            let redirect_uri = cfg.redirect_uri.clone().unwrap_or_else(|| format!("{scheme}://{host}{CALLBACK}"));
             let Some(issued) = shared.challenges.begin(
                 &snap.detector.hash_key,
                 d.session,
@@ -77,7 +57,7 @@ pub async fn answer(
                 redirect_uri.clone(),
                 crate::session::now(),
             ) else {
-                return finish(challenge_401(acr), req, conn);
+                return answer::challenge(&www_authenticate(acr));
             };
             let url = AuthorizationRequest {
                 endpoint: &endpoint,
@@ -90,51 +70,19 @@ pub async fn answer(
             }
             .url();
             shared.metrics.step_ups.with_label_values(&["challenge", "redirect"]).inc();
-            let mut r = Response::new(ProxyBody::empty());
-            *r.status_mut() = StatusCode::SEE_OTHER;
             match HeaderValue::from_str(&url) {
-                Ok(v) => {
-                    r.headers_mut().insert(LOCATION, v);
-                    r
-                }
-                Err(_) => challenge_401(acr),
+                Ok(v) => answer::see_other(v),
+                Err(_) => answer::challenge(&www_authenticate(acr)),
             }
         }
         _ => {
             shared.metrics.step_ups.with_label_values(&["challenge", "401"]).inc();
-            challenge_401(acr)
+            answer::challenge(&www_authenticate(acr))
         }
-    };
-    finish(resp, req, conn)
-}
-
-fn challenge_401(acr: Option<&str>) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::local("{\"error\":\"insufficient_user_authentication\"}\n"));
-    *r.status_mut() = StatusCode::UNAUTHORIZED;
-    let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Ok(v) = HeaderValue::from_str(&www_authenticate(acr)) {
-        h.insert(WWW_AUTHENTICATE, v);
     }
-    r
 }
 
-/// 403, as HTML for a browser and JSON otherwise. It names a reference, never the
-/// signals: the reasons are for the operator's audit log, not for whoever holds a
-/// stolen cookie.
-pub fn blocked(req: &Request<Incoming>, d: &Decision) -> Response<ProxyBody> {
-    let reference = format!("{:016x}", d.reference.unwrap_or(0));
-    let (ct, body) = if wants_html(req) {
-        (
-            "text/html; charset=utf-8",
-            format!("<!doctype html><title>Access blocked</title><h1>Access blocked</h1><p>This session was blocked by the access proxy. If this is unexpected, contact your security team with reference <code>{reference}</code>.</p>\n"),
-        )
-    } else {
-        ("application/json", format!("{{\"error\":\"blocked\",\"reference\":\"{reference}\"}}\n"))
-    };
-    let mut r = Response::new(ProxyBody::local(body));
-    *r.status_mut() = StatusCode::FORBIDDEN;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+/// 403, as HTML for a browser and JSON otherwise, naming the decision's reference.
+pub(super) fn blocked(req: &Request<Incoming>, d: &Decision) -> Response<ProxyBody> {
+    answer::blocked(wants_html(req), d.reference.unwrap_or(0))
 }
