@@ -286,22 +286,7 @@ async fn a_hundred_reloads_under_traffic_drop_nothing() {
 #[tokio::test]
 async fn a_websocket_is_closed_when_a_reload_makes_its_session_unwelcome() {
     use futures_util::{SinkExt, StreamExt};
-    let up = spawn_upstream(None).await;
-    let c = certs();
-    let dir = c.dir.path().to_path_buf();
-    std::fs::copy(geolite().join("GeoLite2-ASN.mmdb"), dir.join("asn.mmdb")).unwrap();
-    std::fs::copy(dir.join("tls.crt"), dir.join("a.crt")).unwrap();
-    std::fs::copy(dir.join("tls.key"), dir.join("a.key")).unwrap();
-    write_config(&dir, up, 50, "a", "192.0.2.200\n");
-    let path = dir.join("tether.toml");
-    let t = start_text(&std::fs::read_to_string(&path).unwrap(), c).await;
-
-    let tls = tls_connect(t.addr(), &t.certs, "localhost", &[b"http/1.1"]).await;
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("wss://localhost:{}/ws", t.addr().port())).unwrap();
-    req.headers_mut().insert("cookie", "session=live-socket".parse().unwrap());
-    let (mut ws, _) = tokio::time::timeout(HANG_GUARD, tokio_tungstenite::client_async(req, tls)).await.unwrap().unwrap();
-    ws.send(tokio_tungstenite::tungstenite::Message::text("before")).await.unwrap();
-    assert!(ws.next().await.unwrap().is_ok());
+    let (t, dir, path, up, mut ws) = websocket_behind_reloads("live-socket").await;
 
     // A harmless reload keeps the socket.
     write_config(&dir, up, 60, "a", "192.0.2.200\n");
@@ -315,4 +300,60 @@ async fn a_websocket_is_closed_when_a_reload_makes_its_session_unwelcome() {
     t.running.reload(&path).unwrap();
     let next = tokio::time::timeout(HANG_GUARD, ws.next()).await.expect("the tunnel was not closed");
     assert!(!matches!(next, Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))), "{next:?}");
+}
+
+#[tokio::test]
+async fn a_websocket_judged_again_after_a_reload_counts_its_decision() {
+    use futures_util::{SinkExt, StreamExt};
+    const ALLOW: &str = "tether_decisions_total{action=\"allow\",mode=\"enforce\"}";
+    const TIMED: &str = "tether_decision_duration_seconds_count";
+    let (t, dir, path, up, mut ws) = websocket_behind_reloads("counted-socket").await;
+    // The upgrade request itself was judged and allowed.
+    assert_eq!(t.metric(ALLOW).await, 1.0);
+    assert_eq!(t.metric(TIMED).await, 1.0);
+
+    // A harmless reload: the tunnel is judged again, allowed, and counted like a request.
+    write_config(&dir, up, 60, "a", "192.0.2.200\n");
+    t.running.reload(&path).unwrap();
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while t.metric(ALLOW).await < 2.0 {
+        assert!(std::time::Instant::now() < deadline, "the re-judged tunnel's allow was not counted");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(t.metric(ALLOW).await, 2.0);
+    assert_eq!(t.metric(TIMED).await, 2.0);
+    ws.send(tokio_tungstenite::tungstenite::Message::text("still here")).await.unwrap();
+    let echoed = tokio::time::timeout(HANG_GUARD, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "still here");
+}
+
+/// tether with a reloadable config in front of an echo upstream, and an open WebSocket
+/// through it carrying `session=<cookie>`, checked with one echo.
+async fn websocket_behind_reloads(
+    cookie: &str,
+) -> (
+    Tether,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::net::SocketAddr,
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    let up = spawn_upstream(None).await;
+    let c = certs();
+    let dir = c.dir.path().to_path_buf();
+    std::fs::copy(geolite().join("GeoLite2-ASN.mmdb"), dir.join("asn.mmdb")).unwrap();
+    std::fs::copy(dir.join("tls.crt"), dir.join("a.crt")).unwrap();
+    std::fs::copy(dir.join("tls.key"), dir.join("a.key")).unwrap();
+    write_config(&dir, up, 50, "a", "192.0.2.200\n");
+    let path = dir.join("tether.toml");
+    let t = start_text(&std::fs::read_to_string(&path).unwrap(), c).await;
+
+    let tls = tls_connect(t.addr(), &t.certs, "localhost", &[b"http/1.1"]).await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("wss://localhost:{}/ws", t.addr().port())).unwrap();
+    req.headers_mut().insert("cookie", format!("session={cookie}").parse().unwrap());
+    let (mut ws, _) = tokio::time::timeout(HANG_GUARD, tokio_tungstenite::client_async(req, tls)).await.unwrap().unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text("before")).await.unwrap();
+    assert!(ws.next().await.unwrap().is_ok());
+    (t, dir, path, up, ws)
 }
