@@ -280,6 +280,9 @@ mod tests {
         KeySet::parse(json!({ "keys": keys }).to_string().as_bytes(), Unusable::Refuse).unwrap()
     }
 
+    /// What a row shows, its token, the algorithms allowed, and the outcome.
+    type Row<'a> = (&'a str, String, &'a [Algorithm], Result<(), Rejected>);
+
     #[test]
     fn keys_are_chosen_by_kid_and_algorithm() {
         let (a, a_jwk) = es256();
@@ -287,7 +290,7 @@ mod tests {
         let es = [Algorithm::ES256];
         let keys = set(&[(a_jwk.clone(), Some("a"), Some("ES256")), (b_jwk.clone(), Some("b"), None)]);
         let hs = encode(&Header::new(Algorithm::HS256), &json!({}), &EncodingKey::from_secret(b"k").unwrap()).unwrap();
-        let rows: [(&str, String, &[Algorithm], Result<(), Rejected>); 8] = [
+        let rows: [Row<'_>; 8] = [
             ("the named key verifies", sign(&a, Algorithm::ES256, Some("a")), &es, Ok(())),
             ("no kid: every key is tried", sign(&b, Algorithm::ES256, None), &es, Ok(())),
             ("a kid naming another key", sign(&a, Algorithm::ES256, Some("b")), &es, Err(Rejected::BadSignature)),

@@ -257,7 +257,9 @@ mod tests {
             c.as_object_mut().unwrap().remove(k);
             c
         };
-        let rows: Vec<(&str, serde_json::Value, Result<Option<&str>, Rejected>)> = vec![
+        // What a row shows, the claims, and the user they name or why they do not count.
+        type Row = (&'static str, serde_json::Value, Result<Option<&'static str>, Rejected>);
+        let rows: Vec<Row> = vec![
             ("good", good.clone(), Ok(Some("alice@example.com"))),
             ("expired, within the leeway", with("exp", (now - 29).into()), Ok(Some("alice@example.com"))),
             ("no user claim: a session without a user", without("email"), Ok(None)),
