@@ -145,7 +145,7 @@ async fn api_route(req: &Request<Incoming>, api: &str, shared: &Arc<Shared>) -> 
         (["sessions"], false) => {
             let query = req.uri().query().unwrap_or("");
             let user = query.split('&').find_map(|kv| kv.strip_prefix("user="));
-            let Some(user) = user.map(crate::http::percent_decode).filter(|u| !u.is_empty() && u.len() <= MAX_USER) else {
+            let Some(user) = user.map(crate::http::form_decode).filter(|u| !u.is_empty() && u.len() <= MAX_USER) else {
                 return json_reply(StatusCode::BAD_REQUEST, json!({"error": "give ?user=NAME"}));
             };
             match shared.store.sessions_of(&user).await {
@@ -166,6 +166,7 @@ async fn api_route(req: &Request<Incoming>, api: &str, shared: &Arc<Shared>) -> 
             }
         }
         (["users", user, "revoke"], true) => {
+            // A path segment: `+` is a plus sign (`a+b@example.com`), not a space.
             let user = crate::http::percent_decode(user);
             if user.is_empty() || user.len() > MAX_USER {
                 return json_reply(StatusCode::BAD_REQUEST, json!({"error": "bad user"}));

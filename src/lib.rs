@@ -15,6 +15,7 @@ pub mod detector;
 pub mod fingerprint;
 pub mod http;
 pub mod intel;
+pub mod jwt;
 pub mod metrics;
 pub mod net;
 pub mod offline;

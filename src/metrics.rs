@@ -113,7 +113,7 @@ impl Metrics {
             ).expect(VALID),
             audit_dropped: IntCounter::new("tether_audit_dropped_total", "Audit events dropped because the writer fell behind.").expect(VALID),
             audit_write_errors: IntCounter::new("tether_audit_write_errors_total", "Audit lines that could not be written.").expect(VALID),
-            store_errors: IntCounter::new("tether_store_errors_total", "Session store operations that failed (the request was judged without history).").expect(VALID),
+            store_errors: IntCounter::new("tether_store_errors_total", "Requests let through unjudged because the session store failed, and step-up outcomes it could not record.").expect(VALID),
             step_ups: IntCounterVec::new(Opts::new("tether_step_ups_total", "Step-up challenges by stage and result."), &["stage", "result"]).expect(VALID),
             revocations: IntCounterVec::new(Opts::new("tether_revocations_total", "Sessions revoked, by source."), &["source"]).expect(VALID),
             config_generation: IntGauge::new("tether_config_generation", "Generation of the snapshot in force; increases with every successful reload.").expect(VALID),

@@ -91,7 +91,7 @@ impl AdminToken {
     }
 
     pub fn matches(&self, presented: &[u8]) -> bool {
-        crate::stepup::challenge::constant_time_eq(&self.0, presented)
+        subtle::ConstantTimeEq::ct_eq(self.0.as_slice(), presented).into()
     }
 }
 

@@ -90,9 +90,10 @@ impl Ja4 {
 
     /// The fingerprint as text.
     pub fn as_str(&self) -> &str {
-        // invariant: `Ja4::new` is the only constructor and its inputs are
-        // ASCII by construction (fixed letters, decimal and hex digits, and
-        // ALPN bytes only when ASCII alphanumeric), so this cannot fail.
+        // invariant: both constructors admit ASCII only. `Ja4::new` builds
+        // from fixed letters, decimal and hex digits, and ALPN bytes only when
+        // ASCII alphanumeric; `Ja4::parse` accepts nothing but JA4's shape
+        // (alphanumerics, `_`, lowercase hex). So this cannot fail.
         std::str::from_utf8(&self.0).expect("JA4 bytes are ASCII")
     }
 

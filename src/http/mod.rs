@@ -7,7 +7,7 @@ pub mod body;
 pub mod error;
 pub mod hygiene;
 mod own;
-pub use own::percent_decode;
+pub use own::{form_decode, percent_decode};
 mod record;
 mod service;
 pub mod step_up;

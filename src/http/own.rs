@@ -54,36 +54,25 @@ impl CallbackFailure {
 fn query_param<'a>(query: &'a str, name: &str) -> Option<std::borrow::Cow<'a, str>> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v))
+        (k == name).then(|| form_decode(v))
     })
 }
 
-/// Decodes `%XX` and `+`; invalid escapes are kept as they are.
+/// Decodes `%XX` escapes, as in a path segment, where `+` is itself (RFC 3986 §3.3). An
+/// escape that is not two hex digits (`%zz`, `%+5`, a cut `%4`) stays as written; bytes
+/// that are not UTF-8 become U+FFFD.
 pub fn percent_decode(v: &str) -> std::borrow::Cow<'_, str> {
-    if !v.contains(['%', '+']) {
-        return std::borrow::Cow::Borrowed(v);
+    percent_encoding::percent_decode_str(v).decode_utf8_lossy()
+}
+
+/// Decodes a query or form value (`application/x-www-form-urlencoded`): `+` is a space,
+/// then `%XX` escapes as [`percent_decode`] reads them.
+pub fn form_decode(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains('+') {
+        std::borrow::Cow::Owned(percent_decode(&v.replace('+', " ")).into_owned())
+    } else {
+        percent_decode(v)
     }
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(x) => {
-                        out.push(x);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// `/.tether/…`: answered by tether itself, never forwarded.
@@ -253,5 +242,35 @@ mod tests {
         assert_eq!(query_param(q, "bad").as_deref(), Some("%zz"));
         assert_eq!(query_param(q, "cut").as_deref(), Some("%4"));
         assert_eq!(query_param(q, "missing"), None);
+    }
+
+    #[test]
+    fn spellings_decode() {
+        // (written, as a path segment, as a query or form value)
+        let rows = [
+            ("alice", "alice", "alice"),
+            ("a+b@example.com", "a+b@example.com", "a b@example.com"),
+            ("a%2Bb%40example.com", "a+b@example.com", "a+b@example.com"),
+            ("a%2bb", "a+b", "a+b"),
+            ("a%20b", "a b", "a b"),
+            ("%41%42", "AB", "AB"),
+            ("%C3%A9t%c3%a9", "été", "été"),
+            ("%E2%82%AC", "€", "€"),
+            // Not two hex digits: kept as written (a sign is not a hex digit).
+            ("%+5", "%+5", "% 5"),
+            ("%-5", "%-5", "%-5"),
+            ("%zz", "%zz", "%zz"),
+            ("%4", "%4", "%4"),
+            ("%", "%", "%"),
+            ("%%41", "%A", "%A"),
+            ("100%", "100%", "100%"),
+            // Not UTF-8 once decoded.
+            ("%FF", "\u{FFFD}", "\u{FFFD}"),
+            ("", "", ""),
+        ];
+        for (written, path, form) in rows {
+            assert_eq!(percent_decode(written), path, "path {written:?}");
+            assert_eq!(form_decode(written), form, "form {written:?}");
+        }
     }
 }

@@ -9,14 +9,19 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::key::SessionKey;
+use crate::jwt::{self, Claim, Expiry, KeySet, KeySetError, Rejected, Rules, Unusable};
 
 /// Verified tokens remembered; beyond it the memory is cleared and refilled.
 const VERIFIED_CACHE: usize = 65_536;
+/// Clock difference tolerated between the IdP that minted the session and tether.
+const LEEWAY_SECS: u64 = 30;
+/// A session JWT without these is not one tether can place.
+const REQUIRED: [Claim; 3] = [Claim::Exp, Claim::Iss, Claim::Aud];
 
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
@@ -68,14 +73,37 @@ struct RawClaims {
     acr: Option<String>,
     #[serde(default)]
     amr: Option<Vec<String>>,
-    exp: u64,
-    #[serde(flatten)]
-    rest: HashMap<String, serde_json::Value>,
+}
+
+/// What a session JWT must show besides its signature.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionRules<'a> {
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    pub user_claim: &'a str,
+}
+
+/// The claims of a session JWT whose signature verified, checked at `now`: issuer,
+/// audience, expiry (with [`LEEWAY_SECS`]) and the shape of what tether reads.
+pub fn check_claims(claims: &Value, rules: &SessionRules<'_>, now: u64) -> Result<VerifiedClaims, Rejected> {
+    let registered = Rules { issuers: &[rules.issuer], audience: rules.audience, required: &REQUIRED, expiry: Expiry::Checked, leeway: LEEWAY_SECS };
+    let exp = jwt::check_registered(claims, &registered, now)?.exp.ok_or(Rejected::Malformed)?;
+    let c = RawClaims::deserialize(claims).map_err(|_| Rejected::Malformed)?;
+    Ok(VerifiedClaims {
+        user: claims.get(rules.user_claim).and_then(Value::as_str).map(Arc::from),
+        sid: c.sid.map(Arc::from),
+        auth_time: c.auth_time,
+        acr: c.acr.map(Arc::from),
+        amr: c.amr.unwrap_or_default().into_iter().map(Arc::from).collect(),
+        exp,
+    })
 }
 
 pub struct JwtVerifier {
-    keys: Vec<(Option<String>, DecodingKey)>,
-    validation: Validation,
+    keys: KeySet,
+    algorithms: Vec<Algorithm>,
+    issuer: String,
+    audience: String,
     user_claim: String,
     verified: Mutex<HashMap<SessionKey, Arc<VerifiedClaims>>>,
 }
@@ -87,24 +115,18 @@ impl JwtVerifier {
     }
 
     pub fn from_jwks(text: &str, path: &Path, cfg: &JwtConfig) -> Result<JwtVerifier, JwksError> {
-        let set: JwkSet = serde_json::from_str(text).map_err(|source| JwksError::Parse { path: path.to_path_buf(), source })?;
-        let mut keys = Vec::with_capacity(set.keys.len());
-        for jwk in &set.keys {
-            let kid = jwk.common.key_id.clone();
-            let key = DecodingKey::from_jwk(jwk).map_err(|source| JwksError::Key {
-                path: path.to_path_buf(),
-                kid: kid.clone().unwrap_or_default(),
-                source,
-            })?;
-            keys.push((kid, key));
-        }
-        let mut validation = Validation::new(cfg.algorithms.first().copied().unwrap_or(Algorithm::RS256));
-        validation.algorithms = cfg.algorithms.clone();
-        validation.set_issuer(&[&cfg.issuer]);
-        validation.set_audience(&[&cfg.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.leeway = 30;
-        Ok(JwtVerifier { keys, validation, user_claim: cfg.user_claim.clone(), verified: Mutex::new(HashMap::new()) })
+        let keys = KeySet::parse(text.as_bytes(), Unusable::Refuse).map_err(|e| match e {
+            KeySetError::Parse(source) => JwksError::Parse { path: path.to_path_buf(), source },
+            KeySetError::Key { kid, source } => JwksError::Key { path: path.to_path_buf(), kid, source },
+        })?;
+        Ok(JwtVerifier {
+            keys,
+            algorithms: cfg.algorithms.clone(),
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience.clone(),
+            user_claim: cfg.user_claim.clone(),
+            verified: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Verifies `token` (already hashed to `key`) at time `now` (seconds).
@@ -115,8 +137,8 @@ impl JwtVerifier {
         if let Some(hit) = self.cached(&key, now) {
             return JwtOutcome::Verified(hit);
         }
-        match self.verify(token) {
-            Some(claims) if claims.exp + self.validation.leeway > now => {
+        match self.verify(token, now) {
+            Ok(claims) => {
                 let claims = Arc::new(claims);
                 let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= VERIFIED_CACHE {
@@ -125,36 +147,21 @@ impl JwtVerifier {
                 cache.insert(key, claims.clone());
                 JwtOutcome::Verified(claims)
             }
-            _ => JwtOutcome::Invalid,
+            Err(_) => JwtOutcome::Invalid,
         }
     }
 
     fn cached(&self, key: &SessionKey, now: u64) -> Option<Arc<VerifiedClaims>> {
         let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        cache.get(key).filter(|c| c.exp + self.validation.leeway > now).cloned()
+        cache.get(key).filter(|c| c.exp + LEEWAY_SECS > now).cloned()
     }
 
-    fn verify(&self, token: &[u8]) -> Option<VerifiedClaims> {
-        let header = jsonwebtoken::decode_header(token).ok()?;
-        let candidates = self.keys.iter().filter(|(kid, _)| header.kid.is_none() || kid.is_none() || *kid == header.kid);
-        for (_, key) in candidates {
-            if let Ok(data) = jsonwebtoken::decode::<RawClaims>(token, key, &self.validation) {
-                let c = data.claims;
-                let user = match self.user_claim.as_str() {
-                    "sid" => c.sid.clone(),
-                    name => c.rest.get(name).and_then(|v| v.as_str()).map(str::to_owned),
-                };
-                return Some(VerifiedClaims {
-                    user: user.map(Arc::from),
-                    sid: c.sid.map(Arc::from),
-                    auth_time: c.auth_time,
-                    acr: c.acr.map(Arc::from),
-                    amr: c.amr.unwrap_or_default().into_iter().map(Arc::from).collect(),
-                    exp: c.exp,
-                });
-            }
-        }
-        None
+    fn verify(&self, token: &[u8], now: u64) -> Result<VerifiedClaims, Rejected> {
+        // `looks_like_jwt` admitted ASCII only.
+        let token = std::str::from_utf8(token).map_err(|_| Rejected::Malformed)?;
+        let claims = jwt::verify_signature(token, &self.keys, &self.algorithms)?;
+        let rules = SessionRules { issuer: &self.issuer, audience: &self.audience, user_claim: &self.user_claim };
+        check_claims(&claims, &rules, now)
     }
 }
 
@@ -232,5 +239,55 @@ mod tests {
         assert_eq!(v.check(b"opaque-session-id", SessionKey([6; 16]), now), JwtOutcome::NotJwt);
         assert_eq!(v.check(b"eyJhbGciOi.broken", SessionKey([7; 16]), now), JwtOutcome::NotJwt);
         assert_eq!(v.check(b"eyJhbGciOi.x.y", SessionKey([8; 16]), now), JwtOutcome::Invalid);
+    }
+
+    #[test]
+    fn session_claims_table() {
+        let now = 1_800_000_000u64;
+        let rules = SessionRules { issuer: "https://sso.example", audience: "console", user_claim: "email" };
+        let good = serde_json::json!({"iss": "https://sso.example", "aud": ["console"], "exp": now + 60,
+            "sub": "u-1", "email": "alice@example.com", "sid": "s-1", "auth_time": now - 30, "acr": "mfa", "amr": ["pwd"]});
+        let with = |k: &str, v: serde_json::Value| {
+            let mut c = good.clone();
+            c[k] = v;
+            c
+        };
+        let without = |k: &str| {
+            let mut c = good.clone();
+            c.as_object_mut().unwrap().remove(k);
+            c
+        };
+        // What a row shows, the claims, and the user they name or why they do not count.
+        type Row = (&'static str, serde_json::Value, Result<Option<&'static str>, Rejected>);
+        let rows: Vec<Row> = vec![
+            ("good", good.clone(), Ok(Some("alice@example.com"))),
+            ("expired, within the leeway", with("exp", (now - 29).into()), Ok(Some("alice@example.com"))),
+            ("no user claim: a session without a user", without("email"), Ok(None)),
+            ("a user claim that is not text", with("email", 7.into()), Ok(None)),
+            ("expired", with("exp", (now - 30).into()), Err(Rejected::Expired)),
+            ("another issuer", with("iss", "https://evil".into()), Err(Rejected::WrongIssuerOrAudience)),
+            ("another audience", with("aud", "other".into()), Err(Rejected::WrongIssuerOrAudience)),
+            ("no exp", without("exp"), Err(Rejected::Malformed)),
+            ("no iss", without("iss"), Err(Rejected::Malformed)),
+            ("no aud", without("aud"), Err(Rejected::Malformed)),
+            ("amr not a list", with("amr", "pwd".into()), Err(Rejected::Malformed)),
+            ("auth_time as text", with("auth_time", "yesterday".into()), Err(Rejected::Malformed)),
+        ];
+        for (name, claims, want) in rows {
+            let got = check_claims(&claims, &rules, now);
+            assert_eq!(got.as_ref().map(|c| c.user.as_deref()).map_err(|e| *e), want, "{name}");
+        }
+        let c = check_claims(&good, &SessionRules { user_claim: "sid", ..rules }, now).unwrap();
+        assert_eq!((c.user.as_deref(), c.sid.as_deref(), c.acr.as_deref(), c.exp), (Some("s-1"), Some("s-1"), Some("mfa"), now + 60));
+    }
+
+    #[test]
+    fn algorithms_of_two_families_verify() {
+        let (enc, set, mut cfg) = setup();
+        cfg.algorithms = vec![Algorithm::RS256, Algorithm::ES256];
+        let v = JwtVerifier::from_jwks(&set, Path::new("jwks.json"), &cfg).unwrap();
+        let now = 1_800_000_000u64;
+        let t = token(&enc, serde_json::json!({"iss": "https://sso.example", "aud": "console", "sub": "alice", "exp": now + 600}));
+        assert!(matches!(v.check(t.as_bytes(), SessionKey([9; 16]), now), JwtOutcome::Verified(_)));
     }
 }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::session::{HashKey, Secs, SessionKey};
 
@@ -119,7 +121,7 @@ impl Challenges {
         }
         let (id, mac) = raw.split_at(STATE_ID);
         let want = key.mac(b"tether-state", id);
-        if !constant_time_eq(mac, &want[..STATE_MAC]) {
+        if !bool::from(mac.ct_eq(&want[..STATE_MAC])) {
             return Err(StateError::Forged);
         }
         let mut idb = [0u8; STATE_ID];
@@ -140,25 +142,12 @@ impl Challenges {
     }
 }
 
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+/// Escaped in a query value: everything but RFC 3986's unreserved characters.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters pass).
 pub fn encode(value: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 0xf) as usize] as char);
-        }
-    }
+    out.extend(utf8_percent_encode(value, QUERY_VALUE));
 }
 
 /// The parameters of an authorization request that a stolen session cannot satisfy.
@@ -249,6 +238,13 @@ mod tests {
         assert_eq!(c.take(&key, &URL_SAFE_NO_PAD.encode(raw), 1000).unwrap_err(), StateError::Forged);
         // Expired.
         assert_eq!(c.take(&key, &issued.state, 1000 + CHALLENGE_TTL + 1).unwrap_err(), StateError::Expired);
+    }
+
+    #[test]
+    fn query_values_escape_all_but_unreserved() {
+        let mut out = String::new();
+        encode("aZ09-._~ +/%é", &mut out);
+        assert_eq!(out, "aZ09-._~%20%2B%2F%25%C3%A9");
     }
 
     #[test]

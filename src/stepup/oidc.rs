@@ -1,6 +1,8 @@
 //! tether as an OpenID Connect relying party: discovery, the IdP's key set (cached,
 //! refreshed on an unknown `kid` at most every [`JWKS_REFRESH_MIN`]), the code exchange
-//! over TLS, and verification of ID tokens and back-channel logout tokens.
+//! over TLS, and verification of ID tokens and back-channel logout tokens: the signature
+//! through [`crate::jwt`], then [`check_id_token`] and [`check_logout_token`], pure
+//! functions of the claims, the configuration and `now`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,13 +17,14 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
+use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::{ClientAuth, ClientSecret, IdpEndpoints, StepUp};
+use crate::jwt::{self, Claim, Expiry, KeySet, Rejected, Rules, Unusable};
 use crate::net::tls::{self, TlsError};
 
 /// Bound on any IdP response body (discovery, keys, tokens).
@@ -47,6 +50,13 @@ const ALGORITHMS: [Algorithm; 8] = [
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 /// Logout token ids remembered against replay.
 const MAX_SEEN_LOGOUTS: usize = 10_000;
+/// A logout token is acted on promptly; one issued longer ago than this is refused (it
+/// may be a replay whose `jti` has been forgotten).
+const LOGOUT_MAX_AGE: u64 = 600;
+/// What an ID token must carry (OpenID Connect Core §2).
+const ID_TOKEN_CLAIMS: [Claim; 5] = [Claim::Exp, Claim::Iat, Claim::Iss, Claim::Aud, Claim::Sub];
+/// What a logout token must carry (Back-Channel Logout §2.4); it has no `exp`.
+const LOGOUT_TOKEN_CLAIMS: [Claim; 3] = [Claim::Iat, Claim::Iss, Claim::Aud];
 
 #[derive(Debug, thiserror::Error)]
 pub enum OidcSetupError {
@@ -126,6 +136,7 @@ pub struct Expect<'a> {
     pub challenged_at: u64,
     /// The challenged session's user, when known.
     pub user: Option<&'a str>,
+    /// Seconds; the token's `exp` and `auth_time` are judged against it.
     pub now: u64,
 }
 
@@ -148,7 +159,7 @@ pub struct Logout {
 }
 
 struct KeyCache {
-    keys: Vec<(Option<String>, Algorithm, DecodingKey)>,
+    keys: Arc<KeySet>,
     fetched: Option<Instant>,
 }
 
@@ -164,7 +175,7 @@ pub struct IdpClient {
     credentials: Credentials,
     metadata: Mutex<Option<Arc<Metadata>>>,
     keys: Mutex<KeyCache>,
-    seen_logouts: std::sync::Mutex<HashMap<String, u64>>,
+    seen_logouts: std::sync::Mutex<SeenLogouts>,
 }
 
 #[derive(Deserialize)]
@@ -202,7 +213,6 @@ struct RawLogoutClaims {
     #[serde(default)]
     events: Option<HashMap<String, serde_json::Value>>,
     jti: Option<String>,
-    iat: u64,
 }
 
 impl IdpClient {
@@ -249,8 +259,8 @@ impl IdpClient {
             cfg: cfg.clone(),
             credentials,
             metadata: Mutex::new(metadata),
-            keys: Mutex::new(KeyCache { keys: Vec::new(), fetched: None }),
-            seen_logouts: std::sync::Mutex::new(HashMap::new()),
+            keys: Mutex::new(KeyCache { keys: Arc::new(KeySet::empty()), fetched: None }),
+            seen_logouts: std::sync::Mutex::new(SeenLogouts::default()),
         })
     }
 
@@ -306,31 +316,16 @@ impl IdpClient {
     }
 
     /// Verification keys; refetched when `kid` is unknown (rate-limited) or none are held.
-    async fn keys_for(&self, kid: Option<&str>) -> Result<Vec<(Algorithm, DecodingKey)>, Failure> {
+    async fn keys_for(&self, kid: Option<&str>) -> Result<Arc<KeySet>, Failure> {
         let mut cache = self.keys.lock().await;
-        let known = |c: &KeyCache| c.keys.iter().any(|(k, _, _)| kid.is_none() || k.as_deref() == kid);
         let stale = cache.fetched.is_none_or(|t| t.elapsed() >= JWKS_REFRESH_MIN);
-        if (!known(&cache) || cache.keys.is_empty()) && stale {
+        if !cache.keys.knows(kid) && stale {
             let uri = self.metadata().await?.jwks_uri.clone();
             let body = self.get(&uri).await?;
-            let set: JwkSet = serde_json::from_slice(&body).map_err(|_| Failure::IdpUnavailable)?;
-            cache.keys = set
-                .keys
-                .iter()
-                .filter_map(|jwk| {
-                    let key = DecodingKey::from_jwk(jwk).ok()?;
-                    let alg = jwk.common.key_algorithm.and_then(|a| a.to_string().parse::<Algorithm>().ok()).unwrap_or(Algorithm::RS256);
-                    Some((jwk.common.key_id.clone(), alg, key))
-                })
-                .collect();
+            cache.keys = Arc::new(KeySet::parse(&body, Unusable::Skip).map_err(|_| Failure::IdpUnavailable)?);
             cache.fetched = Some(Instant::now());
         }
-        Ok(cache
-            .keys
-            .iter()
-            .filter(|(k, _, _)| kid.is_none() || k.is_none() || k.as_deref() == kid)
-            .map(|(_, a, k)| (*a, k.clone()))
-            .collect())
+        Ok(cache.keys.clone())
     }
 
     /// Exchanges the code for tokens and returns the ID token.
@@ -398,98 +393,146 @@ impl IdpClient {
         jsonwebtoken::encode(&header, &claims, key).map_err(|_| Failure::TokenExchange)
     }
 
-    /// Verifies a JWT's signature against the IdP's keys with issuer and audience checks.
-    async fn verify<T: serde::de::DeserializeOwned>(&self, token: &str, required: &[&str], check_exp: bool) -> Result<T, Failure> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| Failure::Malformed)?;
-        if !ALGORITHMS.contains(&header.alg) {
-            return Err(Failure::BadSignature);
-        }
+    /// The claims of a token signed by one of the IdP's keys; nothing in them checked yet.
+    async fn signed_claims(&self, token: &str) -> Result<(Value, Arc<Metadata>), Failure> {
+        // Header first: a malformed token or a refused algorithm costs no key fetch.
+        let header = jwt::header(token, &ALGORITHMS)?;
         let meta = self.metadata().await?;
-        let mut validation = Validation::new(header.alg);
-        validation.algorithms = vec![header.alg];
-        validation.set_issuer(&[meta.issuer.trim_end_matches('/'), meta.issuer.as_str()]);
-        validation.set_audience(&[&self.cfg.client_id]);
-        validation.set_required_spec_claims(required);
-        validation.validate_exp = check_exp;
-        validation.leeway = LEEWAY_SECS;
         let keys = self.keys_for(header.kid.as_deref()).await?;
-        let mut failure = Failure::BadSignature;
-        for (_, key) in keys {
-            match jsonwebtoken::decode::<T>(token, &key, &validation) {
-                Ok(data) => return Ok(data.claims),
-                Err(e) => {
-                    use jsonwebtoken::errors::ErrorKind as K;
-                    failure = match e.kind() {
-                        K::InvalidSignature | K::InvalidAlgorithm | K::InvalidKeyFormat => Failure::BadSignature,
-                        K::ExpiredSignature | K::ImmatureSignature => Failure::Expired,
-                        K::InvalidIssuer | K::InvalidAudience => Failure::WrongIssuerOrAudience,
-                        _ => Failure::Malformed,
-                    };
-                    // Only a signature failure means "try the next key".
-                    if failure != Failure::BadSignature {
-                        return Err(failure);
-                    }
-                }
-            }
-        }
-        Err(failure)
+        Ok((jwt::verify_signature(token, &keys, &ALGORITHMS)?, meta))
     }
 
     /// Verifies an ID token from a step-up against the challenge it answers.
     pub async fn verify_id_token(&self, token: &str, expect: &Expect<'_>) -> Result<IdClaims, Failure> {
-        let c: RawIdClaims = self.verify(token, &["exp", "iat", "iss", "aud", "sub"], true).await?;
-        if c.azp.as_deref().is_some_and(|azp| azp != self.cfg.client_id) {
-            return Err(Failure::WrongIssuerOrAudience);
-        }
-        if c.nonce.as_deref() != Some(expect.nonce) {
-            return Err(Failure::NonceMismatch);
-        }
-        // max_age=0 obliges the IdP to report auth_time; it must not predate the challenge.
-        let auth_time = c.auth_time.ok_or(Failure::StaleAuthTime)?;
-        if auth_time + LEEWAY_SECS < expect.challenged_at || auth_time > expect.now + LEEWAY_SECS {
-            return Err(Failure::StaleAuthTime);
-        }
-        if let Some(wanted) = &self.cfg.acr_values {
-            if !c.acr.as_deref().is_some_and(|acr| wanted.split_whitespace().any(|w| w == acr)) {
-                return Err(Failure::AcrMissing);
-            }
-        }
-        let amr = c.amr.unwrap_or_default();
-        if !self.cfg.required_amr.iter().all(|r| amr.contains(r)) {
-            return Err(Failure::AmrMissing);
-        }
-        let user = match self.cfg.user_claim.as_str() {
-            "sub" => Some(c.sub.clone()),
-            name => c.rest.get(name).and_then(|v| v.as_str()).map(str::to_owned),
+        let (claims, meta) = self.signed_claims(token).await?;
+        let rules = IdTokenRules {
+            issuer: &meta.issuer,
+            client_id: &self.cfg.client_id,
+            acr_values: self.cfg.acr_values.as_deref(),
+            required_amr: &self.cfg.required_amr,
+            user_claim: &self.cfg.user_claim,
         };
-        if let Some(expected) = expect.user {
-            if user.as_deref() != Some(expected) {
-                return Err(Failure::WrongUser);
-            }
-        }
-        Ok(IdClaims { sub: c.sub, user, auth_time, acr: c.acr, amr, sid: c.sid })
+        check_id_token(&claims, &rules, expect)
     }
 
-    /// Verifies an OpenID Connect back-channel logout token.
+    /// Verifies an OpenID Connect back-channel logout token; each one is accepted once.
     pub async fn verify_logout_token(&self, token: &str, now: u64) -> Result<Logout, Failure> {
-        let c: RawLogoutClaims = self.verify(token, &["iat", "iss", "aud"], false).await?;
-        let is_logout = c.events.as_ref().is_some_and(|e| e.contains_key(BACKCHANNEL_EVENT));
-        if !is_logout || c.nonce.is_some() || (c.sub.is_none() && c.sid.is_none()) {
-            return Err(Failure::Malformed);
-        }
-        // A logout token is acted on promptly; an old one is refused (it may be a replay
-        // whose jti has been forgotten).
-        if c.iat + 600 < now || c.iat > now + LEEWAY_SECS {
-            return Err(Failure::Expired);
-        }
-        let jti = c.jti.ok_or(Failure::Malformed)?;
-        let mut seen = self.seen_logouts.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_SEEN_LOGOUTS {
-            seen.retain(|_, at| *at + 600 >= now);
-        }
-        if seen.insert(jti, now).is_some() {
-            return Err(Failure::Replayed);
-        }
-        Ok(Logout { sub: c.sub, sid: c.sid })
+        let (claims, meta) = self.signed_claims(token).await?;
+        let (logout, jti) = check_logout_token(&claims, &meta.issuer, &self.cfg.client_id, now)?;
+        self.seen_logouts.lock().unwrap_or_else(|p| p.into_inner()).admit(jti, now)?;
+        Ok(logout)
     }
 }
+
+impl From<Rejected> for Failure {
+    fn from(r: Rejected) -> Failure {
+        match r {
+            Rejected::BadSignature => Failure::BadSignature,
+            Rejected::Expired => Failure::Expired,
+            Rejected::WrongIssuerOrAudience => Failure::WrongIssuerOrAudience,
+            Rejected::Malformed => Failure::Malformed,
+        }
+    }
+}
+
+/// The issuer as discovery or config spells it, and without a trailing slash: IdPs differ
+/// on which one their tokens carry.
+fn issuers(issuer: &str) -> [&str; 2] {
+    [issuer.trim_end_matches('/'), issuer]
+}
+
+/// What this relying party demands of every ID token, whatever the challenge.
+#[derive(Debug, Clone, Copy)]
+pub struct IdTokenRules<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    /// Space-separated; when set, the token's `acr` must be one of them.
+    pub acr_values: Option<&'a str>,
+    pub required_amr: &'a [String],
+    /// The claim naming the user, compared with the challenged session's.
+    pub user_claim: &'a str,
+}
+
+/// The checks of an ID token whose signature verified: registered claims (`iss`, `aud`,
+/// `exp`, `iat`, `sub`), `azp`, the challenge's `nonce`, an `auth_time` no older than
+/// the challenge, `acr`, `amr`, and the same user as the challenged session.
+pub fn check_id_token(claims: &Value, rules: &IdTokenRules<'_>, expect: &Expect<'_>) -> Result<IdClaims, Failure> {
+    let issuers = issuers(rules.issuer);
+    let registered = Rules { issuers: &issuers, audience: rules.client_id, required: &ID_TOKEN_CLAIMS, expiry: Expiry::Checked, leeway: LEEWAY_SECS };
+    jwt::check_registered(claims, &registered, expect.now)?;
+    let c = RawIdClaims::deserialize(claims).map_err(|_| Failure::Malformed)?;
+    if c.azp.as_deref().is_some_and(|azp| azp != rules.client_id) {
+        return Err(Failure::WrongIssuerOrAudience);
+    }
+    if c.nonce.as_deref() != Some(expect.nonce) {
+        return Err(Failure::NonceMismatch);
+    }
+    // max_age=0 obliges the IdP to report auth_time; it must not predate the challenge.
+    let auth_time = c.auth_time.ok_or(Failure::StaleAuthTime)?;
+    if auth_time + LEEWAY_SECS < expect.challenged_at || auth_time > expect.now + LEEWAY_SECS {
+        return Err(Failure::StaleAuthTime);
+    }
+    if let Some(wanted) = rules.acr_values {
+        if !c.acr.as_deref().is_some_and(|acr| wanted.split_whitespace().any(|w| w == acr)) {
+            return Err(Failure::AcrMissing);
+        }
+    }
+    let amr = c.amr.unwrap_or_default();
+    if !rules.required_amr.iter().all(|r| amr.contains(r)) {
+        return Err(Failure::AmrMissing);
+    }
+    let user = match rules.user_claim {
+        "sub" => Some(c.sub.clone()),
+        name => c.rest.get(name).and_then(|v| v.as_str()).map(str::to_owned),
+    };
+    if let Some(expected) = expect.user {
+        if user.as_deref() != Some(expected) {
+            return Err(Failure::WrongUser);
+        }
+    }
+    Ok(IdClaims { sub: c.sub, user, auth_time, acr: c.acr, amr, sid: c.sid })
+}
+
+/// The checks of a back-channel logout token whose signature verified (Back-Channel
+/// Logout §2.6): registered claims, the logout event, no `nonce`, a `sub` or `sid`, a
+/// recent `iat`, a `jti`. Returns the logout and its `jti`, which [`SeenLogouts`] admits
+/// once.
+pub fn check_logout_token(claims: &Value, issuer: &str, client_id: &str, now: u64) -> Result<(Logout, String), Failure> {
+    let issuers = issuers(issuer);
+    let registered = Rules { issuers: &issuers, audience: client_id, required: &LOGOUT_TOKEN_CLAIMS, expiry: Expiry::Unchecked, leeway: LEEWAY_SECS };
+    let iat = jwt::check_registered(claims, &registered, now)?.iat.ok_or(Failure::Malformed)?;
+    let c = RawLogoutClaims::deserialize(claims).map_err(|_| Failure::Malformed)?;
+    let is_logout = c.events.as_ref().is_some_and(|e| e.contains_key(BACKCHANNEL_EVENT));
+    if !is_logout || c.nonce.is_some() || (c.sub.is_none() && c.sid.is_none()) {
+        return Err(Failure::Malformed);
+    }
+    if iat + LOGOUT_MAX_AGE < now || iat > now + LEEWAY_SECS {
+        return Err(Failure::Expired);
+    }
+    let jti = c.jti.ok_or(Failure::Malformed)?;
+    Ok((Logout { sub: c.sub, sid: c.sid }, jti))
+}
+
+/// Logout token ids seen lately, so each token is acted on once.
+#[derive(Debug, Default)]
+pub struct SeenLogouts {
+    seen: HashMap<String, u64>,
+}
+
+impl SeenLogouts {
+    /// Admits `jti` the first time; a second sighting is a replay. Ids older than
+    /// [`LOGOUT_MAX_AGE`] are forgotten once [`MAX_SEEN_LOGOUTS`] are held: their tokens
+    /// are refused as too old anyway.
+    pub fn admit(&mut self, jti: String, now: u64) -> Result<(), Failure> {
+        if self.seen.len() >= MAX_SEEN_LOGOUTS {
+            self.seen.retain(|_, at| *at + LOGOUT_MAX_AGE >= now);
+        }
+        if self.seen.insert(jti, now).is_some() {
+            return Err(Failure::Replayed);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

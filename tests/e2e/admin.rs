@@ -103,6 +103,30 @@ async fn sessions_are_listed_and_revoked_and_get_never_mutates() {
 }
 
 #[tokio::test]
+async fn a_plus_in_a_user_name_is_a_plus() {
+    let t = tether_with_admin().await;
+    // Two users a decoder could confuse: `+` in a path is a plus sign, in a query a space.
+    for (cookie, user) in [("plus-laptop", "a+b@example.com"), ("space-laptop", "a b@example.com")] {
+        assert_eq!(h1_from(&t, "127.0.0.1", as_user(&t, cookie, user)).await.0.status, 200);
+    }
+    let (status, list) = t.admin("GET", "/api/sessions?user=a%2Bb%40example.com", Some(TOKEN)).await;
+    assert_eq!((status, list["user"].as_str(), list["sessions"].as_array().map(Vec::len)), (200, Some("a+b@example.com"), Some(1)));
+    let (_, list) = t.admin("GET", "/api/sessions?user=a+b@example.com", Some(TOKEN)).await;
+    assert_eq!(list["user"], "a b@example.com");
+
+    let (status, body) = t.admin("POST", "/api/users/a+b@example.com/revoke", Some(TOKEN)).await;
+    assert_eq!((status, body["user"].as_str()), (200, Some("a+b@example.com")), "{body}");
+    assert_eq!(body["revoked"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(h1_from(&t, "127.0.0.1", as_user(&t, "plus-laptop", "a+b@example.com")).await.0.status, 403);
+    assert_eq!(h1_from(&t, "127.0.0.1", as_user(&t, "space-laptop", "a b@example.com")).await.0.status, 200, "the other user is untouched");
+    // The escaped spelling names the same user; a malformed escape is kept as written.
+    let (status, body) = t.admin("POST", "/api/users/a%2Bb%40example.com/revoke", Some(TOKEN)).await;
+    assert_eq!((status, body["user"].as_str()), (200, Some("a+b@example.com")));
+    let (status, body) = t.admin("POST", "/api/users/a%+5b/revoke", Some(TOKEN)).await;
+    assert_eq!((status, body["user"].as_str()), (200, Some("a%+5b")));
+}
+
+#[tokio::test]
 async fn reload_through_the_api() {
     let t = tether_with_admin().await;
     let (status, body) = t.admin("POST", "/api/reload", Some(TOKEN)).await;
