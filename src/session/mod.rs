@@ -7,6 +7,7 @@ pub mod jwt;
 pub mod key;
 pub mod memory;
 pub mod record;
+pub mod tombstone;
 
 use std::sync::Arc;
 
@@ -42,6 +43,9 @@ pub struct Loaded {
     pub record: Option<SessionRecord>,
     pub baseline: Option<UserBaseline>,
     pub revoked: bool,
+    /// No record, but the store evicted this session when it was full: its history was
+    /// lost, so this is not a first sight.
+    pub history_lost: bool,
 }
 
 /// The session store. An enum rather than a trait object so the hot path stays static
@@ -122,5 +126,11 @@ impl Store {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    pub fn counts(&self) -> memory::StoreCounts {
+        match self {
+            Store::Memory(m) => m.counts(),
+        }
     }
 }
