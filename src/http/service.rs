@@ -85,7 +85,7 @@ async fn forward(
     if let Some(d) = &decision {
         match d.verdict.effective() {
             Action::Allow => {}
-            Action::StepUp => return Ok(step_up::answer(&req, d, snap, shared, host.as_ref(), conn).await),
+            Action::StepUp => return Ok(step_up::answer(&req, d, snap, shared, host.as_ref(), conn, client).await),
             Action::Block | Action::Revoke => return Ok(step_up::blocked(&req, d)),
         }
     }

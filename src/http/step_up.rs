@@ -10,6 +10,7 @@ use crate::detector::Decision;
 use crate::net::{ConnFacts, Protocol};
 use crate::state::{Shared, Snapshot};
 use crate::stepup::challenge::{www_authenticate, AuthorizationRequest};
+use crate::stepup::BeginError;
 
 /// The path the IdP sends the browser back to.
 pub const CALLBACK_PATH: &str = "/.tether/callback";
@@ -52,6 +53,7 @@ pub async fn answer(
     shared: &Shared,
     host: Option<&HeaderValue>,
     conn: &ConnFacts,
+    client: std::net::IpAddr,
 ) -> Response<ProxyBody> {
     let step_up = snap.config.step_up.as_ref();
     let acr = step_up.and_then(|s| s.acr_values.as_deref());
@@ -69,15 +71,22 @@ pub async fn answer(
             let return_to = (req.method() == Method::GET).then(|| req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned());
             let scheme = if conn.tls.is_some() { "https" } else { "http" };
             let redirect_uri = cfg.redirect_uri.clone().unwrap_or_else(|| format!("{scheme}://{host}{CALLBACK_PATH}"));
-            let Some(issued) = shared.challenges.begin(
+            let issued = match shared.challenges.begin(
                 &snap.detector.hash_key,
                 d.session,
                 d.user.clone(),
                 return_to,
                 redirect_uri.clone(),
+                client,
                 crate::session::now(),
-            ) else {
-                return finish(challenge_401(acr), req, conn);
+            ) {
+                Ok(issued) => issued,
+                Err(BeginError::RateLimited { retry_after }) => {
+                    // Over a rate the request is refused, never let through.
+                    shared.metrics.step_ups.with_label_values(&["challenge", "rate_limited"]).inc();
+                    return finish(too_many(retry_after), req, conn);
+                }
+                Err(BeginError::NoRandomness) => return finish(challenge_401(acr), req, conn),
             };
             let url = AuthorizationRequest {
                 endpoint: &endpoint,
@@ -106,6 +115,17 @@ pub async fn answer(
         }
     };
     finish(resp, req, conn)
+}
+
+/// 429 with `Retry-After`: too many step-up challenges from this address, or at all.
+fn too_many(retry_after: crate::session::Secs) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::local("{\"error\":\"too_many_step_up_challenges\"}\n"));
+    *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 fn challenge_401(acr: Option<&str>) -> Response<ProxyBody> {

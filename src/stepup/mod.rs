@@ -4,4 +4,7 @@
 pub mod challenge;
 pub mod oidc;
 
-pub use challenge::{Challenges, Pending};
+pub mod table;
+
+pub use challenge::Pending;
+pub use table::{BeginError, ChallengeLimits, Challenges, Rate};
