@@ -19,6 +19,26 @@ pub fn now() -> Secs {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as Secs)
 }
 
+/// The clock every lifetime is measured by: the system's, shifted by an offset that
+/// tests move to cross a lifetime without waiting for it. Arithmetic saturates, so a
+/// jump either way never wraps.
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset: std::sync::atomic::AtomicI64,
+}
+
+impl Clock {
+    pub fn now(&self) -> Secs {
+        let shifted = i64::from(now()).saturating_add(self.offset.load(std::sync::atomic::Ordering::Relaxed));
+        shifted.clamp(0, i64::from(Secs::MAX)) as Secs
+    }
+
+    /// Moves this clock by `secs` (negative: backwards).
+    pub fn shift(&self, secs: i64) {
+        let _ = self.offset.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |o| Some(o.saturating_add(secs)));
+    }
+}
+
 /// Bounds on what the store keeps.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreLimits {
