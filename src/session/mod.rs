@@ -6,6 +6,7 @@ pub mod identity;
 pub mod jwt;
 pub mod key;
 pub mod memory;
+pub mod credential;
 pub mod record;
 pub mod tombstone;
 
