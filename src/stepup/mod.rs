@@ -3,6 +3,7 @@
 
 pub mod challenge;
 pub mod oidc;
+pub mod return_to;
 
 pub mod table;
 
