@@ -51,6 +51,13 @@ pub fn see_other(location: HeaderValue) -> Response<ProxyBody> {
     r
 }
 
+/// 429 with `Retry-After`: too many step-up challenges from this address, or at all.
+pub fn too_many(retry_after: u32) -> Response<ProxyBody> {
+    let mut r = json(StatusCode::TOO_MANY_REQUESTS, "{\"error\":\"too_many_step_up_challenges\"}\n");
+    r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+    r
+}
+
 /// The RFC 9470 step-up challenge for a client that cannot follow a login redirect.
 pub fn challenge(www_authenticate: &str) -> Response<ProxyBody> {
     let mut r = json(StatusCode::UNAUTHORIZED, "{\"error\":\"insufficient_user_authentication\"}\n");

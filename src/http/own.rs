@@ -130,6 +130,7 @@ async fn callback(req: &Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBo
             if let Some(sid) = &claims.sid {
                 let _ = shared.store.index_session(&sid_alias(sid), pending.session).await;
             }
+            shared.challenges.clear_session(&pending.session);
             shared.metrics.step_ups.with_label_values(&["callback", "completed"]).inc();
             event.session = Some(pending.session);
             event.user = user;

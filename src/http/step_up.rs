@@ -10,6 +10,7 @@ use super::body::ProxyBody;
 use super::own::CALLBACK;
 use super::service::Context;
 use crate::detector::Decision;
+use crate::stepup::BeginError;
 use crate::stepup::challenge::{www_authenticate, AuthorizationRequest};
 
 /// A random reference for a block page and its audit line.
@@ -49,15 +50,22 @@ pub(super) async fn challenge(req: &Request<Incoming>, d: &Decision, cx: &Contex
             let return_to = (req.method() == Method::GET).then(|| req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned());
             let scheme = if cx.conn.tls.is_some() { "https" } else { "http" };
             let redirect_uri = cfg.redirect_uri.clone().unwrap_or_else(|| format!("{scheme}://{host}{CALLBACK}"));
-            let Some(issued) = shared.challenges.begin(
+            let issued = match shared.challenges.begin(
                 &snap.detector.hash_key,
                 d.session,
                 d.user.clone(),
                 return_to,
                 redirect_uri.clone(),
-                crate::session::now(),
-            ) else {
-                return answer::challenge(&www_authenticate(acr));
+                cx.client,
+                cx.now,
+            ) {
+                Ok(issued) => issued,
+                Err(BeginError::RateLimited { retry_after }) => {
+                    // Over a rate the request is refused, never let through.
+                    shared.metrics.step_ups.with_label_values(&["challenge", "rate_limited"]).inc();
+                    return answer::too_many(retry_after);
+                }
+                Err(BeginError::NoRandomness) => return answer::challenge(&www_authenticate(acr)),
             };
             let url = AuthorizationRequest {
                 endpoint: &endpoint,

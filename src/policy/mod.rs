@@ -3,6 +3,8 @@
 //! their inputs, `now` included, so the live proxy and `tether replay` agree exactly.
 
 pub mod eval;
+pub mod method;
+pub mod path;
 pub mod signals;
 
 use std::fmt;

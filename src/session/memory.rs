@@ -1,12 +1,34 @@
 //! The embedded store: sessions, user baselines and revocations in sharded concurrent
 //! maps, bounded by count and by idle and absolute lifetimes.
+//!
+//! Lock discipline: a map guard (`Ref`, `RefMut`, an entry) never lives across another
+//! call on the same map, nor across an `.await` (this store has none). Read what is
+//! needed into a value and let the guard drop at the end of that statement; remove with
+//! `remove_if`, bulk-remove with `retain`. A guard held while touching the same shard
+//! deadlocks the worker thread and, with it, every later request on that shard.
+//!
+//! Eviction: when the session map is full, the least recently used sessions go first,
+//! and sessions without history (seen within one minute, no known user: what a flood of
+//! fresh cookies creates) before sessions with history. Every evicted session leaves a
+//! tombstone, so its next sighting is reported as `history_lost` instead of passing as a
+//! first sight.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
 use super::record::{Secs, SessionRecord, UserBaseline, USER_SESSIONS};
+use super::tombstone::{Tombstones, Worth};
 use super::{Loaded, SessionKey, StoreLimits};
+
+/// A session seen across less than this, with no known user, is "ephemeral": evicted
+/// before any session with history.
+const EPHEMERAL_SECS: Secs = 60;
+
+/// Share of the map evicted at once when it is full (1 %): eviction walks the map, so
+/// it runs once per this many new sessions, not once per session.
+const EVICT_SHARE: usize = 100;
 
 pub struct MemoryStore {
     /// Boxed: the map's table then holds a pointer per slot, so its power-of-two growth
@@ -17,7 +39,21 @@ pub struct MemoryStore {
     user_sessions: DashMap<Arc<str>, Vec<SessionKey>>,
     /// Revoked sessions and when their revocation may be forgotten.
     revoked: DashMap<SessionKey, Secs>,
+    tombstones: Tombstones,
+    /// One eviction at a time; the others go on (the bound overshoots by at most the
+    /// requests in flight).
+    evicting: AtomicBool,
+    evictions: AtomicU64,
     limits: StoreLimits,
+}
+
+/// Counters the store keeps for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreCounts {
+    pub sessions: usize,
+    pub users: usize,
+    pub revocations: usize,
+    pub evictions: u64,
 }
 
 impl MemoryStore {
@@ -27,6 +63,9 @@ impl MemoryStore {
             users: DashMap::new(),
             user_sessions: DashMap::new(),
             revoked: DashMap::new(),
+            tombstones: Tombstones::new(limits.max_sessions),
+            evicting: AtomicBool::new(false),
+            evictions: AtomicU64::new(0),
             limits,
         }
     }
@@ -37,43 +76,42 @@ impl MemoryStore {
 
     pub fn load(&self, key: &SessionKey, user: Option<&str>, now: Secs) -> Loaded {
         let revoked = self.revoked.get(key).is_some_and(|until| *until > now);
-        let record = match self.sessions.get(key) {
-            Some(r) if !self.expired(&r, now) => Some((**r).clone()),
-            Some(_) => {
-                self.sessions.remove(key);
-                None
-            }
-            None => None,
+        // The guard lives only inside this statement (see the module comment).
+        let record = self.sessions.get(key).and_then(|r| (!self.expired(&r, now)).then(|| (**r).clone()));
+        let history_lost = record.is_none() && {
+            // Expired: forget it now, unless a concurrent request stored it afresh.
+            self.sessions.remove_if(key, |_, r| self.expired(r, now));
+            self.tombstones.contains(key)
         };
         let user = user.or(record.as_ref().and_then(|r| r.user.as_deref()));
         let baseline = user.and_then(|u| self.users.get(u).map(|b| *b));
-        Loaded { record, baseline, revoked }
+        Loaded { record, baseline, revoked, history_lost }
     }
 
     pub fn store(&self, key: SessionKey, record: SessionRecord, learned: Option<(&Arc<str>, &UserBaseline)>) {
-        if self.sessions.len() >= self.limits.max_sessions && !self.sessions.contains_key(&key) {
-            self.make_room(record.last.at);
-        }
-        match self.sessions.get_mut(&key) {
+        let now = record.last.at;
+        let updated = match self.sessions.get_mut(&key) {
             // Overwrite in place: no allocation on the steady path.
-            Some(mut slot) => **slot = record,
-            None => {
-                self.sessions.insert(key, Box::new(record));
+            Some(mut slot) => {
+                **slot = record;
+                None
             }
+            None => Some(record),
+        };
+        if let Some(record) = updated {
+            if self.sessions.len() >= self.limits.max_sessions {
+                self.make_room(now);
+            }
+            self.tombstones.remove(&key);
+            self.sessions.insert(key, Box::new(record));
         }
         if let Some((user, baseline)) = learned {
             if self.users.len() >= self.limits.max_users && !self.users.contains_key(user) {
-                // Users are far fewer than sessions; dropping the stalest few is enough.
-                let stale: Vec<Arc<str>> = self.users.iter().take(self.limits.max_users / 100 + 1).map(|e| e.key().clone()).collect();
-                for u in stale {
-                    self.users.remove(&u);
-                    self.user_sessions.remove(&u);
-                }
+                self.evict_users();
             }
             self.users.insert(user.clone(), *baseline);
         }
     }
-
     /// Indexes a newly bound session under its user.
     pub fn index_session(&self, user: &Arc<str>, key: SessionKey) {
         let mut list = self.user_sessions.entry(user.clone()).or_default();
@@ -85,15 +123,74 @@ impl MemoryStore {
         }
     }
 
-    /// Sweeps expired sessions; if the map is still full, drops an arbitrary 1 %.
+    /// Sweeps expired sessions; if the map is still full, evicts the least recently used
+    /// share, sessions without history first, leaving a tombstone for each.
     fn make_room(&self, now: Secs) {
+        if self.evicting.swap(true, Ordering::Acquire) {
+            return;
+        }
         self.sweep(now);
-        if self.sessions.len() >= self.limits.max_sessions {
-            let victims: Vec<SessionKey> =
-                self.sessions.iter().take(self.limits.max_sessions / 100 + 1).map(|e| *e.key()).collect();
-            for k in victims {
-                self.sessions.remove(&k);
+        let excess = (self.sessions.len() + self.limits.max_sessions / EVICT_SHARE + 1).saturating_sub(self.limits.max_sessions);
+        if excess > 0 {
+            self.evict(excess, now);
+        }
+        self.evicting.store(false, Ordering::Release);
+    }
+
+    /// Evicts `count` sessions: the ephemeral ones, oldest first, then the others, oldest
+    /// first. One pass gathers last-seen times, a selection finds the cut, one `retain`
+    /// removes up to the cut.
+    fn evict(&self, count: usize, now: Secs) {
+        // Rank: ephemeral sessions rank below every session with history.
+        let rank = |r: &SessionRecord| -> u64 {
+            let history = r.user.is_some() || r.last.at.saturating_sub(r.created) >= EPHEMERAL_SECS;
+            (u64::from(history) << 32) | u64::from(r.last.at.min(now))
+        };
+        let mut ranks: Vec<u64> = self.sessions.iter().map(|e| rank(e.value())).collect::<Vec<u64>>();
+        if ranks.is_empty() {
+            return;
+        }
+        let nth = count.min(ranks.len()) - 1;
+        let (_, cut, _) = ranks.select_nth_unstable(nth);
+        let cut = *cut;
+        drop(ranks);
+        let mut left = count;
+        let mut evicted = 0u64;
+        self.sessions.retain(|k, r| {
+            let r: &SessionRecord = r;
+            if left == 0 || rank(r) > cut {
+                return true;
             }
+            left -= 1;
+            evicted += 1;
+            let worth = if rank(r) >> 32 == 1 { Worth::Established } else { Worth::Ephemeral };
+            self.tombstones.insert(k, worth);
+            false
+        });
+        self.evictions.fetch_add(evicted, Ordering::Relaxed);
+    }
+
+    /// Users are far fewer than sessions; the least recently updated share goes.
+    fn evict_users(&self) {
+        let mut ages: Vec<Secs> = self.users.iter().map(|e| e.value().updated).collect();
+        if ages.is_empty() {
+            return;
+        }
+        let nth = (self.limits.max_users / EVICT_SHARE).min(ages.len() - 1);
+        let (_, cut, _) = ages.select_nth_unstable(nth);
+        let cut = *cut;
+        let mut gone: Vec<Arc<str>> = Vec::new();
+        let mut left = nth + 1;
+        self.users.retain(|u, b| {
+            if left == 0 || b.updated > cut {
+                return true;
+            }
+            left -= 1;
+            gone.push(u.clone());
+            false
+        });
+        for u in gone {
+            self.user_sessions.remove(&u);
         }
     }
 
@@ -102,12 +199,37 @@ impl MemoryStore {
         let before = self.sessions.len();
         self.sessions.retain(|_, r| !self.expired(r, now));
         self.revoked.retain(|_, until| *until > now);
-        before - self.sessions.len()
+        // Concurrent inserts may outnumber what the sweep removed.
+        before.saturating_sub(self.sessions.len())
     }
 
     pub fn revoke(&self, key: SessionKey, now: Secs) -> bool {
+        if self.revoked.len() >= self.limits.max_sessions && !self.revoked.contains_key(&key) {
+            self.make_room_for_revocation(now);
+        }
         self.revoked.insert(key, now.saturating_add(self.limits.absolute_ttl));
         self.sessions.remove(&key).is_some()
+    }
+
+    /// Revocations are bounded like sessions: expired ones go first; if the map is still
+    /// full, the oldest share (the ones that expire soonest) is forgotten.
+    fn make_room_for_revocation(&self, now: Secs) {
+        self.revoked.retain(|_, until| *until > now);
+        if self.revoked.len() < self.limits.max_sessions {
+            return;
+        }
+        let mut untils: Vec<Secs> = self.revoked.iter().map(|e| *e.value()).collect();
+        let nth = (self.limits.max_sessions / EVICT_SHARE).min(untils.len().saturating_sub(1));
+        let (_, cut, _) = untils.select_nth_unstable(nth);
+        let cut = *cut;
+        let mut left = nth + 1;
+        self.revoked.retain(|_, until| {
+            if left == 0 || *until > cut {
+                return true;
+            }
+            left -= 1;
+            false
+        });
     }
 
     /// Revokes every session indexed under `user`; returns their keys.
@@ -131,7 +253,199 @@ impl MemoryStore {
         self.sessions.len()
     }
 
+    pub fn counts(&self) -> StoreCounts {
+        StoreCounts {
+            sessions: self.sessions.len(),
+            users: self.users.len(),
+            revocations: self.revoked.len(),
+            evictions: self.evictions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Bytes the tombstone filter holds.
+    pub fn tombstone_bytes(&self) -> usize {
+        self.tombstones.bytes()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::fingerprint::{Os, TlsClass, UaFamily, UserAgent};
+    use crate::intel::NetInfo;
+    use crate::session::record::{Client, Place};
+
+    const T0: Secs = 1_700_000_000;
+
+    fn key(i: u32) -> SessionKey {
+        let mut k = [0u8; 16];
+        let x = u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        k[..8].copy_from_slice(&x.to_le_bytes());
+        k[8..].copy_from_slice(&x.rotate_left(17).wrapping_mul(0xbf58_476d_1ce4_e5b9).to_le_bytes());
+        SessionKey(k)
+    }
+
+    fn record(created: Secs, last: Secs, user: Option<&str>) -> SessionRecord {
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        let net = NetInfo::unknown();
+        let client = Client { ua: UserAgent { family: UaFamily::Chrome, major: 150, os: Os::Windows }, ja4: None, tls: TlsClass::Browser };
+        SessionRecord {
+            bound: Place::new(ip, &net, created),
+            client,
+            last: Place::new(ip, &net, last),
+            previous: None,
+            created,
+            user: user.map(Arc::from),
+            authenticated_at: None,
+            step_up_pending: false,
+            bound_suspect: false,
+            step_up_failures: 0,
+            recent_addresses: [0; 4],
+        }
+    }
+
+    fn limits(max_sessions: usize) -> StoreLimits {
+        StoreLimits { idle_ttl: 3600, absolute_ttl: 7 * 86_400, max_sessions, max_users: 1000 }
+    }
+
+    /// Runs `f` on its own thread and fails instead of hanging if it never returns: the
+    /// regression this guards is a worker wedged on a shard lock.
+    fn finishes(name: &str, f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(20)).is_ok(), "{name}: the store wedged");
+    }
+
+    #[test]
+    fn a_session_back_after_its_lifetimes_is_forgotten_without_wedging() {
+        // (case, seconds after creation of the last sighting, seconds of the return)
+        let cases: &[(&str, Secs, Secs)] = &[
+            ("idle lifetime passed, before any sweep", 0, 3601),
+            ("absolute lifetime crossed while in use", 7 * 86_400 - 10, 7 * 86_400 + 1),
+            ("just inside the idle lifetime", 0, 3600),
+        ];
+        for &(case, last, back) in cases {
+            let store = Arc::new(MemoryStore::new(limits(100)));
+            store.store(key(1), record(T0, T0 + last, None), None);
+            let s = store.clone();
+            finishes(case, move || {
+                let loaded = s.load(&key(1), None, T0 + back);
+                let expect_record = back - last <= 3600 && back <= 7 * 86_400;
+                assert_eq!(loaded.record.is_some(), expect_record, "{case}");
+                assert!(!loaded.history_lost, "{case}: expiry is not eviction");
+                // And the shard is free again.
+                s.store(key(1), record(T0 + back, T0 + back, None), None);
+                assert!(s.load(&key(1), None, T0 + back).record.is_some(), "{case}");
+            });
+        }
+    }
+
+    #[test]
+    fn many_threads_with_sessions_expiring_and_returning_all_finish() {
+        let store = Arc::new(MemoryStore::new(limits(2_000)));
+        for i in 0..500 {
+            store.store(key(i), record(T0, T0, None), None);
+        }
+        let threads: Vec<_> = (0..8u32)
+            .map(|t| {
+                let s = store.clone();
+                std::thread::spawn(move || {
+                    for round in 0..200u32 {
+                        // Time jumps forward past the idle lifetime, and back again.
+                        let now = if round % 3 == 2 { T0 + 100 } else { T0 + 4000 * (round + 1) };
+                        for i in (t * 60)..(t * 60 + 60) {
+                            let loaded = s.load(&key(i), None, now);
+                            let created = loaded.record.map_or(now, |r| r.created);
+                            s.store(key(i), record(created, now, None), None);
+                        }
+                        if round % 50 == 0 {
+                            s.sweep(now);
+                        }
+                    }
+                })
+            })
+            .collect();
+        finishes("concurrent expiry", move || {
+            for t in threads {
+                t.join().unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn a_clock_jump_backwards_expires_nothing() {
+        let store = MemoryStore::new(limits(100));
+        store.store(key(1), record(T0, T0, None), None);
+        assert!(store.load(&key(1), None, T0 - 86_400 * 30).record.is_some());
+        assert_eq!(store.sweep(0), 0);
+        assert!(store.load(&key(1), None, T0).record.is_some());
+    }
+
+    #[test]
+    fn a_flood_of_fresh_cookies_cannot_make_a_bound_session_unknown() {
+        let store = MemoryStore::new(limits(200));
+        // The victim: bound an hour ago, a user known, last seen ten minutes ago.
+        let victim = key(1_000_000);
+        store.store(victim, record(T0, T0 + 3000, Some("alice")), None);
+        // 600 fresh cookies, one request each, all newer than the victim's last sighting.
+        for i in 0..600 {
+            store.store(key(i), record(T0 + 3100 + i, T0 + 3100 + i, None), None);
+        }
+        assert!(store.len() <= 200, "the bound holds: {}", store.len());
+        let loaded = store.load(&victim, None, T0 + 3700);
+        assert!(loaded.record.is_some() || loaded.history_lost, "the victim became a first sight");
+        // Sessions without history went first: the victim is still there.
+        assert!(loaded.record.is_some());
+        assert!(store.counts().evictions >= 400);
+    }
+
+    #[test]
+    fn evicted_sessions_with_history_leave_a_tombstone() {
+        let store = MemoryStore::new(limits(100));
+        // A hundred established sessions fill the store; a hundred more push them out.
+        for i in 0..100 {
+            store.store(key(i), record(T0, T0 + 120 + i, Some("u")), None);
+        }
+        for i in 100..200 {
+            store.store(key(i), record(T0, T0 + 1000 + i, Some("u")), None);
+        }
+        let now = T0 + 1300;
+        let lost = (0..200).filter(|i| store.load(&key(*i), None, now).history_lost).count();
+        let kept = (0..200).filter(|i| store.load(&key(*i), None, now).record.is_some()).count();
+        assert_eq!(lost + kept, 200, "every session is either kept or tombstoned");
+        // Least recently used first: the oldest sessions are the ones evicted.
+        assert!(store.load(&key(0), None, now).history_lost);
+        assert!(store.load(&key(199), None, now).record.is_some());
+        // Stored again, the tombstone goes.
+        store.store(key(0), record(now, now, Some("u")), None);
+        assert!(!store.load(&key(0), None, now).history_lost);
+        assert!(!store.load(&key(1_000_000), None, now).history_lost, "never stored, never tombstoned");
+    }
+
+    #[test]
+    fn revocations_are_bounded_and_survive_session_eviction() {
+        let store = MemoryStore::new(limits(50));
+        store.store(key(1), record(T0, T0, Some("u")), None);
+        store.revoke(key(1), T0);
+        for i in 100..400 {
+            store.store(key(i), record(T0 + i, T0 + i, None), None);
+        }
+        assert!(store.load(&key(1), None, T0 + 500).revoked);
+        for i in 1000..1200 {
+            store.revoke(key(i), T0 + i);
+        }
+        assert!(store.counts().revocations <= 51);
+        // Revocation expiry follows the clock.
+        assert!(!store.load(&key(1100), None, T0 + 1100 + 7 * 86_400 + 1).revoked);
     }
 }

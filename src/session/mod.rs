@@ -6,7 +6,9 @@ pub mod identity;
 pub mod jwt;
 pub mod key;
 pub mod memory;
+pub mod credential;
 pub mod record;
+pub mod tombstone;
 
 use std::sync::Arc;
 
@@ -16,6 +18,26 @@ pub use record::{Secs, SessionRecord, UserBaseline};
 /// Seconds since the epoch, now.
 pub fn now() -> Secs {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as Secs)
+}
+
+/// The clock every lifetime is measured by: the system's, shifted by an offset that
+/// tests move to cross a lifetime without waiting for it. Arithmetic saturates, so a
+/// jump either way never wraps.
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset: std::sync::atomic::AtomicI64,
+}
+
+impl Clock {
+    pub fn now(&self) -> Secs {
+        let shifted = i64::from(now()).saturating_add(self.offset.load(std::sync::atomic::Ordering::Relaxed));
+        shifted.clamp(0, i64::from(Secs::MAX)) as Secs
+    }
+
+    /// Moves this clock by `secs` (negative: backwards).
+    pub fn shift(&self, secs: i64) {
+        let _ = self.offset.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |o| Some(o.saturating_add(secs)));
+    }
 }
 
 /// Bounds on what the store keeps.
@@ -42,6 +64,9 @@ pub struct Loaded {
     pub record: Option<SessionRecord>,
     pub baseline: Option<UserBaseline>,
     pub revoked: bool,
+    /// No record, but the store evicted this session when it was full: its history was
+    /// lost, so this is not a first sight.
+    pub history_lost: bool,
 }
 
 /// The session store. An enum rather than a trait object so the hot path stays static
@@ -122,5 +147,11 @@ impl Store {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    pub fn counts(&self) -> memory::StoreCounts {
+        match self {
+            Store::Memory(m) => m.counts(),
+        }
     }
 }

@@ -2,8 +2,7 @@
 //! names it, and the two answers a client gets — an OIDC authorization redirect for a
 //! browser, an RFC 9470 `401` for anything else.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -15,10 +14,7 @@ use crate::session::{HashKey, Secs, SessionKey};
 
 /// A challenge must be answered within this long (an IdP login, MFA included).
 pub const CHALLENGE_TTL: Secs = 600;
-/// Pending challenges remembered at once; beyond it expired ones are swept, then the
-/// oldest go. A flood of challenges cannot grow memory without bound.
-const MAX_PENDING: usize = 100_000;
-const STATE_ID: usize = 16;
+pub(super) const STATE_ID: usize = 16;
 const STATE_MAC: usize = 16;
 
 /// What tether keeps until the callback.
@@ -63,14 +59,9 @@ impl StateError {
     }
 }
 
-#[derive(Default)]
-pub struct Challenges {
-    pending: Mutex<HashMap<[u8; STATE_ID], Pending>>,
-}
-
 /// Fresh random bytes; `None` when the host has no randomness to give, in which case no
 /// challenge is issued at all (a predictable verifier or state would be worse).
-fn random<const N: usize>() -> Option<[u8; N]> {
+pub(super) fn random<const N: usize>() -> Option<[u8; N]> {
     let mut b = [0u8; N];
     match getrandom::fill(&mut b) {
         Ok(()) => Some(b),
@@ -81,65 +72,33 @@ fn random<const N: usize>() -> Option<[u8; N]> {
     }
 }
 
-impl Challenges {
-    pub fn begin(
-        &self,
-        key: &HashKey,
-        session: SessionKey,
-        user: Option<Arc<str>>,
-        return_to: Option<String>,
-        redirect_uri: String,
-        now: Secs,
-    ) -> Option<Issued> {
-        let id: [u8; STATE_ID] = random()?;
-        let verifier = URL_SAFE_NO_PAD.encode(random::<32>()?);
-        let nonce = URL_SAFE_NO_PAD.encode(random::<16>()?);
-        let code_challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-        let mac = key.mac(b"tether-state", &id);
-        let mut state = Vec::with_capacity(STATE_ID + STATE_MAC);
-        state.extend_from_slice(&id);
-        state.extend_from_slice(&mac[..STATE_MAC]);
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.len() >= MAX_PENDING {
-            pending.retain(|_, p| now.saturating_sub(p.created) <= CHALLENGE_TTL);
-            if pending.len() >= MAX_PENDING {
-                if let Some(oldest) = pending.iter().min_by_key(|(_, p)| p.created).map(|(k, _)| *k) {
-                    pending.remove(&oldest);
-                }
-            }
-        }
-        pending.insert(id, Pending { session, user, verifier, nonce: nonce.clone(), return_to, redirect_uri, created: now });
-        Some(Issued { state: URL_SAFE_NO_PAD.encode(state), nonce, code_challenge })
-    }
+/// A new challenge's secrets and its signed state.
+pub(super) fn mint(key: &HashKey) -> Option<([u8; STATE_ID], String, Issued)> {
+    let id: [u8; STATE_ID] = random()?;
+    let verifier = URL_SAFE_NO_PAD.encode(random::<32>()?);
+    let nonce = URL_SAFE_NO_PAD.encode(random::<16>()?);
+    let code_challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let mac = key.mac(b"tether-state", &id);
+    let mut state = Vec::with_capacity(STATE_ID + STATE_MAC);
+    state.extend_from_slice(&id);
+    state.extend_from_slice(&mac[..STATE_MAC]);
+    Some((id, verifier, Issued { state: URL_SAFE_NO_PAD.encode(state), nonce, code_challenge }))
+}
 
-    /// Checks the state's signature, then takes the challenge (once: a replay finds
-    /// nothing).
-    pub fn take(&self, key: &HashKey, state: &str, now: Secs) -> Result<Pending, StateError> {
-        let raw = URL_SAFE_NO_PAD.decode(state.as_bytes()).map_err(|_| StateError::Forged)?;
-        if raw.len() != STATE_ID + STATE_MAC {
-            return Err(StateError::Forged);
-        }
-        let (id, mac) = raw.split_at(STATE_ID);
-        let want = key.mac(b"tether-state", id);
-        if !bool::from(mac.ct_eq(&want[..STATE_MAC])) {
-            return Err(StateError::Forged);
-        }
-        let mut idb = [0u8; STATE_ID];
-        idb.copy_from_slice(id);
-        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&idb).ok_or(StateError::Unknown)?;
-        if now.saturating_sub(pending.created) > CHALLENGE_TTL {
-            return Err(StateError::Expired);
-        }
-        Ok(pending)
+/// The challenge id a state names, once its signature checks out.
+pub(super) fn verify_state(key: &HashKey, state: &str) -> Result<[u8; STATE_ID], StateError> {
+    let raw = URL_SAFE_NO_PAD.decode(state.as_bytes()).map_err(|_| StateError::Forged)?;
+    if raw.len() != STATE_ID + STATE_MAC {
+        return Err(StateError::Forged);
     }
-
-    pub fn len(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    let (id, mac) = raw.split_at(STATE_ID);
+    let want = key.mac(b"tether-state", id);
+    if !bool::from(mac.ct_eq(&want[..STATE_MAC])) {
+        return Err(StateError::Forged);
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    let mut idb = [0u8; STATE_ID];
+    idb.copy_from_slice(id);
+    Ok(idb)
 }
 
 /// Escaped in a query value: everything but RFC 3986's unreserved characters.
@@ -215,30 +174,6 @@ pub fn www_authenticate(acr_values: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn state_is_signed_single_use_and_short_lived() {
-        let key = HashKey::new([7; 32], None);
-        let c = Challenges::default();
-        let s = SessionKey([1; 16]);
-        let issued = c.begin(&key, s, None, Some("/x".into()), "https://h/.tether/callback".into(), 1000).unwrap();
-        assert_eq!(issued.code_challenge.len(), 43);
-        let pending = c.take(&key, &issued.state, 1010).unwrap();
-        assert_eq!(pending.session, s);
-        assert_eq!(URL_SAFE_NO_PAD.encode(Sha256::digest(pending.verifier.as_bytes())), issued.code_challenge);
-        // Replayed.
-        assert_eq!(c.take(&key, &issued.state, 1010).unwrap_err(), StateError::Unknown);
-        // Forged: another key's signature, garbage, a flipped byte.
-        let other = HashKey::new([8; 32], None);
-        let issued = c.begin(&key, s, None, None, "https://h/.tether/callback".into(), 1000).unwrap();
-        assert_eq!(c.take(&other, &issued.state, 1000).unwrap_err(), StateError::Forged);
-        assert_eq!(c.take(&key, "not-base64!", 1000).unwrap_err(), StateError::Forged);
-        let mut raw = URL_SAFE_NO_PAD.decode(&issued.state).unwrap();
-        raw[0] ^= 1;
-        assert_eq!(c.take(&key, &URL_SAFE_NO_PAD.encode(raw), 1000).unwrap_err(), StateError::Forged);
-        // Expired.
-        assert_eq!(c.take(&key, &issued.state, 1000 + CHALLENGE_TTL + 1).unwrap_err(), StateError::Expired);
-    }
 
     #[test]
     fn query_values_escape_all_but_unreserved() {

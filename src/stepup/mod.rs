@@ -3,5 +3,9 @@
 
 pub mod challenge;
 pub mod oidc;
+pub mod return_to;
 
-pub use challenge::{Challenges, Pending};
+pub mod table;
+
+pub use challenge::Pending;
+pub use table::{BeginError, ChallengeLimits, Challenges, Rate};

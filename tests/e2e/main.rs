@@ -4,6 +4,7 @@ mod admin;
 mod cli;
 mod detector;
 mod idp;
+mod lifetimes;
 mod malformed;
 mod proxy;
 mod reload;
