@@ -67,7 +67,7 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<By
         // A snapshot exists only once config, certificates, databases and lists loaded.
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {
-            shared.metrics.sessions.set(shared.store.len() as i64);
+            shared.observe_state();
             let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.render())));
             resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             resp
@@ -137,7 +137,7 @@ async fn api_route(req: &Request<Incoming>, api: &str, shared: &Arc<Shared>) -> 
     if let Some(denied) = refusal(req, shared) {
         return denied;
     }
-    let now = crate::session::now();
+    let now = shared.clock.now();
     let method = req.method().clone();
     let segments: Vec<&str> = api.split('/').collect();
     let write = method == Method::POST;
@@ -159,6 +159,7 @@ async fn api_route(req: &Request<Incoming>, api: &str, shared: &Arc<Shared>) -> 
             };
             match shared.store.revoke(key, now).await {
                 Ok(known) => {
+                    shared.tunnels.close(&key);
                     audit_revocation(shared, key, None);
                     json_reply(StatusCode::OK, json!({"revoked": [key.hex().as_str()], "was_tracked": known}))
                 }
@@ -174,6 +175,7 @@ async fn api_route(req: &Request<Incoming>, api: &str, shared: &Arc<Shared>) -> 
             match shared.store.revoke_user(&user, now).await {
                 Ok(keys) => {
                     for k in &keys {
+                        shared.tunnels.close(k);
                         audit_revocation(shared, *k, Some(&user));
                     }
                     json_reply(StatusCode::OK, json!({"user": &*user, "revoked": keys.iter().map(|k| k.hex().as_str().to_owned()).collect::<Vec<_>>()}))

@@ -155,7 +155,7 @@ async fn sweep_sessions(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                shared.store.sweep(crate::session::now()).await;
+                shared.store.sweep(shared.clock.now()).await;
                 shared.metrics.sessions.set(shared.store.len() as i64);
             }
             _ = stopped(&mut stop) => return,

@@ -52,6 +52,11 @@ pub struct Metrics {
     pub connections_accepted: IntCounter,
     pub connections_rejected: IntCounter,
     pub connections_open: IntGauge,
+    pub connections_closed: IntCounterVec,
+    pub tunnels_open: IntGauge,
+    pub tunnels_closed: IntCounterVec,
+    pub store_evictions: IntCounter,
+    pub challenges_pending: IntGauge,
     pub client_hello: IntCounterVec,
     pub proxy_protocol: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
@@ -84,6 +89,11 @@ impl Metrics {
             connections_accepted: IntCounter::new("tether_connections_accepted_total", "Client connections accepted.").expect(VALID),
             connections_rejected: IntCounter::new("tether_connections_rejected_total", "Client connections closed at accept because the connection cap was reached.").expect(VALID),
             connections_open: IntGauge::new("tether_connections_open", "Client connections currently open.").expect(VALID),
+            connections_closed: IntCounterVec::new(Opts::new("tether_connections_closed_total", "Client connections tether closed on its own, by reason (h2_idle, peer_cap)."), &["reason"]).expect(VALID),
+            tunnels_open: IntGauge::new("tether_tunnels_open", "Tunnels (WebSocket and other upgrades) currently open.").expect(VALID),
+            tunnels_closed: IntCounterVec::new(Opts::new("tether_tunnels_closed_total", "Tunnels tether closed, by reason (idle, lifetime, revoked, policy)."), &["reason"]).expect(VALID),
+            store_evictions: IntCounter::new("tether_store_evictions_total", "Sessions evicted because the store was full; each leaves a tombstone (history_lost on return).").expect(VALID),
+            challenges_pending: IntGauge::new("tether_step_up_challenges_pending", "Step-up challenges waiting for their callback.").expect(VALID),
             client_hello: IntCounterVec::new(Opts::new("tether_client_hello_total", "ClientHello reads by result."), &["result"]).expect(VALID),
             proxy_protocol: IntCounterVec::new(Opts::new("tether_proxy_protocol_total", "PROXY protocol headers by result."), &["result"]).expect(VALID),
             tls_handshakes: IntCounterVec::new(Opts::new("tether_tls_handshakes_total", "TLS handshakes by result."), &["result"]).expect(VALID),
@@ -124,6 +134,12 @@ impl Metrics {
         for r in ["success", "failure"] {
             m.config_reloads.with_label_values(&[r]);
         }
+        for r in ["h2_idle", "peer_cap"] {
+            m.connections_closed.with_label_values(&[r]);
+        }
+        for r in ["idle", "lifetime", "revoked", "policy"] {
+            m.tunnels_closed.with_label_values(&[r]);
+        }
         for a in crate::policy::Action::ALL {
             for mode in ["enforce", "monitor"] {
                 m.decisions.with_label_values(&[a.as_str(), mode]);
@@ -159,7 +175,12 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 26] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 31] = [
+            Box::new(self.connections_closed.clone()),
+            Box::new(self.tunnels_open.clone()),
+            Box::new(self.tunnels_closed.clone()),
+            Box::new(self.store_evictions.clone()),
+            Box::new(self.challenges_pending.clone()),
             Box::new(self.decisions.clone()),
             Box::new(self.signals.clone()),
             Box::new(self.sessions.clone()),

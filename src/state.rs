@@ -110,6 +110,10 @@ pub struct Shared {
     pub config_path: std::sync::OnceLock<std::path::PathBuf>,
     /// Bumped after each reload, so long-lived tunnels re-check their session.
     pub reloaded: tokio::sync::watch::Sender<u64>,
+    /// Open tunnels by session, so a revocation closes them at once.
+    pub tunnels: crate::session::tunnels::OpenTunnels,
+    /// The clock every lifetime is measured by (tests move it).
+    pub clock: crate::session::Clock,
 }
 
 impl Shared {
@@ -128,7 +132,19 @@ impl Shared {
             generated_key,
             config_path: std::sync::OnceLock::new(),
             reloaded: tokio::sync::watch::Sender::new(0),
+            tunnels: Default::default(),
+            clock: Default::default(),
         })
+    }
+
+    /// Brings the gauges that mirror live state up to date (at each scrape).
+    pub fn observe_state(&self) {
+        let m = &self.metrics;
+        let counts = self.store.counts();
+        m.sessions.set(counts.sessions as i64);
+        m.store_evictions.inc_by(counts.evictions.saturating_sub(m.store_evictions.get()));
+        m.tunnels_open.set(self.tunnels.len() as i64);
+        m.challenges_pending.set(self.challenges.len() as i64);
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

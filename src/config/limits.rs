@@ -50,6 +50,19 @@ pub struct Limits {
     pub h2_max_header_list_bytes: u32,
     /// HTTP/2 PING interval, so a silent peer is noticed; hyper sends none by default.
     pub h2_keepalive_interval: Duration,
+    /// An HTTP/2 connection with no open stream for this long is closed (a GOAWAY). Any
+    /// HTTP/2 library answers PINGs, so without it a connection that never sends a
+    /// request would hold a slot for ever; HTTP/1.1 has `header_read_timeout` for that.
+    pub h2_idle_timeout: Duration,
+    /// A tunnel (WebSocket) with no byte either way for this long is closed. Consoles'
+    /// live views ping every 30–60 s; 10 minutes of silence is a forgotten tab.
+    pub tunnel_idle_timeout: Duration,
+    /// A tunnel is closed after this long whatever it carries, so that it is judged
+    /// afresh on reconnection (revocations reach open tunnels at once anyway).
+    pub tunnel_max_lifetime: Duration,
+    /// Simultaneous connections from one peer address (trusted proxies exempt: a
+    /// balancer carries everyone's). Generous: an office behind one NAT shares it.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for Limits {
@@ -72,6 +85,10 @@ impl Default for Limits {
             h2_connection_window: 1 << 20,
             h2_max_header_list_bytes: 64 << 10,
             h2_keepalive_interval: Duration::from_secs(30),
+            h2_idle_timeout: Duration::from_secs(30),
+            tunnel_idle_timeout: Duration::from_secs(600),
+            tunnel_max_lifetime: Duration::from_secs(12 * 3600),
+            max_connections_per_peer: 512,
         }
     }
 }
@@ -100,6 +117,10 @@ impl Limits {
             h2_connection_window: s.bytes("h2_connection_window", 64 << 10, (1 << 31) - 1).map_or(d.h2_connection_window, |n| n as u32),
             h2_max_header_list_bytes: s.bytes("h2_max_header_list_bytes", 4 << 10, 1 << 20).map_or(d.h2_max_header_list_bytes, |n| n as u32),
             h2_keepalive_interval: wait("h2_keepalive_interval", d.h2_keepalive_interval),
+            h2_idle_timeout: wait("h2_idle_timeout", d.h2_idle_timeout),
+            tunnel_idle_timeout: wait("tunnel_idle_timeout", d.tunnel_idle_timeout),
+            tunnel_max_lifetime: s.duration("tunnel_max_lifetime", 30 * MAX_WAIT).unwrap_or(d.tunnel_max_lifetime),
+            max_connections_per_peer: s.integer("max_connections_per_peer", 1, 1_000_000).map_or(d.max_connections_per_peer, |n| n as usize),
         };
         s.finish();
         Some(limits)

@@ -48,11 +48,15 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = shared.snapshot().config.limits.clone();
+    let activity = Activity::new();
     let svc = {
         let conn = conn.clone();
+        let shared = shared.clone();
+        let activity = activity.clone();
         service_fn(move |req| {
             let conn = conn.clone();
             let shared = shared.clone();
+            activity.touch();
             async move { Ok::<_, Infallible>(service::handle(req, &conn, &shared).await) }
         })
     };
@@ -89,7 +93,41 @@ where
                 .keep_alive_interval(limits.h2_keepalive_interval)
                 .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
             let connection = builder.serve_connection(io, svc);
-            until_stopped(connection, &mut shutdown, |c| c.graceful_shutdown()).await;
+            let idle = activity.idle_for(limits.h2_idle_timeout);
+            if until_stopped_or(connection, &mut shutdown, idle, |c| c.graceful_shutdown()).await {
+                shared.metrics.connections_closed.with_label_values(&["h2_idle"]).inc();
+            }
+        }
+    }
+}
+
+/// When a connection last started a request, for the HTTP/2 idle timeout.
+#[derive(Clone)]
+struct Activity {
+    start: tokio::time::Instant,
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { start: tokio::time::Instant::now(), last_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)) }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+        self.last_ms.fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Completes once no request has started for `idle`. Streams still open then are
+    /// finished by the graceful close (a GOAWAY), never cut.
+    async fn idle_for(self, idle: std::time::Duration) {
+        loop {
+            let last = self.start + std::time::Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+            let deadline = last + idle;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
         }
     }
 }
@@ -101,12 +139,29 @@ async fn until_stopped<C: std::future::Future>(
     shutdown: &mut watch::Receiver<bool>,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) {
+    until_stopped_or(connection, shutdown, std::future::pending(), graceful).await;
+}
+
+/// Like [`until_stopped`], also closing gracefully when `idle` completes; true when it
+/// was the idle timeout that closed the connection.
+async fn until_stopped_or<C: std::future::Future>(
+    connection: C,
+    shutdown: &mut watch::Receiver<bool>,
+    idle: impl std::future::Future<Output = ()>,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) -> bool {
     tokio::pin!(connection);
     tokio::select! {
-        _ = connection.as_mut() => {}
+        _ = connection.as_mut() => false,
         _ = crate::app::stopped(shutdown) => {
             graceful(connection.as_mut());
             let _ = connection.await;
+            false
+        }
+        _ = idle => {
+            graceful(connection.as_mut());
+            let _ = connection.await;
+            true
         }
     }
 }

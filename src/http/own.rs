@@ -152,6 +152,7 @@ async fn callback(req: &Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBo
             if let Some(key) = failed_session {
                 match snap.detector.fail_step_up(&shared.store, key, now, max).await {
                     Ok(true) => {
+                        shared.tunnels.close(&key);
                         shared.metrics.revocations.with_label_values(&["step_up_failures"]).inc();
                         let mut e = Event::new(EventKind::SessionRevoked, mode);
                         e.session = Some(key);
@@ -180,7 +181,7 @@ async fn backchannel_logout(req: Request<Incoming>, snap: &Snapshot, shared: &Sh
         Err(_) => return answer::json(StatusCode::BAD_REQUEST, "{\"error\":\"invalid_request\"}\n"),
     };
     let text = String::from_utf8_lossy(&body);
-    let now = crate::session::now();
+    let now = shared.clock.now();
     let mode = snap.detector.mode();
     let Some(token) = query_param(&text, "logout_token") else {
         return answer::json(StatusCode::BAD_REQUEST, "{\"error\":\"invalid_request\"}\n");
@@ -219,6 +220,7 @@ async fn backchannel_logout(req: Request<Incoming>, snap: &Snapshot, shared: &Sh
     revoked.sort();
     revoked.dedup();
     for key in revoked {
+        shared.tunnels.close(&key);
         shared.metrics.revocations.with_label_values(&["backchannel_logout"]).inc();
         let mut e = Event::new(EventKind::SessionRevoked, mode);
         e.session = Some(key);

@@ -35,6 +35,7 @@ pub fn decision(shared: &Shared, snap: &Snapshot, d: &Decision, req: &DetectorRe
     let revoked = d.verdict.enforced() && d.verdict.action == Action::Revoke;
     if revoked {
         m.revocations.with_label_values(&["policy"]).inc();
+        shared.tunnels.close(&d.session);
     }
     for event in audit_events(d, req, snap.config.audit.allowed) {
         shared.audit.record(event);

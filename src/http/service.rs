@@ -157,7 +157,7 @@ fn admit<'a>(
         fingerprint: request_fingerprint(req, conn, snap),
         host,
         peer_trusted: snap.trusted.contains(conn.source.ip()),
-        now: crate::session::now(),
+        now: shared.clock.now(),
         unread_body,
         identity: None,
         security_started: Instant::now(),
@@ -222,7 +222,7 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
     // A tunnel outlives this request; it keeps what is needed to judge its session
     // again when the policy changes.
     let recheck = match (&upgrade, &decision) {
-        (Some(_), Some(_)) => Some(Recheck::new(&req, cx)),
+        (Some(_), Some(d)) => Some(Recheck::new(&req, cx, d.session)),
         _ => None,
     };
 
@@ -271,7 +271,7 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
         parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(UPGRADE, protocol);
         cx.shared.metrics.upgrades.inc();
-        tokio::spawn(tunnel::run(client_upgrade, upstream_upgrade, recheck));
+        tokio::spawn(tunnel::run(client_upgrade, upstream_upgrade, cx.shared.clone(), recheck));
         return Ok(Response::from_parts(parts, ProxyBody::empty()));
     }
 

@@ -28,6 +28,7 @@ const PROXY_READ_CHUNK: usize = 512;
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let max = shared.snapshot().config.limits.max_connections;
     let cap = Arc::new(Semaphore::new(max));
+    let per_peer = super::peers::PeerCap::new(shared.snapshot().config.limits.max_connections_per_peer);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -46,9 +47,22 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
             drop(tcp);
             continue;
         };
+        // A balancer carries everyone's connections: only other peers are capped.
+        let peer_permit = if shared.snapshot().trusted.contains(peer.ip()) {
+            None
+        } else {
+            match per_peer.admit(peer.ip()) {
+                Some(p) => Some(p),
+                None => {
+                    shared.metrics.connections_closed.with_label_values(&["peer_cap"]).inc();
+                    drop(tcp);
+                    continue;
+                }
+            }
+        };
         shared.metrics.connections_accepted.inc();
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(handle(tcp, peer, shared.clone(), shutdown.clone(), permit));
+        tokio::spawn(handle(tcp, peer, shared.clone(), shutdown.clone(), (permit, peer_permit)));
     }
     drop(listener);
     // Every open connection holds a permit, so holding them all means all have ended.
@@ -69,7 +83,13 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-async fn handle(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: watch::Receiver<bool>, _permit: OwnedSemaphorePermit) {
+async fn handle(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    _permits: (OwnedSemaphorePermit, Option<super::peers::PeerPermit>),
+) {
     let metrics = &shared.metrics;
     metrics.connections_open.inc();
     let _open = OpenGuard(&metrics.connections_open);

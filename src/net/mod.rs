@@ -4,6 +4,7 @@
 pub mod client_addr;
 pub mod client_hello;
 pub mod listener;
+pub mod peers;
 pub mod prefixed;
 pub mod proxy_protocol;
 pub mod tls;

@@ -9,6 +9,7 @@ pub mod memory;
 pub mod credential;
 pub mod record;
 pub mod tombstone;
+pub mod tunnels;
 
 use std::sync::Arc;
 
