@@ -49,3 +49,176 @@ async fn replay_finishes_when_sessions_return_after_their_lifetimes() {
     // Back after the idle lifetime: a new binding, at home, allowed.
     assert!(decisions[50..100].iter().all(|d| d["action"] == "allow"), "{:?}", &decisions[50..100]);
 }
+
+const TOKEN: &str = "0123456789abcdef-admin-token";
+
+/// tether with the detector, short connection and tunnel lifetimes, an admin token, and
+/// `extra_limits` added to `[limits]`.
+async fn tether_with(extra_limits: &str) -> Tether {
+    let up = spawn_upstream(None).await;
+    let c = certs();
+    std::fs::write(c.dir.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n[admin]\naddr = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n[upstream]\nurl = \"http://{up}\"\n[limits]\n{extra_limits}\n{}",
+        detector_sections("enforce", "")
+    );
+    start_text(&text, c).await
+}
+
+fn browser(t: &Tether, cookie: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    get(t, "/app")
+        .header("cookie", format!("session={cookie}"))
+        .header("user-agent", CHROME)
+        .header("accept", "text/html")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap()
+}
+
+/// Many sessions at once, while the clock moves past the idle lifetime, then past the
+/// absolute lifetime while they are in use: every request is answered.
+#[tokio::test]
+async fn sessions_crossing_their_lifetimes_under_concurrent_load_never_wedge_the_proxy() {
+    let t = std::sync::Arc::new(tether_with("").await);
+    let round = |t: std::sync::Arc<Tether>, tag: &'static str| async move {
+        let tasks: Vec<_> = (0..48)
+            .map(|i| {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let (parts, _) = h1_from(&t, "127.0.0.1", browser(&t, &format!("s{i}"))).await;
+                    parts.status.as_u16()
+                })
+            })
+            .collect();
+        for task in tasks {
+            let status = tokio::time::timeout(HANG_GUARD, task).await.unwrap_or_else(|_| panic!("{tag}: a request never completed")).unwrap();
+            assert_eq!(status, 200, "{tag}");
+        }
+    };
+    round(t.clone(), "first sight").await;
+    // Past the idle lifetime (a day), before any sweep: each comes back.
+    t.running.shared.clock.shift(25 * 3600);
+    round(t.clone(), "back after the idle lifetime").await;
+    // In use across the absolute lifetime (a week): requests every few hours.
+    for _ in 0..45 {
+        t.running.shared.clock.shift(4 * 3600);
+        round(t.clone(), "across the absolute lifetime").await;
+    }
+    // Backwards: nothing expires, nothing wedges.
+    t.running.shared.clock.shift(-30 * 86_400);
+    round(t.clone(), "clock moved back").await;
+}
+
+#[tokio::test]
+async fn an_http2_connection_that_never_sends_a_request_is_closed() {
+    let t = tether_with("h2_idle_timeout = \"1s\"\n").await;
+    let tls = tls_connect(t.addr(), &t.certs, "localhost", &[b"h2"]).await;
+    let (_send, conn) = hyper::client::conn::http2::handshake::<_, _, http_body_util::Full<bytes::Bytes>>(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    // The client answers PINGs and sends nothing else; tether closes with a GOAWAY.
+    tokio::time::timeout(HANG_GUARD, conn).await.expect("the idle HTTP/2 connection stayed open").ok();
+    assert_eq!(t.metric("tether_connections_closed_total{reason=\"h2_idle\"}").await, 1.0);
+    // A connection in use is not idle: a request on a fresh one is answered.
+    let (parts, _) = h2(&t, browser(&t, "h2-user")).await;
+    assert_eq!(parts.status, 200);
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_every_connection() {
+    let t = tether_with("max_connections_per_peer = 2\n").await;
+    let a = tls_connect(t.addr(), &t.certs, "localhost", &[b"http/1.1"]).await;
+    let b = tls_connect(t.addr(), &t.certs, "localhost", &[b"http/1.1"]).await;
+    // The third from the same address is closed at accept: its handshake fails.
+    let tcp = tokio::net::TcpStream::connect(t.addr()).await.unwrap();
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates({
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(t.certs.der.clone()).unwrap();
+            roots
+        })
+        .with_no_client_auth();
+    let third = tokio::time::timeout(
+        HANG_GUARD,
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp),
+    )
+    .await
+    .unwrap();
+    assert!(third.is_err(), "a third connection from one address was served");
+    assert_eq!(t.metric("tether_connections_closed_total{reason=\"peer_cap\"}").await, 1.0);
+    drop((a, b));
+}
+
+async fn open_ws(t: &Tether, cookie: &str) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use futures_util::{SinkExt, StreamExt};
+    let tls = tls_connect(t.addr(), &t.certs, "localhost", &[b"http/1.1"]).await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("wss://localhost:{}/ws", t.addr().port())).unwrap();
+    req.headers_mut().insert("cookie", format!("session={cookie}").parse().unwrap());
+    req.headers_mut().insert("user-agent", CHROME.parse().unwrap());
+    let (mut ws, _) = tokio::time::timeout(HANG_GUARD, tokio_tungstenite::client_async(req, tls)).await.unwrap().unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text("hello")).await.unwrap();
+    assert!(ws.next().await.unwrap().is_ok());
+    ws
+}
+
+/// Waits until the tunnel ends (a close, an error or the end of the stream).
+async fn ends(ws: &mut tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>) {
+    use futures_util::StreamExt;
+    tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(m)) if !m.is_close() => continue,
+                _ => return,
+            }
+        }
+    })
+    .await
+    .expect("the tunnel stayed open");
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_and_an_absolute_lifetime_holds() {
+    let t = tether_with("tunnel_idle_timeout = \"1s\"\n").await;
+    let mut ws = open_ws(&t, "ws-idle").await;
+    ends(&mut ws).await;
+    assert_eq!(t.metric("tether_tunnels_closed_total{reason=\"idle\"}").await, 1.0);
+
+    let t = tether_with("tunnel_max_lifetime = \"1s\"\n").await;
+    let mut ws = open_ws(&t, "ws-lifetime").await;
+    ends(&mut ws).await;
+    assert_eq!(t.metric("tether_tunnels_closed_total{reason=\"lifetime\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn revoking_a_session_closes_its_open_tunnels_at_once() {
+    use futures_util::{SinkExt, StreamExt};
+    let t = tether_with("").await;
+    let mut victim = open_ws(&t, "ws-victim").await;
+    let mut other = open_ws(&t, "ws-other").await;
+    // The session's key as the audit log names it.
+    let lines = audit_until(&t, |l| l.iter().filter(|x| x["event"] == "session_bound").count() >= 2).await;
+    let _ = lines;
+    let key = t.running.shared.snapshot().detector.hash_key.session_key(b"session", b"ws-victim");
+    let (status, _) = t.admin("POST", &format!("/api/sessions/{}/revoke", key.hex().as_str()), Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    ends(&mut victim).await;
+    assert_eq!(t.metric("tether_tunnels_closed_total{reason=\"revoked\"}").await, 1.0);
+    // The other session's tunnel carries on.
+    other.send(tokio_tungstenite::tungstenite::Message::text("still here")).await.unwrap();
+    let echoed = tokio::time::timeout(HANG_GUARD, other.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "still here");
+}
+
+#[tokio::test]
+async fn a_flood_of_challenges_from_one_address_is_answered_429() {
+    let t = tether_with("").await;
+    let mut statuses = Vec::new();
+    // Fresh cookies from a VPN exit: each first sight is a step-up challenge.
+    for i in 0..30 {
+        let (parts, _) = h1_from(&t, "127.0.2.10", browser(&t, &format!("flood{i}"))).await;
+        statuses.push(parts.status.as_u16());
+        if parts.status == 429 {
+            assert!(parts.headers.get("retry-after").is_some());
+        }
+    }
+    assert!(statuses.iter().all(|s| *s == 303 || *s == 429), "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 303).count(), 20, "{statuses:?}");
+    assert!(t.running.shared.challenges.len() <= 20);
+}
