@@ -15,6 +15,7 @@ pub mod detector;
 pub mod fingerprint;
 pub mod http;
 pub mod intel;
+pub mod labels;
 pub mod metrics;
 pub mod net;
 pub mod offline;

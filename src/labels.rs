@@ -1,0 +1,242 @@
+//! Closed sets of names — signals, metric label values, audit event kinds, failure
+//! reasons — each declared once, every variant beside its string form. `as_str`, `parse`,
+//! `FromStr`, `ALL`, `COUNT` and `Display` all follow from that one list, so adding a
+//! variant is one line and cannot leave `ALL` stale or an index out of range.
+//!
+//! The string forms are a contract (metric labels, audit fields, config keys), so each is
+//! written out, never derived from the Rust name: renaming a variant cannot change what
+//! operators see. This module imports nothing from the crate, so any module may use it.
+//!
+//! ```ignore
+//! labels! {
+//!     /// How a read ended.
+//!     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+//!     pub enum Outcome {
+//!         Done = "done",
+//!         TimedOut = "timeout",
+//!     }
+//! }
+//! ```
+//!
+//! Two variations: a variant may carry one more constant (`Variant = "label" => value`),
+//! read by a `const fn` named after the list (`pub const fn weight(self) -> u16;`); and a
+//! set whose `Display` is a message written elsewhere (a `thiserror` enum) starts with
+//! `impl Display elsewhere;`, so `Display` stays the message and `as_str` the label.
+
+/// The string is none of a set's labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a known {set}")]
+pub struct UnknownLabel {
+    /// The set's Rust name.
+    pub set: &'static str,
+}
+
+/// Whether no two labels are equal. Every set asserts it at compile time: two variants
+/// sharing a label would make `parse` answer for only one of them.
+pub const fn distinct(labels: &[&str]) -> bool {
+    let mut i = 0;
+    while i < labels.len() {
+        let mut j = i + 1;
+        while j < labels.len() {
+            if same(labels[i], labels[j]) {
+                return false;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `==` on strings, usable in a constant.
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Declares a closed set of names; see the module documentation for its forms.
+macro_rules! labels {
+    // What every form shares: everything but `Display`.
+    (@impl $name:ident { $( $variant:ident = $label:literal ),+ }) => {
+        // Not every set needs every method.
+        #[allow(dead_code)]
+        impl $name {
+            pub const COUNT: usize = [$( $name::$variant ),+].len();
+            /// Every variant, in declaration order (which is also their discriminant order).
+            pub const ALL: [$name; $name::COUNT] = [$( $name::$variant ),+];
+
+            /// The string form: a metric label, an audit field, a config key.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $label, )+
+                }
+            }
+
+            /// The variant whose string form is `s`, exactly.
+            pub fn parse(s: &str) -> Option<$name> {
+                match s {
+                    $( $label => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::labels::UnknownLabel;
+
+            fn from_str(s: &str) -> Result<$name, $crate::labels::UnknownLabel> {
+                $name::parse(s).ok_or($crate::labels::UnknownLabel { set: stringify!($name) })
+            }
+        }
+
+        const _: () = assert!(
+            $crate::labels::distinct(&[$( $label ),+]),
+            concat!("two variants of ", stringify!($name), " share a label"),
+        );
+    };
+
+    // `Display` is written elsewhere (a `thiserror` message).
+    (
+        impl Display elsewhere;
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $label:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+        $crate::labels::labels!(@impl $name { $( $variant = $label ),+ });
+    };
+
+    // One more constant per variant, read by the named `const fn`.
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $label:literal => $value:expr ),+ $(,)?
+        }
+        $(#[$fmeta:meta])*
+        $fvis:vis const fn $fname:ident(self) -> $fty:ty;
+    ) => {
+        $crate::labels::labels! {
+            $(#[$meta])*
+            $vis enum $name {
+                $( $(#[$vmeta])* $variant = $label, )+
+            }
+        }
+        impl $name {
+            $(#[$fmeta])*
+            $fvis const fn $fname(self) -> $fty {
+                match self {
+                    $( $name::$variant => $value, )+
+                }
+            }
+        }
+    };
+
+    // The plain form: `Display` is the label.
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $label:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+        $crate::labels::labels!(@impl $name { $( $variant = $label ),+ });
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+pub(crate) use labels;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    labels! {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Plain {
+            /// A doc comment passes through.
+            First = "first",
+            Second = "second_one",
+            Third = "3",
+        }
+    }
+
+    labels! {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Weighted {
+            Light = "light" => 1,
+            Heavy = "heavy" => 100,
+        }
+        const fn weight(self) -> u16;
+    }
+
+    labels! {
+        impl Display elsewhere;
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+        enum Failure {
+            #[error("it broke")]
+            Broke = "broke",
+        }
+    }
+
+    #[test]
+    fn all_is_in_discriminant_order_and_round_trips() {
+        assert_eq!(Plain::COUNT, 3);
+        for (i, p) in Plain::ALL.into_iter().enumerate() {
+            assert_eq!(p as usize, i);
+            assert_eq!(Plain::parse(p.as_str()), Some(p));
+            assert_eq!(p.as_str().parse::<Plain>(), Ok(p));
+            assert_eq!(p.to_string(), p.as_str());
+        }
+        assert_eq!(Plain::Second.as_str(), "second_one");
+    }
+
+    #[test]
+    fn parse_is_exact() {
+        assert_eq!(Plain::parse("First"), None);
+        assert_eq!(Plain::parse("first "), None);
+        assert_eq!(Plain::parse(""), None);
+        assert_eq!("nope".parse::<Plain>(), Err(UnknownLabel { set: "Plain" }));
+    }
+
+    #[test]
+    fn extra_constant_follows_the_variant() {
+        assert_eq!(Weighted::ALL.map(Weighted::weight), [1, 100]);
+        assert_eq!(Weighted::Heavy.as_str(), "heavy");
+    }
+
+    #[test]
+    fn display_elsewhere_keeps_the_message() {
+        assert_eq!(Failure::Broke.to_string(), "it broke");
+        assert_eq!(Failure::Broke.as_str(), "broke");
+        assert_eq!(Failure::parse("broke"), Some(Failure::Broke));
+    }
+
+    #[test]
+    fn distinct_labels() {
+        assert!(distinct(&["a", "b", "ab"]));
+        assert!(!distinct(&["a", "b", "a"]));
+        assert!(distinct(&[]));
+    }
+}
