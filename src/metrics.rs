@@ -8,42 +8,22 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// How a ClientHello read ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HelloResult {
-    /// Parsed and fingerprinted.
-    Parsed,
-    /// Complete but not parseable by tether; still handed to rustls.
-    Malformed,
-    /// The first bytes were not a TLS handshake record.
-    NotTls,
-    /// The client closed before the hello was complete.
-    Truncated,
-    /// The client did not finish the hello in time.
-    Timeout,
-    /// The hello exceeded the size cap.
-    TooLarge,
-}
-
-impl HelloResult {
-    pub const ALL: [HelloResult; 6] = [
-        HelloResult::Parsed,
-        HelloResult::Malformed,
-        HelloResult::NotTls,
-        HelloResult::Truncated,
-        HelloResult::Timeout,
-        HelloResult::TooLarge,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HelloResult::Parsed => "parsed",
-            HelloResult::Malformed => "malformed",
-            HelloResult::NotTls => "not_tls",
-            HelloResult::Truncated => "truncated",
-            HelloResult::Timeout => "timeout",
-            HelloResult::TooLarge => "too_large",
-        }
+crate::labels::labels! {
+    /// How a ClientHello read ended.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum HelloResult {
+        /// Parsed and fingerprinted.
+        Parsed = "parsed",
+        /// Complete but not parseable by tether; still handed to rustls.
+        Malformed = "malformed",
+        /// The first bytes were not a TLS handshake record.
+        NotTls = "not_tls",
+        /// The client closed before the hello was complete.
+        Truncated = "truncated",
+        /// The client did not finish the hello in time.
+        Timeout = "timeout",
+        /// The hello exceeded the size cap.
+        TooLarge = "too_large",
     }
 }
 
