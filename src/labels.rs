@@ -240,3 +240,82 @@ mod tests {
         assert!(distinct(&[]));
     }
 }
+
+/// The string forms are a contract with dashboards, audit readers and config files: any
+/// change to one must show up here, on purpose.
+#[cfg(test)]
+mod contract {
+    fn labels<T: Copy, const N: usize>(all: [T; N], as_str: fn(T) -> &'static str) -> Vec<&'static str> {
+        all.into_iter().map(as_str).collect()
+    }
+
+    #[test]
+    fn string_forms_are_unchanged() {
+        use crate::policy::{Action, Signal};
+        assert_eq!(
+            labels(Signal::ALL, Signal::as_str),
+            [
+                "anonymizer_network", "first_seen_anonymizer", "ioc_hit", "asn_change", "prefix_change",
+                "country_change", "impossible_travel", "user_agent_change", "tls_class_change", "ja4_change",
+                "concurrent_use", "new_network_for_user", "jwt_invalid", "step_up_pending", "fresh_auth_required",
+                "revoked",
+            ]
+        );
+        assert_eq!(Signal::ALL.map(Signal::default_weight), [60, 60, 150, 25, 5, 20, 50, 30, 50, 10, 50, 15, 30, 0, 0, 0]);
+        assert_eq!(labels(Action::ALL, Action::as_str), ["allow", "step_up", "block", "revoke"]);
+        assert_eq!(
+            labels(crate::intel::Category::ALL, crate::intel::Category::as_str),
+            ["vpn", "hosting", "tor", "proxy", "privacy_relay", "corporate", "other"]
+        );
+        assert_eq!(
+            labels(crate::intel::CategorySource::ALL, crate::intel::CategorySource::as_str),
+            ["allowlist", "operator_list", "anonymous_ip_db", "catalogue", "default"]
+        );
+        assert_eq!(labels(crate::intel::mmdb::DbKind::ALL, crate::intel::mmdb::DbKind::as_str), ["asn", "city", "anonymous_ip"]);
+        assert_eq!(labels(crate::fingerprint::TlsClass::ALL, crate::fingerprint::TlsClass::as_str), ["browser", "library", "unknown"]);
+        assert_eq!(
+            labels(crate::fingerprint::UaFamily::ALL, crate::fingerprint::UaFamily::as_str),
+            [
+                "chrome", "edge", "firefox", "safari", "opera", "other_browser", "curl", "wget", "python", "go", "java",
+                "node", "powershell", "okhttp", "other_library", "unknown",
+            ]
+        );
+        assert_eq!(
+            labels(crate::fingerprint::Os::ALL, crate::fingerprint::Os::as_str),
+            ["windows", "macos", "ios", "android", "linux", "chromeos", "other"]
+        );
+        assert_eq!(labels(crate::net::Protocol::ALL, crate::net::Protocol::as_str), ["http1", "http2"]);
+        assert_eq!(
+            labels(crate::audit::EventKind::ALL, crate::audit::EventKind::as_str),
+            [
+                "session_bound", "decision", "new_address", "step_up_completed", "step_up_failed", "session_revoked",
+                "logout_received",
+            ]
+        );
+        assert_eq!(
+            labels(crate::metrics::HelloResult::ALL, crate::metrics::HelloResult::as_str),
+            ["parsed", "malformed", "not_tls", "truncated", "timeout", "too_large"]
+        );
+        assert_eq!(
+            labels(crate::stepup::challenge::StateError::ALL, crate::stepup::challenge::StateError::as_str),
+            ["state_forged", "state_replayed_or_unknown", "state_expired"]
+        );
+        assert_eq!(
+            labels(crate::stepup::oidc::Failure::ALL, crate::stepup::oidc::Failure::as_str),
+            [
+                "idp_unavailable", "idp_error", "token_exchange_failed", "bad_signature", "expired",
+                "wrong_issuer_or_audience", "malformed_token", "nonce_mismatch", "stale_auth_time", "acr_missing",
+                "amr_missing", "wrong_user", "replayed",
+            ]
+        );
+    }
+
+    #[test]
+    fn messages_stay_messages() {
+        // A thiserror set keeps its message as Display; the label is only `as_str`.
+        let f = crate::stepup::oidc::Failure::Expired;
+        assert_eq!(f.to_string(), "the token is expired or not yet valid");
+        assert_eq!(crate::stepup::challenge::StateError::Expired.to_string(), "state has expired");
+        assert_eq!(crate::intel::Category::PrivacyRelay.to_string(), "privacy_relay");
+    }
+}
