@@ -251,6 +251,7 @@ mod contract {
 
     #[test]
     fn string_forms_are_unchanged() {
+        use crate::metrics::{HandshakeResult, ReloadResult, RevocationSource, StatusClass, UpstreamErrorKind};
         use crate::policy::{Action, Signal};
         assert_eq!(
             labels(Signal::ALL, Signal::as_str),
@@ -308,6 +309,14 @@ mod contract {
                 "amr_missing", "wrong_user", "replayed",
             ]
         );
+        assert_eq!(labels(ReloadResult::ALL, ReloadResult::as_str), ["success", "failure"]);
+        assert_eq!(labels(HandshakeResult::ALL, HandshakeResult::as_str), ["ok", "error", "timeout"]);
+        assert_eq!(labels(UpstreamErrorKind::ALL, UpstreamErrorKind::as_str), ["connect", "timeout", "protocol"]);
+        assert_eq!(
+            labels(RevocationSource::ALL, RevocationSource::as_str),
+            ["policy", "admin", "step_up_failures", "backchannel_logout"]
+        );
+        assert_eq!(labels(StatusClass::ALL, StatusClass::as_str), ["1xx", "2xx", "3xx", "4xx", "5xx"]);
     }
 
     #[test]

@@ -27,6 +27,75 @@ crate::labels::labels! {
     }
 }
 
+crate::labels::labels! {
+    /// How a configuration reload ended.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ReloadResult {
+        Success = "success",
+        /// The configuration in force stays.
+        Failure = "failure",
+    }
+}
+
+crate::labels::labels! {
+    /// How a TLS handshake ended.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum HandshakeResult {
+        Ok = "ok",
+        Error = "error",
+        Timeout = "timeout",
+    }
+}
+
+crate::labels::labels! {
+    /// What went wrong on the way to the upstream.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum UpstreamErrorKind {
+        Connect = "connect",
+        Timeout = "timeout",
+        Protocol = "protocol",
+    }
+}
+
+crate::labels::labels! {
+    /// Who revoked a session.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum RevocationSource {
+        /// The policy's revoke threshold.
+        Policy = "policy",
+        /// The admin API.
+        Admin = "admin",
+        /// Too many failed step-ups.
+        StepUpFailures = "step_up_failures",
+        /// An OIDC back-channel logout.
+        BackchannelLogout = "backchannel_logout",
+    }
+}
+
+crate::labels::labels! {
+    /// A response status, by its first digit.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum StatusClass {
+        Informational = "1xx",
+        Success = "2xx",
+        Redirection = "3xx",
+        ClientError = "4xx",
+        ServerError = "5xx",
+    }
+}
+
+impl StatusClass {
+    pub fn of(status: http::StatusCode) -> StatusClass {
+        match status.as_u16() {
+            100..=199 => StatusClass::Informational,
+            200..=299 => StatusClass::Success,
+            300..=399 => StatusClass::Redirection,
+            400..=499 => StatusClass::ClientError,
+            _ => StatusClass::ServerError,
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub connections_accepted: IntCounter,
@@ -101,8 +170,8 @@ impl Metrics {
         };
         m.register_all();
         // Pre-create label sets so dashboards see zeros instead of gaps.
-        for r in ["success", "failure"] {
-            m.config_reloads.with_label_values(&[r]);
+        for r in ReloadResult::ALL {
+            m.config_reloads.with_label_values(&[r.as_str()]);
         }
         for a in crate::policy::Action::ALL {
             for mode in ["enforce", "monitor"] {
@@ -116,21 +185,21 @@ impl Metrics {
         // the start, at zero.
         for protocol in ["http1", "http2"] {
             m.request_seconds.with_label_values(&[protocol]);
-            for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
-                m.requests.with_label_values(&[protocol, class]);
+            for class in StatusClass::ALL {
+                m.requests.with_label_values(&[protocol, class.as_str()]);
             }
         }
-        for kind in ["connect", "timeout", "protocol"] {
-            m.upstream_errors.with_label_values(&[kind]);
+        for kind in UpstreamErrorKind::ALL {
+            m.upstream_errors.with_label_values(&[kind.as_str()]);
         }
-        for result in ["ok", "error", "timeout"] {
-            m.tls_handshakes.with_label_values(&[result]);
+        for result in HandshakeResult::ALL {
+            m.tls_handshakes.with_label_values(&[result.as_str()]);
         }
         for (stage, result) in [("challenge", "redirect"), ("challenge", "401"), ("callback", "completed"), ("logout", "accepted")] {
             m.step_ups.with_label_values(&[stage, result]);
         }
-        for source in ["policy", "admin", "step_up_failures", "backchannel_logout"] {
-            m.revocations.with_label_values(&[source]);
+        for source in RevocationSource::ALL {
+            m.revocations.with_label_values(&[source.as_str()]);
         }
         for r in HelloResult::ALL {
             m.client_hello.with_label_values(&[r.as_str()]);
@@ -208,13 +277,7 @@ const VALID: &str = "static metric definition is valid";
 
 /// Status class label for a response status.
 pub fn status_class(status: http::StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+    StatusClass::of(status).as_str()
 }
 
 #[cfg(test)]
@@ -232,6 +295,14 @@ mod tests {
         assert!(text.contains("tether_requests_total{protocol=\"http1\",status=\"5xx\"} 1"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("tether_"), "{line}");
+        }
+    }
+
+    #[test]
+    fn status_classes_by_first_digit() {
+        for (code, class) in [(100, "1xx"), (101, "1xx"), (200, "2xx"), (308, "3xx"), (404, "4xx"), (500, "5xx"), (599, "5xx")] {
+            let status = http::StatusCode::from_u16(code).unwrap();
+            assert_eq!(status_class(status), class, "{code}");
         }
     }
 }
