@@ -27,7 +27,6 @@ const QUEUE: usize = 16_384;
 const MAX_FIELD: usize = 512;
 
 crate::labels::labels! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum EventKind {
         SessionBound = "session_bound",
         Decision = "decision",

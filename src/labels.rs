@@ -10,7 +10,6 @@
 //! ```ignore
 //! labels! {
 //!     /// How a read ended.
-//!     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 //!     pub enum Outcome {
 //!         Done = "done",
 //!         TimedOut = "timeout",
@@ -18,9 +17,10 @@
 //! }
 //! ```
 //!
-//! Two variations: a variant may carry one more constant (`Variant = "label" => value`),
-//! read by a `const fn` named after the list (`pub const fn weight(self) -> u16;`); and a
-//! set whose `Display` is a message written elsewhere (a `thiserror` enum) starts with
+//! Every set derives `Debug, Clone, Copy, PartialEq, Eq, Hash`; further attributes (more
+//! derives, `repr`) pass through. Two variations: a variant may carry one more constant
+//! (`Variant = "label" => value`), read by a `const fn` named after the list
+//! (`pub const fn weight(self) -> u16;`); and a set whose `Display` is a message written elsewhere (a `thiserror` enum) starts with
 //! `impl Display elsewhere;`, so `Display` stays the message and `as_str` the label.
 
 /// The string is none of a set's labels.
@@ -66,8 +66,23 @@ const fn same(a: &str, b: &str) -> bool {
 
 /// Declares a closed set of names; see the module documentation for its forms.
 macro_rules! labels {
-    // What every form shares: everything but `Display`.
-    (@impl $name:ident { $( $variant:ident = $label:literal ),+ }) => {
+    // `Display` is written elsewhere (a `thiserror` message): everything else. The other
+    // forms come down to this one.
+    (
+        impl Display elsewhere;
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $label:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        // A label is a plain value: the methods below take it by copy, and sets are
+        // compared and used as keys.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
         // Not every set needs every method.
         #[allow(dead_code)]
         impl $name {
@@ -105,21 +120,6 @@ macro_rules! labels {
         );
     };
 
-    // `Display` is written elsewhere (a `thiserror` message).
-    (
-        impl Display elsewhere;
-        $(#[$meta:meta])*
-        $vis:vis enum $name:ident {
-            $( $(#[$vmeta:meta])* $variant:ident = $label:literal ),+ $(,)?
-        }
-    ) => {
-        $(#[$meta])*
-        $vis enum $name {
-            $( $(#[$vmeta])* $variant, )+
-        }
-        $crate::labels::labels!(@impl $name { $( $variant = $label ),+ });
-    };
-
     // One more constant per variant, read by the named `const fn`.
     (
         $(#[$meta:meta])*
@@ -146,17 +146,12 @@ macro_rules! labels {
     };
 
     // The plain form: `Display` is the label.
-    (
-        $(#[$meta:meta])*
-        $vis:vis enum $name:ident {
-            $( $(#[$vmeta:meta])* $variant:ident = $label:literal ),+ $(,)?
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variants:tt)* }) => {
+        $crate::labels::labels! {
+            impl Display elsewhere;
+            $(#[$meta])*
+            $vis enum $name { $($variants)* }
         }
-    ) => {
-        $(#[$meta])*
-        $vis enum $name {
-            $( $(#[$vmeta])* $variant, )+
-        }
-        $crate::labels::labels!(@impl $name { $( $variant = $label ),+ });
 
         impl ::std::fmt::Display for $name {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -173,7 +168,6 @@ mod tests {
     use super::*;
 
     labels! {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         enum Plain {
             /// A doc comment passes through.
             First = "first",
@@ -183,7 +177,6 @@ mod tests {
     }
 
     labels! {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         enum Weighted {
             Light = "light" => 1,
             Heavy = "heavy" => 100,
@@ -193,7 +186,7 @@ mod tests {
 
     labels! {
         impl Display elsewhere;
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+        #[derive(thiserror::Error)]
         enum Failure {
             #[error("it broke")]
             Broke = "broke",

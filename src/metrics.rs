@@ -10,7 +10,6 @@ use prometheus::{
 
 crate::labels::labels! {
     /// How a ClientHello read ended.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum HelloResult {
         /// Parsed and fingerprinted.
         Parsed = "parsed",
@@ -29,7 +28,6 @@ crate::labels::labels! {
 
 crate::labels::labels! {
     /// How a configuration reload ended.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum ReloadResult {
         Success = "success",
         /// The configuration in force stays.
@@ -39,7 +37,6 @@ crate::labels::labels! {
 
 crate::labels::labels! {
     /// How a TLS handshake ended.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum HandshakeResult {
         Ok = "ok",
         Error = "error",
@@ -49,7 +46,6 @@ crate::labels::labels! {
 
 crate::labels::labels! {
     /// What went wrong on the way to the upstream.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum UpstreamErrorKind {
         Connect = "connect",
         Timeout = "timeout",
@@ -59,7 +55,6 @@ crate::labels::labels! {
 
 crate::labels::labels! {
     /// Who revoked a session.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum RevocationSource {
         /// The policy's revoke threshold.
         Policy = "policy",
@@ -74,7 +69,6 @@ crate::labels::labels! {
 
 crate::labels::labels! {
     /// A response status, by its first digit.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum StatusClass {
         Informational = "1xx",
         Success = "2xx",

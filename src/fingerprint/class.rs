@@ -9,7 +9,6 @@
 use super::Ja4;
 
 crate::labels::labels! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     #[repr(u8)]
     pub enum TlsClass {
         Browser = "browser",

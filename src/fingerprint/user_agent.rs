@@ -6,7 +6,6 @@
 
 crate::labels::labels! {
     /// Who claims to be making the request.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     #[repr(u8)]
     pub enum UaFamily {
         Chrome = "chrome",
@@ -35,7 +34,6 @@ impl UaFamily {
 }
 
 crate::labels::labels! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     #[repr(u8)]
     pub enum Os {
         Windows = "windows",

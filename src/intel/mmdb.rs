@@ -14,7 +14,6 @@ use super::types::{Asn, Category, Coordinates, Country};
 
 crate::labels::labels! {
     /// What a database is for; its `database_type` metadata must fit.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum DbKind {
         Asn = "asn",
         City = "city",

@@ -66,7 +66,6 @@ pub struct Coordinates {
 
 crate::labels::labels! {
     /// What kind of network an address belongs to.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum Category {
         Vpn = "vpn",
         Hosting = "hosting",
@@ -89,7 +88,6 @@ impl Category {
 
 crate::labels::labels! {
     /// Which rule decided an address's category (for operators asking "why?").
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum CategorySource {
         /// `[intel.allow]`: corporate egress or privacy relay ranges.
         Allowlist = "allowlist",

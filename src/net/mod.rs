@@ -16,7 +16,6 @@ use crate::metrics::HelloResult;
 
 crate::labels::labels! {
     /// The HTTP version a connection speaks, pinned by ALPN (never sniffed).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Protocol {
         Http1 = "http1",
         Http2 = "http2",

@@ -8,7 +8,7 @@ use super::{Policy, Route};
 
 crate::labels::labels! {
     /// What tether does with a request, in increasing severity.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    #[derive(PartialOrd, Ord)]
     pub enum Action {
         Allow = "allow",
         StepUp = "step_up",

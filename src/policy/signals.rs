@@ -12,7 +12,6 @@ crate::labels::labels! {
     /// Every signal tether can raise: its name (the metric label, the audit reason and the
     /// key under `[policy.weights]`) and its default weight, in one row each. The step-up
     /// threshold is 50 and block is 150.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     #[repr(u8)]
     pub enum Signal {
         /// The request comes from a VPN, hosting, Tor or proxy network the session was not

@@ -43,7 +43,7 @@ pub struct Issued {
 
 crate::labels::labels! {
     impl Display elsewhere;
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    #[derive(thiserror::Error)]
     pub enum StateError {
         #[error("state is malformed or its signature is wrong")]
         Forged = "state_forged",

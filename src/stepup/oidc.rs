@@ -62,7 +62,7 @@ crate::labels::labels! {
     impl Display elsewhere;
     /// Why a step-up or a logout token failed: a closed set, used as metric label and audit
     /// detail.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    #[derive(thiserror::Error)]
     pub enum Failure {
         #[error("the IdP could not be reached or answered unusably")]
         IdpUnavailable = "idp_unavailable",
