@@ -26,28 +26,15 @@ const QUEUE: usize = 16_384;
 /// Longest user agent and path kept in a record (bounded lines, bounded memory).
 const MAX_FIELD: usize = 512;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    SessionBound,
-    Decision,
-    NewAddress,
-    StepUpCompleted,
-    StepUpFailed,
-    SessionRevoked,
-    LogoutReceived,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::SessionBound => "session_bound",
-            EventKind::Decision => "decision",
-            EventKind::NewAddress => "new_address",
-            EventKind::StepUpCompleted => "step_up_completed",
-            EventKind::StepUpFailed => "step_up_failed",
-            EventKind::SessionRevoked => "session_revoked",
-            EventKind::LogoutReceived => "logout_received",
-        }
+crate::labels::labels! {
+    pub enum EventKind {
+        SessionBound = "session_bound",
+        Decision = "decision",
+        NewAddress = "new_address",
+        StepUpCompleted = "step_up_completed",
+        StepUpFailed = "step_up_failed",
+        SessionRevoked = "session_revoked",
+        LogoutReceived = "logout_received",
     }
 }
 

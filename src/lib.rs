@@ -16,6 +16,7 @@ pub mod fingerprint;
 pub mod http;
 pub mod intel;
 pub mod jwt;
+pub mod labels;
 pub mod metrics;
 pub mod net;
 pub mod offline;

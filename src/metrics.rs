@@ -8,41 +8,84 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// How a ClientHello read ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HelloResult {
-    /// Parsed and fingerprinted.
-    Parsed,
-    /// Complete but not parseable by tether; still handed to rustls.
-    Malformed,
-    /// The first bytes were not a TLS handshake record.
-    NotTls,
-    /// The client closed before the hello was complete.
-    Truncated,
-    /// The client did not finish the hello in time.
-    Timeout,
-    /// The hello exceeded the size cap.
-    TooLarge,
+crate::labels::labels! {
+    /// How a ClientHello read ended.
+    pub enum HelloResult {
+        /// Parsed and fingerprinted.
+        Parsed = "parsed",
+        /// Complete but not parseable by tether; still handed to rustls.
+        Malformed = "malformed",
+        /// The first bytes were not a TLS handshake record.
+        NotTls = "not_tls",
+        /// The client closed before the hello was complete.
+        Truncated = "truncated",
+        /// The client did not finish the hello in time.
+        Timeout = "timeout",
+        /// The hello exceeded the size cap.
+        TooLarge = "too_large",
+    }
 }
 
-impl HelloResult {
-    pub const ALL: [HelloResult; 6] = [
-        HelloResult::Parsed,
-        HelloResult::Malformed,
-        HelloResult::NotTls,
-        HelloResult::Truncated,
-        HelloResult::Timeout,
-        HelloResult::TooLarge,
-    ];
+crate::labels::labels! {
+    /// How a configuration reload ended.
+    pub enum ReloadResult {
+        Success = "success",
+        /// The configuration in force stays.
+        Failure = "failure",
+    }
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HelloResult::Parsed => "parsed",
-            HelloResult::Malformed => "malformed",
-            HelloResult::NotTls => "not_tls",
-            HelloResult::Truncated => "truncated",
-            HelloResult::Timeout => "timeout",
-            HelloResult::TooLarge => "too_large",
+crate::labels::labels! {
+    /// How a TLS handshake ended.
+    pub enum HandshakeResult {
+        Ok = "ok",
+        Error = "error",
+        Timeout = "timeout",
+    }
+}
+
+crate::labels::labels! {
+    /// What went wrong on the way to the upstream.
+    pub enum UpstreamErrorKind {
+        Connect = "connect",
+        Timeout = "timeout",
+        Protocol = "protocol",
+    }
+}
+
+crate::labels::labels! {
+    /// Who revoked a session.
+    pub enum RevocationSource {
+        /// The policy's revoke threshold.
+        Policy = "policy",
+        /// The admin API.
+        Admin = "admin",
+        /// Too many failed step-ups.
+        StepUpFailures = "step_up_failures",
+        /// An OIDC back-channel logout.
+        BackchannelLogout = "backchannel_logout",
+    }
+}
+
+crate::labels::labels! {
+    /// A response status, by its first digit.
+    pub enum StatusClass {
+        Informational = "1xx",
+        Success = "2xx",
+        Redirection = "3xx",
+        ClientError = "4xx",
+        ServerError = "5xx",
+    }
+}
+
+impl StatusClass {
+    pub fn of(status: http::StatusCode) -> StatusClass {
+        match status.as_u16() {
+            100..=199 => StatusClass::Informational,
+            200..=299 => StatusClass::Success,
+            300..=399 => StatusClass::Redirection,
+            400..=499 => StatusClass::ClientError,
+            _ => StatusClass::ServerError,
         }
     }
 }
@@ -131,8 +174,8 @@ impl Metrics {
         };
         m.register_all();
         // Pre-create label sets so dashboards see zeros instead of gaps.
-        for r in ["success", "failure"] {
-            m.config_reloads.with_label_values(&[r]);
+        for r in ReloadResult::ALL {
+            m.config_reloads.with_label_values(&[r.as_str()]);
         }
         for r in ["h2_idle", "peer_cap"] {
             m.connections_closed.with_label_values(&[r]);
@@ -152,21 +195,21 @@ impl Metrics {
         // the start, at zero.
         for protocol in ["http1", "http2"] {
             m.request_seconds.with_label_values(&[protocol]);
-            for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
-                m.requests.with_label_values(&[protocol, class]);
+            for class in StatusClass::ALL {
+                m.requests.with_label_values(&[protocol, class.as_str()]);
             }
         }
-        for kind in ["connect", "timeout", "protocol"] {
-            m.upstream_errors.with_label_values(&[kind]);
+        for kind in UpstreamErrorKind::ALL {
+            m.upstream_errors.with_label_values(&[kind.as_str()]);
         }
-        for result in ["ok", "error", "timeout"] {
-            m.tls_handshakes.with_label_values(&[result]);
+        for result in HandshakeResult::ALL {
+            m.tls_handshakes.with_label_values(&[result.as_str()]);
         }
         for (stage, result) in [("challenge", "redirect"), ("challenge", "401"), ("callback", "completed"), ("logout", "accepted")] {
             m.step_ups.with_label_values(&[stage, result]);
         }
-        for source in ["policy", "admin", "step_up_failures", "backchannel_logout"] {
-            m.revocations.with_label_values(&[source]);
+        for source in RevocationSource::ALL {
+            m.revocations.with_label_values(&[source.as_str()]);
         }
         for r in HelloResult::ALL {
             m.client_hello.with_label_values(&[r.as_str()]);
@@ -249,13 +292,7 @@ const VALID: &str = "static metric definition is valid";
 
 /// Status class label for a response status.
 pub fn status_class(status: http::StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+    StatusClass::of(status).as_str()
 }
 
 #[cfg(test)]
@@ -273,6 +310,14 @@ mod tests {
         assert!(text.contains("tether_requests_total{protocol=\"http1\",status=\"5xx\"} 1"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("tether_"), "{line}");
+        }
+    }
+
+    #[test]
+    fn status_classes_by_first_digit() {
+        for (code, class) in [(100, "1xx"), (101, "1xx"), (200, "2xx"), (308, "3xx"), (404, "4xx"), (500, "5xx"), (599, "5xx")] {
+            let status = http::StatusCode::from_u16(code).unwrap();
+            assert_eq!(status_class(status), class, "{code}");
         }
     }
 }

@@ -10,21 +10,12 @@
 
 use super::Ja4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum TlsClass {
-    Browser,
-    Library,
-    Unknown,
-}
-
-impl TlsClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TlsClass::Browser => "browser",
-            TlsClass::Library => "library",
-            TlsClass::Unknown => "unknown",
-        }
+crate::labels::labels! {
+    #[repr(u8)]
+    pub enum TlsClass {
+        Browser = "browser",
+        Library = "library",
+        Unknown = "unknown",
     }
 }
 

@@ -4,78 +4,45 @@
 //! notice a family or OS change, or a version going backwards, so a coarse and fast
 //! reading is the right tool.
 
-/// Who claims to be making the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum UaFamily {
-    Chrome,
-    Edge,
-    Firefox,
-    Safari,
-    Opera,
-    OtherBrowser,
-    Curl,
-    Wget,
-    Python,
-    Go,
-    Java,
-    Node,
-    PowerShell,
-    OkHttp,
-    OtherLibrary,
-    Unknown,
+crate::labels::labels! {
+    /// Who claims to be making the request.
+    #[repr(u8)]
+    pub enum UaFamily {
+        Chrome = "chrome",
+        Edge = "edge",
+        Firefox = "firefox",
+        Safari = "safari",
+        Opera = "opera",
+        OtherBrowser = "other_browser",
+        Curl = "curl",
+        Wget = "wget",
+        Python = "python",
+        Go = "go",
+        Java = "java",
+        Node = "node",
+        PowerShell = "powershell",
+        OkHttp = "okhttp",
+        OtherLibrary = "other_library",
+        Unknown = "unknown",
+    }
 }
 
 impl UaFamily {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UaFamily::Chrome => "chrome",
-            UaFamily::Edge => "edge",
-            UaFamily::Firefox => "firefox",
-            UaFamily::Safari => "safari",
-            UaFamily::Opera => "opera",
-            UaFamily::OtherBrowser => "other_browser",
-            UaFamily::Curl => "curl",
-            UaFamily::Wget => "wget",
-            UaFamily::Python => "python",
-            UaFamily::Go => "go",
-            UaFamily::Java => "java",
-            UaFamily::Node => "node",
-            UaFamily::PowerShell => "powershell",
-            UaFamily::OkHttp => "okhttp",
-            UaFamily::OtherLibrary => "other_library",
-            UaFamily::Unknown => "unknown",
-        }
-    }
-
     pub fn is_browser(self) -> bool {
         matches!(self, UaFamily::Chrome | UaFamily::Edge | UaFamily::Firefox | UaFamily::Safari | UaFamily::Opera | UaFamily::OtherBrowser)
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Os {
-    Windows,
-    MacOs,
-    Ios,
-    Android,
-    Linux,
-    ChromeOs,
-    Other,
-}
-
-impl Os {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Os::Windows => "windows",
-            Os::MacOs => "macos",
-            Os::Ios => "ios",
-            Os::Android => "android",
-            Os::Linux => "linux",
-            Os::ChromeOs => "chromeos",
-            Os::Other => "other",
-        }
+crate::labels::labels! {
+    #[repr(u8)]
+    pub enum Os {
+        Windows = "windows",
+        MacOs = "macos",
+        Ios = "ios",
+        Android = "android",
+        Linux = "linux",
+        ChromeOs = "chromeos",
+        Other = "other",
     }
 }
 

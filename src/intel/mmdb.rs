@@ -12,23 +12,16 @@ use serde::Deserialize;
 
 use super::types::{Asn, Category, Coordinates, Country};
 
-/// What a database is for; its `database_type` metadata must fit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbKind {
-    Asn,
-    City,
-    AnonymousIp,
+crate::labels::labels! {
+    /// What a database is for; its `database_type` metadata must fit.
+    pub enum DbKind {
+        Asn = "asn",
+        City = "city",
+        AnonymousIp = "anonymous_ip",
+    }
 }
 
 impl DbKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DbKind::Asn => "asn",
-            DbKind::City => "city",
-            DbKind::AnonymousIp => "anonymous_ip",
-        }
-    }
-
     fn accepts(self, database_type: &str) -> bool {
         match self {
             DbKind::Asn => database_type.contains("ASN") || database_type.contains("ISP"),

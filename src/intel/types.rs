@@ -64,83 +64,41 @@ pub struct Coordinates {
     pub accuracy_km: u16,
 }
 
-/// What kind of network an address belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Category {
-    Vpn,
-    Hosting,
-    Tor,
-    Proxy,
-    /// iCloud Private Relay and the like: privacy for ordinary users, not an anonymizer.
-    PrivacyRelay,
-    /// The organisation's own egress (office, corporate VPN).
-    Corporate,
-    Other,
+crate::labels::labels! {
+    /// What kind of network an address belongs to.
+    pub enum Category {
+        Vpn = "vpn",
+        Hosting = "hosting",
+        Tor = "tor",
+        Proxy = "proxy",
+        /// iCloud Private Relay and the like: privacy for ordinary users, not an anonymizer.
+        PrivacyRelay = "privacy_relay",
+        /// The organisation's own egress (office, corporate VPN).
+        Corporate = "corporate",
+        Other = "other",
+    }
 }
 
 impl Category {
-    pub const ALL: [Category; 7] = [
-        Category::Vpn,
-        Category::Hosting,
-        Category::Tor,
-        Category::Proxy,
-        Category::PrivacyRelay,
-        Category::Corporate,
-        Category::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Vpn => "vpn",
-            Category::Hosting => "hosting",
-            Category::Tor => "tor",
-            Category::Proxy => "proxy",
-            Category::PrivacyRelay => "privacy_relay",
-            Category::Corporate => "corporate",
-            Category::Other => "other",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Category> {
-        Category::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-
     /// VPN, hosting, Tor and proxy networks hide who is behind them.
     pub fn is_anonymizer(self) -> bool {
         matches!(self, Category::Vpn | Category::Hosting | Category::Tor | Category::Proxy)
     }
 }
 
-impl fmt::Display for Category {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Which rule decided an address's category (for operators asking "why?").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CategorySource {
-    /// `[intel.allow]`: corporate egress or privacy relay ranges.
-    Allowlist,
-    /// `[intel.networks]`: the operator's own category lists.
-    OperatorList,
-    /// The GeoIP2-Anonymous-IP database's flags.
-    AnonymousIpDb,
-    /// tether's built-in catalogue of networks by ASN.
-    Catalogue,
-    /// Nothing matched.
-    Default,
-}
-
-impl CategorySource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CategorySource::Allowlist => "allowlist",
-            CategorySource::OperatorList => "operator_list",
-            CategorySource::AnonymousIpDb => "anonymous_ip_db",
-            CategorySource::Catalogue => "catalogue",
-            CategorySource::Default => "default",
-        }
+crate::labels::labels! {
+    /// Which rule decided an address's category (for operators asking "why?").
+    pub enum CategorySource {
+        /// `[intel.allow]`: corporate egress or privacy relay ranges.
+        Allowlist = "allowlist",
+        /// `[intel.networks]`: the operator's own category lists.
+        OperatorList = "operator_list",
+        /// The GeoIP2-Anonymous-IP database's flags.
+        AnonymousIpDb = "anonymous_ip_db",
+        /// tether's built-in catalogue of networks by ASN.
+        Catalogue = "catalogue",
+        /// Nothing matched.
+        Default = "default",
     }
 }
 

@@ -15,19 +15,11 @@ use crate::fingerprint::Fingerprint;
 use crate::intel::NetInfo;
 use crate::metrics::HelloResult;
 
-/// The HTTP version a connection speaks, pinned by ALPN (never sniffed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Http1,
-    Http2,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Http1 => "http1",
-            Protocol::Http2 => "http2",
-        }
+crate::labels::labels! {
+    /// The HTTP version a connection speaks, pinned by ALPN (never sniffed).
+    pub enum Protocol {
+        Http1 = "http1",
+        Http2 = "http2",
     }
 }
 

@@ -6,29 +6,14 @@ use crate::session::Secs;
 use super::signals::{Signal, Signals};
 use super::{Policy, Route};
 
-/// What tether does with a request, in increasing severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Action {
-    Allow,
-    StepUp,
-    Block,
-    Revoke,
-}
-
-impl Action {
-    pub const ALL: [Action; 4] = [Action::Allow, Action::StepUp, Action::Block, Action::Revoke];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Allow => "allow",
-            Action::StepUp => "step_up",
-            Action::Block => "block",
-            Action::Revoke => "revoke",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Action> {
-        Action::ALL.into_iter().find(|a| a.as_str() == s)
+crate::labels::labels! {
+    /// What tether does with a request, in increasing severity.
+    #[derive(PartialOrd, Ord)]
+    pub enum Action {
+        Allow = "allow",
+        StepUp = "step_up",
+        Block = "block",
+        Revoke = "revoke",
     }
 }
 

@@ -8,113 +8,52 @@ use crate::session::record::{address_tag, Client, Ja4Digest, Place, Secs, Sessio
 
 use super::Policy;
 
-/// Every signal tether can raise; the names are the metric label and the audit reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Signal {
-    /// The request comes from a VPN, hosting, Tor or proxy network the session was not
-    /// bound in.
-    AnonymizerNetwork,
-    /// A session's first sight is already from an anonymizer.
-    FirstSeenAnonymizer,
-    /// The address or its ASN is on an IoC list.
-    IocHit,
-    AsnChange,
-    /// A different /24 (IPv4) or /64 (IPv6).
-    PrefixChange,
-    CountryChange,
-    /// Faster than `max_travel_kmh` between two countries, after accuracy radii.
-    ImpossibleTravel,
-    /// Browser family or OS changed, or the version went backwards.
-    UserAgentChange,
-    /// A browser-like TLS client became a library-like one.
-    TlsClassChange,
-    /// The resumption-stable JA4 changed.
-    Ja4Change,
-    /// Alternating between two networks within the window (not a phone moving between
-    /// home Wi-Fi and its carrier in one country).
-    ConcurrentUse,
-    /// An ASN this user's baseline does not know.
-    NewNetworkForUser,
-    /// A JWT that failed verification.
-    JwtInvalid,
-    /// A step-up demanded earlier has not been completed.
-    StepUpPending,
-    /// The route demands a recent authentication and there is none.
-    FreshAuthRequired,
-    /// The session was revoked.
-    Revoked,
+crate::labels::labels! {
+    /// Every signal tether can raise: its name (the metric label, the audit reason and the
+    /// key under `[policy.weights]`) and its default weight, in one row each. The step-up
+    /// threshold is 50 and block is 150.
+    #[repr(u8)]
+    pub enum Signal {
+        /// The request comes from a VPN, hosting, Tor or proxy network the session was not
+        /// bound in.
+        AnonymizerNetwork = "anonymizer_network" => 60,
+        /// A session's first sight is already from an anonymizer.
+        FirstSeenAnonymizer = "first_seen_anonymizer" => 60,
+        /// The address or its ASN is on an IoC list.
+        IocHit = "ioc_hit" => 150,
+        AsnChange = "asn_change" => 25,
+        /// A different /24 (IPv4) or /64 (IPv6).
+        PrefixChange = "prefix_change" => 5,
+        CountryChange = "country_change" => 20,
+        /// Faster than `max_travel_kmh` between two countries, after accuracy radii.
+        ImpossibleTravel = "impossible_travel" => 50,
+        /// Browser family or OS changed, or the version went backwards.
+        UserAgentChange = "user_agent_change" => 30,
+        /// A browser-like TLS client became a library-like one.
+        TlsClassChange = "tls_class_change" => 50,
+        /// The resumption-stable JA4 changed.
+        Ja4Change = "ja4_change" => 10,
+        /// Alternating between two networks within the window (not a phone moving between
+        /// home Wi-Fi and its carrier in one country).
+        ConcurrentUse = "concurrent_use" => 50,
+        /// An ASN this user's baseline does not know.
+        NewNetworkForUser = "new_network_for_user" => 15,
+        /// A JWT that failed verification.
+        JwtInvalid = "jwt_invalid" => 30,
+        // The last three are structural: they force an action whatever their weight.
+        /// A step-up demanded earlier has not been completed.
+        StepUpPending = "step_up_pending" => 0,
+        /// The route demands a recent authentication and there is none.
+        FreshAuthRequired = "fresh_auth_required" => 0,
+        /// The session was revoked.
+        Revoked = "revoked" => 0,
+    }
+    /// The weight a signal has unless `[policy.weights]` says otherwise.
+    pub const fn default_weight(self) -> u16;
 }
 
-impl Signal {
-    pub const COUNT: usize = 16;
-    pub const ALL: [Signal; Signal::COUNT] = [
-        Signal::AnonymizerNetwork,
-        Signal::FirstSeenAnonymizer,
-        Signal::IocHit,
-        Signal::AsnChange,
-        Signal::PrefixChange,
-        Signal::CountryChange,
-        Signal::ImpossibleTravel,
-        Signal::UserAgentChange,
-        Signal::TlsClassChange,
-        Signal::Ja4Change,
-        Signal::ConcurrentUse,
-        Signal::NewNetworkForUser,
-        Signal::JwtInvalid,
-        Signal::StepUpPending,
-        Signal::FreshAuthRequired,
-        Signal::Revoked,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Signal::AnonymizerNetwork => "anonymizer_network",
-            Signal::FirstSeenAnonymizer => "first_seen_anonymizer",
-            Signal::IocHit => "ioc_hit",
-            Signal::AsnChange => "asn_change",
-            Signal::PrefixChange => "prefix_change",
-            Signal::CountryChange => "country_change",
-            Signal::ImpossibleTravel => "impossible_travel",
-            Signal::UserAgentChange => "user_agent_change",
-            Signal::TlsClassChange => "tls_class_change",
-            Signal::Ja4Change => "ja4_change",
-            Signal::ConcurrentUse => "concurrent_use",
-            Signal::NewNetworkForUser => "new_network_for_user",
-            Signal::JwtInvalid => "jwt_invalid",
-            Signal::StepUpPending => "step_up_pending",
-            Signal::FreshAuthRequired => "fresh_auth_required",
-            Signal::Revoked => "revoked",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Signal> {
-        Signal::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
-    /// Default weights; the step-up threshold is 50 and block is 150.
-    pub const fn default_weight(self) -> u16 {
-        match self {
-            Signal::AnonymizerNetwork => 60,
-            Signal::FirstSeenAnonymizer => 60,
-            Signal::IocHit => 150,
-            Signal::AsnChange => 25,
-            Signal::PrefixChange => 5,
-            Signal::CountryChange => 20,
-            Signal::ImpossibleTravel => 50,
-            Signal::UserAgentChange => 30,
-            Signal::TlsClassChange => 50,
-            Signal::Ja4Change => 10,
-            Signal::ConcurrentUse => 50,
-            Signal::NewNetworkForUser => 15,
-            Signal::JwtInvalid => 30,
-            // Structural: they force an action whatever their weight.
-            Signal::StepUpPending => 0,
-            Signal::FreshAuthRequired => 0,
-            Signal::Revoked => 0,
-        }
-    }
-}
+// A set is a `u32` bit mask indexed by discriminant.
+const _: () = assert!(Signal::COUNT <= 32, "Signals holds at most 32 signals");
 
 /// A set of signals as a bit mask: copying it costs nothing and it never allocates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]

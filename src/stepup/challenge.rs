@@ -39,23 +39,16 @@ pub struct Issued {
     pub code_challenge: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum StateError {
-    #[error("state is malformed or its signature is wrong")]
-    Forged,
-    #[error("state is unknown or already used")]
-    Unknown,
-    #[error("state has expired")]
-    Expired,
-}
-
-impl StateError {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StateError::Forged => "state_forged",
-            StateError::Unknown => "state_replayed_or_unknown",
-            StateError::Expired => "state_expired",
-        }
+crate::labels::labels! {
+    impl Display elsewhere;
+    #[derive(thiserror::Error)]
+    pub enum StateError {
+        #[error("state is malformed or its signature is wrong")]
+        Forged = "state_forged",
+        #[error("state is unknown or already used")]
+        Unknown = "state_replayed_or_unknown",
+        #[error("state has expired")]
+        Expired = "state_expired",
     }
 }
 

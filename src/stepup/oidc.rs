@@ -68,55 +68,38 @@ pub enum OidcSetupError {
     PrivateKey { path: std::path::PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
 }
 
-/// Why a step-up or a logout token failed: a closed set, used as metric label and audit
-/// detail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Failure {
-    #[error("the IdP could not be reached or answered unusably")]
-    IdpUnavailable,
-    #[error("the IdP returned an error instead of a code")]
-    IdpError,
-    #[error("the code exchange was refused")]
-    TokenExchange,
-    #[error("the token's signature does not verify")]
-    BadSignature,
-    #[error("the token is expired or not yet valid")]
-    Expired,
-    #[error("the token's issuer or audience is wrong")]
-    WrongIssuerOrAudience,
-    #[error("the token is malformed or misses a required claim")]
-    Malformed,
-    #[error("the nonce does not match the challenge")]
-    NonceMismatch,
-    #[error("the authentication is older than the challenge")]
-    StaleAuthTime,
-    #[error("the required authentication context (acr) is missing")]
-    AcrMissing,
-    #[error("a required authentication method (amr) is missing")]
-    AmrMissing,
-    #[error("a different user authenticated")]
-    WrongUser,
-    #[error("the logout token was already used")]
-    Replayed,
-}
-
-impl Failure {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Failure::IdpUnavailable => "idp_unavailable",
-            Failure::IdpError => "idp_error",
-            Failure::TokenExchange => "token_exchange_failed",
-            Failure::BadSignature => "bad_signature",
-            Failure::Expired => "expired",
-            Failure::WrongIssuerOrAudience => "wrong_issuer_or_audience",
-            Failure::Malformed => "malformed_token",
-            Failure::NonceMismatch => "nonce_mismatch",
-            Failure::StaleAuthTime => "stale_auth_time",
-            Failure::AcrMissing => "acr_missing",
-            Failure::AmrMissing => "amr_missing",
-            Failure::WrongUser => "wrong_user",
-            Failure::Replayed => "replayed",
-        }
+crate::labels::labels! {
+    impl Display elsewhere;
+    /// Why a step-up or a logout token failed: a closed set, used as metric label and audit
+    /// detail.
+    #[derive(thiserror::Error)]
+    pub enum Failure {
+        #[error("the IdP could not be reached or answered unusably")]
+        IdpUnavailable = "idp_unavailable",
+        #[error("the IdP returned an error instead of a code")]
+        IdpError = "idp_error",
+        #[error("the code exchange was refused")]
+        TokenExchange = "token_exchange_failed",
+        #[error("the token's signature does not verify")]
+        BadSignature = "bad_signature",
+        #[error("the token is expired or not yet valid")]
+        Expired = "expired",
+        #[error("the token's issuer or audience is wrong")]
+        WrongIssuerOrAudience = "wrong_issuer_or_audience",
+        #[error("the token is malformed or misses a required claim")]
+        Malformed = "malformed_token",
+        #[error("the nonce does not match the challenge")]
+        NonceMismatch = "nonce_mismatch",
+        #[error("the authentication is older than the challenge")]
+        StaleAuthTime = "stale_auth_time",
+        #[error("the required authentication context (acr) is missing")]
+        AcrMissing = "acr_missing",
+        #[error("a required authentication method (amr) is missing")]
+        AmrMissing = "amr_missing",
+        #[error("a different user authenticated")]
+        WrongUser = "wrong_user",
+        #[error("the logout token was already used")]
+        Replayed = "replayed",
     }
 }
 
