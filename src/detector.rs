@@ -163,6 +163,9 @@ impl Detector {
         if loaded.revoked {
             signals.insert(Signal::Revoked);
         }
+        if loaded.history_lost {
+            signals.insert(Signal::HistoryLost);
+        }
         let authenticated_at = prior.and_then(|r| r.authenticated_at).max(jwt_auth);
         let route = self.policy.route(req.method, req.path);
         let verdict = policy::evaluate(signals, &self.policy, route, authenticated_at, req.now);

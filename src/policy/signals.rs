@@ -40,6 +40,10 @@ crate::labels::labels! {
         NewNetworkForUser = "new_network_for_user" => 15,
         /// A JWT that failed verification.
         JwtInvalid = "jwt_invalid" => 30,
+        /// No record, but the store evicted this session when it was full: its history
+        /// was lost, so this is no first sight. At the step-up threshold: at worst the
+        /// owner steps up once after a flood.
+        HistoryLost = "history_lost" => 50,
         // The last three are structural: they force an action whatever their weight.
         /// A step-up demanded earlier has not been completed.
         StepUpPending = "step_up_pending" => 0,

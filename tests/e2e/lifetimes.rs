@@ -222,3 +222,52 @@ async fn a_flood_of_challenges_from_one_address_is_answered_429() {
     assert_eq!(statuses.iter().filter(|s| **s == 303).count(), 20, "{statuses:?}");
     assert!(t.running.shared.challenges.len() <= 20);
 }
+
+/// A flood of cookies against a small store: a binding in use is kept; one that went
+/// quiet may be evicted, but its return raises `history_lost` (a step-up), never a clean
+/// first sight — even when the flooder ages its cookies so that they look established.
+#[tokio::test]
+async fn a_flood_of_fresh_cookies_cannot_wash_out_a_binding() {
+    let up = spawn_upstream(None).await;
+    let sections = detector_sections("enforce", "").replace("[session]\n", "[session]\nmax_sessions = 20\n");
+    let t = start_tls(&format!("http://{up}"), "", &sections).await;
+    // Two victims who worked at home for a couple of minutes; then one goes quiet.
+    for _ in 0..2 {
+        for v in ["victim-quiet", "victim-active"] {
+            let (parts, _) = h1_from(&t, "127.0.0.1", browser(&t, v)).await;
+            assert_eq!(parts.status, 200);
+        }
+        t.running.shared.clock.shift(90);
+    }
+    // The flooder fills the store with aged cookies (each used twice, a minute apart, so
+    // they look like sessions with history), then adds fresh ones: with only aged
+    // sessions left to evict, the least recently used goes — the quiet victim.
+    for pass in 0..2 {
+        for i in 0..18 {
+            // The flooder's own evicted cookies come back as history lost (303, or 429 once
+            // this address has had its share of challenges).
+            let (parts, _) = h1_from(&t, "127.0.0.1", browser(&t, &format!("flood-{i}"))).await;
+            assert!(matches!(parts.status.as_u16(), 200 | 303 | 429), "pass {pass}: {}", parts.status);
+        }
+        t.running.shared.clock.shift(61);
+        let (parts, _) = h1_from(&t, "127.0.0.1", browser(&t, "victim-active")).await;
+        assert_eq!(parts.status, 200);
+    }
+    for i in 0..3 {
+        let (parts, _) = h1_from(&t, "127.0.0.1", browser(&t, &format!("fresh-{i}"))).await;
+        assert!(matches!(parts.status.as_u16(), 200 | 303 | 429), "{}", parts.status);
+    }
+    assert!(t.running.shared.store.len() <= 21, "{}", t.running.shared.store.len());
+    // The thief replays both victims' cookies from abroad (Sydney, residential).
+    for v in ["victim-quiet", "victim-active"] {
+        let (parts, _) = h1_from(&t, "127.0.4.20", browser(&t, v)).await;
+        assert_eq!(parts.status, 303, "{v}: the thief got a clean first sight");
+    }
+    // The quiet victim was evicted and came back as history lost; the active one was kept.
+    let lines = audit_until(&t, |l| l.iter().filter(|x| x["event"] == "decision" && x["ip"] == "127.0.4.20").count() >= 2).await;
+    let reasons: Vec<String> = lines.iter().filter(|x| x["event"] == "decision" && x["ip"] == "127.0.4.20").map(|x| x["reasons"].to_string()).collect();
+    assert!(reasons[0].contains("history_lost"), "{reasons:?}");
+    assert!(reasons[1].contains("impossible_travel") && !reasons[1].contains("history_lost"), "{reasons:?}");
+    t.running.shared.observe_state();
+    assert!(t.metric("tether_store_evictions_total").await >= 1.0);
+}
