@@ -14,6 +14,7 @@ use super::answer;
 use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::service::Context;
+use crate::stepup::return_to;
 use crate::audit::{Event, EventKind};
 use crate::session::SessionKey;
 use crate::state::{Shared, Snapshot};
@@ -102,8 +103,12 @@ async fn callback(req: &Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBo
         if cx.identity.as_ref().map(|i| i.key) != Some(pending.session) {
             return Err(CallbackFailure::SessionMismatch);
         }
-        if query_param(query, "error").is_some() {
-            return Err(CallbackFailure::Oidc(Failure::IdpError));
+        if let Some(error) = query_param(query, "error") {
+            // The IdP's own trouble (RFC 6749 §4.1.2.1) is no failure of the user's.
+            return Err(CallbackFailure::Oidc(match error.as_ref() {
+                "server_error" | "temporarily_unavailable" => Failure::IdpUnavailable,
+                _ => Failure::IdpError,
+            }));
         }
         let code = query_param(query, "code").ok_or(CallbackFailure::Oidc(Failure::IdpError))?;
         let id_token = idp.exchange(&code, &pending.verifier, &pending.redirect_uri).await.map_err(CallbackFailure::Oidc)?;
@@ -135,8 +140,10 @@ async fn callback(req: &Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBo
             event.session = Some(pending.session);
             event.user = user;
             shared.audit.record(event);
-            let target = pending.return_to.filter(|p| p.starts_with('/') && !p.starts_with("//")).unwrap_or_else(|| "/".to_owned());
-            // The target came from a request line, so it is valid header text; "/" is
+            // Validated and rebuilt when the challenge began; checked again here so no
+            // stored spelling can leave the console's origin.
+            let target = pending.return_to.and_then(|p| return_to::validate(&p, usize::MAX)).unwrap_or_else(|| "/".to_owned());
+            // The target is rebuilt from plain ASCII, so it is valid header text; "/" is
             // only a fallback that keeps the answer a redirect.
             answer::see_other(HeaderValue::from_str(&target).unwrap_or(HeaderValue::from_static("/")))
         }
@@ -147,6 +154,15 @@ async fn callback(req: &Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBo
             event.detail = Some(failure.as_str());
             shared.audit.record(event);
             let max = snap.config.step_up.as_ref().map_or(3, |s| s.max_failures);
+            // An IdP that cannot be reached (or says it is down) is not the user's failure:
+            // it never counts toward `max_failures`, and the user is asked to retry.
+            if matches!(failure, CallbackFailure::Oidc(Failure::IdpUnavailable)) {
+                return answer::page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Sign-in service unavailable",
+                    "The sign-in service could not be reached. Go back to the page you were on and try again in a moment.",
+                );
+            }
             // Only a failure tied to a real challenge counts against its session: a forged
             // state names no session at all.
             if let Some(key) = failed_session {

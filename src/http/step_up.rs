@@ -10,7 +10,10 @@ use super::body::ProxyBody;
 use super::own::CALLBACK;
 use super::service::Context;
 use crate::detector::Decision;
-use crate::stepup::BeginError;
+use crate::stepup::{return_to, BeginError};
+
+/// Longest return path kept with a challenge (the challenge table's own bound).
+const RETURN_BOUND: usize = 1024;
 use crate::stepup::challenge::{www_authenticate, AuthorizationRequest};
 
 /// A random reference for a block page and its audit line.
@@ -47,7 +50,10 @@ pub(super) async fn challenge(req: &Request<Incoming>, d: &Decision, cx: &Contex
     match (browser, step_up, endpoint, host) {
         (true, Some(cfg), Some(endpoint), Some(host)) => {
             // A GET returns to where it was; anything else is never replayed.
-            let return_to = (req.method() == Method::GET).then(|| req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned());
+            // Rebuilt, not echoed; one too long or unsafe returns to the start page.
+            let return_to = (req.method() == Method::GET)
+                .then(|| req.uri().path_and_query().map_or("/", |p| p.as_str()))
+                .map(|p| return_to::validate(p, RETURN_BOUND).unwrap_or_else(|| "/".to_owned()));
             let scheme = if cx.conn.tls.is_some() { "https" } else { "http" };
             let redirect_uri = cfg.redirect_uri.clone().unwrap_or_else(|| format!("{scheme}://{host}{CALLBACK}"));
             let issued = match shared.challenges.begin(

@@ -354,6 +354,11 @@ impl IdpClient {
         }
         let req = builder.body(Full::new(Bytes::from(form))).map_err(|_| Failure::TokenExchange)?;
         let (status, body) = self.send(req).await?;
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            // The IdP's trouble, not the user's: it does not count as a failed step-up.
+            tracing::warn!(%status, "code exchange: the IdP is failing");
+            return Err(Failure::IdpUnavailable);
+        }
         if !status.is_success() {
             let error = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["error"].as_str().map(str::to_owned));
             tracing::warn!(%status, error = error.as_deref().unwrap_or("-"), "code exchange refused");

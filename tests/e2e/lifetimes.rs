@@ -271,3 +271,55 @@ async fn a_flood_of_fresh_cookies_cannot_wash_out_a_binding() {
     t.running.shared.observe_state();
     assert!(t.metric("tether_store_evictions_total").await >= 1.0);
 }
+
+/// The state parameter of a step-up redirect.
+fn state_of(location: &str) -> String {
+    location.split(['?', '&']).find_map(|kv| kv.strip_prefix("state=")).unwrap().to_owned()
+}
+
+/// An IdP that cannot be reached, or says it is down, is not the user's failure: the
+/// owner retries as often as it takes and the session is never revoked for it.
+#[tokio::test]
+async fn an_idp_outage_never_counts_against_the_user() {
+    // The static endpoints in these sections point at a host that does not resolve.
+    let t = tether_with("").await;
+    let (parts, _) = h1_from(&t, "127.0.0.1", browser(&t, "owner")).await;
+    assert_eq!(parts.status, 200);
+    for attempt in 0..5 {
+        let (parts, _) = h1_from(&t, "127.0.2.10", browser(&t, "owner")).await;
+        assert_eq!(parts.status, 303, "attempt {attempt}");
+        let state = state_of(parts.headers["location"].to_str().unwrap());
+        // Alternately: the code exchange fails in transport, and the IdP says it is down.
+        let query = if attempt % 2 == 0 { format!("code=abc&state={state}") } else { format!("error=temporarily_unavailable&state={state}") };
+        let req = get(&t, &format!("/.tether/callback?{query}"))
+            .header("cookie", "session=owner")
+            .header("user-agent", CHROME)
+            .header("accept", "text/html")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let (parts, _) = h1_from(&t, "127.0.2.10", req).await;
+        assert_eq!(parts.status, 503, "attempt {attempt}: the user is asked to retry");
+    }
+    let lines = audit_until(&t, |l| l.iter().filter(|x| x["event"] == "step_up_failed").count() >= 5).await;
+    assert!(lines.iter().filter(|x| x["event"] == "step_up_failed").all(|x| x["detail"] == "idp_unavailable"));
+    assert!(!lines.iter().any(|x| x["event"] == "session_revoked"), "an IdP outage revoked the owner's session");
+    // An IdP error that is the user's own (access_denied) still counts.
+    let mut revoked = false;
+    for _ in 0..5 {
+        let (parts, _) = h1_from(&t, "127.0.2.10", browser(&t, "owner")).await;
+        if parts.status != 303 {
+            revoked = true;
+            break;
+        }
+        let state = state_of(parts.headers["location"].to_str().unwrap());
+        let req = get(&t, &format!("/.tether/callback?error=access_denied&state={state}"))
+            .header("cookie", "session=owner")
+            .header("user-agent", CHROME)
+            .header("accept", "text/html")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let (parts, _) = h1_from(&t, "127.0.2.10", req).await;
+        assert_eq!(parts.status, 403);
+    }
+    assert!(revoked, "failures of the user's own never revoked the session");
+}
