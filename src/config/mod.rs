@@ -19,7 +19,8 @@ use ipnet::IpNet;
 use decode::{Problems, Section};
 use crate::intel::lists::Entry;
 use crate::intel::{Category, IntelConfig, IocFile};
-use crate::policy::{Policy, Route, Signal};
+use crate::intel::prefix::parse_net;
+use crate::policy::{Mode, Policy, Route, Signal};
 use crate::session::jwt::JwtConfig;
 use crate::session::StoreLimits;
 pub use limits::Limits;
@@ -140,21 +141,6 @@ pub struct Session {
     pub user_header: Option<HeaderName>,
     pub limits: StoreLimits,
     pub jwt: Option<JwtConfig>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Monitor,
-    Enforce,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Monitor => "monitor",
-            Mode::Enforce => "enforce",
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -322,11 +308,6 @@ fn read_cidrs(s: &Section<'_>, key: &'static str) -> Option<Vec<IpNet>> {
         }
     }
     ok.then_some(out)
-}
-
-/// A CIDR, or a bare address as a host prefix.
-pub fn parse_net(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from)).map(|n| n.trunc())
 }
 
 fn read_upstream(s: Section<'_>) -> Option<Upstream> {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::policy::Mode;
 
 fn parse(text: &str) -> Result<Config, ConfigErrors> {
     Config::parse(text, Path::new("/nonexistent-base"))
