@@ -77,7 +77,7 @@ impl Default for Limits {
 }
 
 impl Limits {
-    pub(super) fn read(s: Section<'_>) -> Option<Limits> {
+    pub(super) fn read(s: &Section<'_>) -> Option<Limits> {
         let d = Limits::default();
         let wait = |key, default| s.duration(key, MAX_WAIT).unwrap_or(default);
         let limits = Limits {
@@ -101,7 +101,6 @@ impl Limits {
             h2_max_header_list_bytes: s.bytes("h2_max_header_list_bytes", 4 << 10, 1 << 20).map_or(d.h2_max_header_list_bytes, |n| n as u32),
             h2_keepalive_interval: wait("h2_keepalive_interval", d.h2_keepalive_interval),
         };
-        s.finish();
         Some(limits)
     }
 }
