@@ -18,6 +18,7 @@ pub mod intel;
 pub mod metrics;
 pub mod net;
 pub mod offline;
+pub mod paths;
 pub mod policy;
 pub mod session;
 pub mod state;

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use http::Uri;
 
+use crate::paths;
+
 use super::decode::Section;
 use super::Problem;
 
@@ -116,8 +118,8 @@ pub(super) fn read(s: &Section<'_>) -> Option<Option<StepUp>> {
     let ca_file = s.optional_file("ca_file");
     let redirect_uri = s.string("redirect_uri").map(str::to_owned);
     if let Some(r) = &redirect_uri {
-        if !r.ends_with("/.tether/callback") || r.parse::<Uri>().ok().and_then(|u| u.authority().cloned()).is_none() {
-            s.problem("redirect_uri", Problem::Invalid { expected: "an absolute URL ending in /.tether/callback", found: r.clone() });
+        if !r.ends_with(paths::CALLBACK) || r.parse::<Uri>().ok().and_then(|u| u.authority().cloned()).is_none() {
+            s.problem("redirect_uri", Problem::Invalid { expected: concat!("an absolute URL ending in ", paths::callback!()), found: r.clone() });
         }
     }
     Some(Some(StepUp {
