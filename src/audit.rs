@@ -15,7 +15,8 @@ use prometheus::IntCounter;
 use serde::ser::{SerializeMap, Serializer};
 use tokio::sync::mpsc;
 
-use crate::config::{AuditSink, Mode};
+use crate::config::AuditSink;
+use crate::policy::Mode;
 use crate::fingerprint::Ja4;
 use crate::intel::NetInfo;
 use crate::policy::{Action, Signals};

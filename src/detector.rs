@@ -8,7 +8,8 @@ use std::sync::Arc;
 use http::{HeaderMap, Method};
 
 use crate::audit::{self, Event, EventKind};
-use crate::config::{Config, Mode};
+use crate::config::Config;
+use crate::policy::Mode;
 use crate::fingerprint::{classify, Fingerprint, UserAgent};
 use crate::intel::NetInfo;
 use crate::policy::{self, Action, Observed, Policy, Signal, Verdict};

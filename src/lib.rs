@@ -20,6 +20,7 @@ pub mod labels;
 pub mod metrics;
 pub mod net;
 pub mod offline;
+pub mod paths;
 pub mod policy;
 pub mod session;
 pub mod state;

@@ -2,8 +2,9 @@
 //!
 //! serde stops at the first error; an operator fixing a config wants every error at once,
 //! each with the key path it belongs to. So sections are read key by key through
-//! [`Section`], which records every problem in a shared [`Problems`] list and, when
-//! finished, reports every key it was never asked for as unknown.
+//! [`Section`], which records every problem in its section's [`Problems`] list (shared
+//! with its nested tables) and, when finished, reports every key it was never asked for
+//! as unknown.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};

@@ -94,7 +94,7 @@ impl Default for Limits {
 }
 
 impl Limits {
-    pub(super) fn read(s: Section<'_>) -> Option<Limits> {
+    pub(super) fn read(s: &Section<'_>) -> Option<Limits> {
         let d = Limits::default();
         let wait = |key, default| s.duration(key, MAX_WAIT).unwrap_or(default);
         let limits = Limits {
@@ -122,7 +122,6 @@ impl Limits {
             tunnel_max_lifetime: s.duration("tunnel_max_lifetime", 30 * MAX_WAIT).unwrap_or(d.tunnel_max_lifetime),
             max_connections_per_peer: s.integer("max_connections_per_peer", 1, 1_000_000).map_or(d.max_connections_per_peer, |n| n as usize),
         };
-        s.finish();
         Some(limits)
     }
 }

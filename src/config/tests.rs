@@ -1,4 +1,5 @@
 use super::*;
+use crate::policy::Mode;
 
 fn parse(text: &str) -> Result<Config, ConfigErrors> {
     Config::parse(text, Path::new("/nonexistent-base"))
@@ -202,4 +203,14 @@ colour = "red"
     assert_eq!(intel.networks.len(), 3);
     assert_eq!(intel.allow.len(), 1);
     assert_eq!(intel.privacy_relay_files.len(), 1);
+}
+
+#[test]
+fn redirect_uri_must_end_in_the_callback_path() {
+    let base = "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[step_up]\nissuer = \"https://sso.example.com\"\nclient_id = \"tether\"\n";
+    let good = format!("{base}redirect_uri = \"https://admin.example{}\"\n", crate::paths::CALLBACK);
+    assert!(parse(&good).unwrap().step_up.unwrap().redirect_uri.is_some());
+    let err = parse(&format!("{base}redirect_uri = \"https://admin.example/callback\"\n")).unwrap_err();
+    assert_eq!(paths(&err), ["step_up.redirect_uri"]);
+    assert!(err.to_string().contains(crate::paths::CALLBACK), "{err}");
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
-use super::prefix::PrefixMap;
+use super::prefix::{parse_net, PrefixMap};
 use super::types::{Asn, Category};
 
 /// IoC files are tracked in a 64-bit mask per address.
@@ -28,7 +28,7 @@ impl Entry {
         if s.starts_with("AS") || s.starts_with("as") {
             return s.parse().ok().map(Entry::Asn);
         }
-        crate::config::parse_net(s).map(Entry::Net)
+        parse_net(s).map(Entry::Net)
     }
 }
 
@@ -94,7 +94,7 @@ pub fn read_relay_file(path: &Path) -> Result<Vec<IpNet>, ListError> {
             continue;
         }
         let first = line.split(',').next().unwrap_or("").trim();
-        match crate::config::parse_net(first) {
+        match parse_net(first) {
             Some(net) => out.push(net),
             None => return Err(ListError::BadEntry { path: path.to_path_buf(), line: i + 1, text: first.to_owned() }),
         }

@@ -7,6 +7,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+/// A CIDR, or a bare address as a host prefix; host bits are cleared.
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from)).map(|n| n.trunc())
+}
+
 #[derive(Debug, Clone)]
 pub struct PrefixMap<V> {
     /// (is_v6, prefix length) → masked address bits → value; longest lengths first.
@@ -100,5 +105,15 @@ mod tests {
         m.insert("172.16.5.5/12".parse().unwrap(), "twelve");
         assert_eq!(m.longest(ip("172.31.0.1")), Some(&"twelve"));
         assert_eq!(m.len(), 6);
+    }
+
+    #[test]
+    fn nets_parse_as_cidr_or_bare_address() {
+        assert_eq!(parse_net("10.1.2.3/8"), Some("10.0.0.0/8".parse().unwrap()));
+        assert_eq!(parse_net("192.0.2.7"), Some("192.0.2.7/32".parse().unwrap()));
+        assert_eq!(parse_net("2001:db8::1"), Some("2001:db8::1/128".parse().unwrap()));
+        for bad in ["", "banana", "10.0.0.0/33", "10.0.0.0/", " 10.0.0.1"] {
+            assert_eq!(parse_net(bad), None, "{bad:?}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Weighing signals into one decision, with its reasons.
 
-use crate::config::Mode;
+use super::Mode;
 use crate::session::Secs;
 
 use super::signals::{Signal, Signals};

@@ -15,7 +15,21 @@ use http::Method;
 pub use eval::{evaluate, Action, Verdict};
 pub use signals::{derive, Observed, Signal, Signals};
 
-use crate::config::Mode;
+/// Whether tether acts on its verdicts or only records them (`policy.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Monitor,
+    Enforce,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Monitor => "monitor",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
 
 /// Weights, thresholds and routes: `[policy]` compiled.
 #[derive(Debug, Clone)]

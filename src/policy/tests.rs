@@ -5,7 +5,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::*;
-use crate::config::Mode;
 use crate::fingerprint::{Ja4, Os, TlsClass, UaFamily, UserAgent};
 use crate::intel::{Asn, Category, CategorySource, Coordinates, Country, IocHits, NetInfo};
 use crate::session::record::{Client, Ja4Digest, Place, SessionRecord, UserBaseline};

@@ -92,7 +92,7 @@ async fn a_configmap_style_symlink_swap_is_picked_up() {
     std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     assert!(generation_reaches(&t.running.shared, 2).await, "the swap was not picked up");
-    assert_eq!(t.running.shared.snapshot().detector.mode(), tether::config::Mode::Monitor);
+    assert_eq!(t.running.shared.snapshot().detector.mode(), tether::policy::Mode::Monitor);
     assert_eq!(t.running.shared.snapshot().generation, 2, "exactly one reload");
 
     // A broken edit is refused and the running config stays.
