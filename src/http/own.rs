@@ -20,10 +20,9 @@ use crate::session::SessionKey;
 use crate::state::{Shared, Snapshot};
 use crate::stepup::oidc::{Expect, Failure};
 
-/// Everything tether serves itself lives under this path prefix.
-pub const OWN_PREFIX: &str = "/.tether/";
-pub const CALLBACK: &str = "/.tether/callback";
-pub const BACKCHANNEL_LOGOUT: &str = "/.tether/backchannel-logout";
+/// Everything tether serves itself lives under `OWN_PREFIX` (spelled once, in `paths`).
+pub use crate::paths::{BACKCHANNEL_LOGOUT, CALLBACK, OWN_PREFIX};
+
 /// A logout token is a few kilobytes at most.
 const MAX_LOGOUT_BODY: usize = 64 << 10;
 
