@@ -36,6 +36,12 @@ crate::labels::labels! {
         StepUpFailed = "step_up_failed",
         SessionRevoked = "session_revoked",
         LogoutReceived = "logout_received",
+        /// A request refused (400) because a credential, path or method in it has more
+        /// than one reading; `detail` says which.
+        RequestRefused = "request_refused",
+        /// A request carrying something credential-shaped tether cannot read; judged as a
+        /// first sight.
+        UnrecognisedCredential = "unrecognised_credential",
     }
 }
 

@@ -12,12 +12,12 @@ use crate::config::Config;
 use crate::policy::Mode;
 use crate::fingerprint::{classify, Fingerprint, UserAgent};
 use crate::intel::NetInfo;
-use crate::policy::{self, Action, Observed, Policy, Signal, Verdict};
-use crate::session::identity::{self, Credential};
+use crate::policy::{self, method, path, Action, Observed, Policy, Signal, Verdict};
+use crate::session::credential::{self, Ambiguity, Credential};
 use crate::session::jwt::{JwksError, JwtOutcome, JwtVerifier, VerifiedClaims};
 use crate::session::key::HashKeyError;
 use crate::session::record::{address_tag, Client, Ja4Digest, SessionRecord, RECENT_ADDRESSES};
-use crate::session::{HashKey, Secs, SessionKey, Store, StoreError};
+use crate::session::{HashKey, Loaded, Secs, SessionKey, Store, StoreError};
 
 /// Everything about one request the detector looks at.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +27,8 @@ pub struct Request<'a> {
     pub net: &'a NetInfo,
     pub method: &'a Method,
     pub path: &'a str,
+    /// The query string, for a `_method` override.
+    pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub fingerprint: Option<&'a Fingerprint>,
     /// The peer is a configured trusted hop (its user header is believed).
@@ -71,6 +73,9 @@ pub struct Identity {
     auth_time: Option<Secs>,
     /// From the verified JWT, else a trusted hop's header, else the input itself.
     pub user: Option<Arc<str>>,
+    /// Something credential-shaped tether cannot read: judged as a first sight by the
+    /// network rules, never stored, audited as `unrecognised_credential`.
+    pub unrecognised: bool,
 }
 
 /// The compiled `[session]` and `[policy]`.
@@ -115,7 +120,7 @@ impl Detector {
     /// Judges one request. `None` when it carries no session (nothing to bind or judge).
     /// The two steps in one call, for callers that do not need the identity on its own.
     pub async fn decide(&self, store: &Store, req: &Request<'_>) -> Result<Option<Decision>, StoreError> {
-        let Some(identity) = self.identify(req) else {
+        let Ok(Some(identity)) = self.identify(req) else {
             return Ok(None);
         };
         self.judge(store, req, &identity).await.map(Some)
@@ -124,8 +129,25 @@ impl Detector {
     /// The session a request carries and who holds it; `None` without a session. The
     /// one place a request is identified: the proxy reads the result for the step-up
     /// callback and for judging, so a JWT is verified once per request.
-    pub fn identify(&self, req: &Request<'_>) -> Option<Identity> {
-        let credential = identity::find(req.headers, &self.cookies, self.bearer)?;
+    ///
+    /// A credential with more than one reading is refused ([`Ambiguity`]); one tether
+    /// cannot read at all is judged as a first sight ([`Identity::unrecognised`]).
+    pub fn identify(&self, req: &Request<'_>) -> Result<Option<Identity>, Ambiguity> {
+        let found = credential::read(req.headers, &self.cookies, self.bearer)?;
+        let Some(credential) = found.credential else {
+            if !found.unrecognised {
+                return Ok(None);
+            }
+            // Nothing to key history on: a first sight every time, network rules only.
+            return Ok(Some(Identity {
+                key: SessionKey([0; crate::session::key::SESSION_KEY_LEN]),
+                previous_key: None,
+                jwt_invalid: false,
+                auth_time: None,
+                user: None,
+                unrecognised: true,
+            }));
+        };
         let (key, claims) = self.session_key(&credential, req.now);
         let jwt_invalid = claims.is_none() && self.jwt.is_some() && crate::session::jwt::looks_like_jwt(credential.secret());
         let mut user = claims.as_ref().and_then(|c| c.user.clone());
@@ -139,14 +161,14 @@ impl Detector {
         // rotation, so the usual request pays nothing for it.
         let previous_key = self.hash_key.previous_session_key(credential.domain(), credential.secret());
         let auth_time = claims.and_then(|c| c.auth_time).map(|t| t.min(u64::from(u32::MAX)) as Secs);
-        Some(Identity { key, previous_key, jwt_invalid, auth_time, user })
+        Ok(Some(Identity { key, previous_key, jwt_invalid, auth_time, user, unrecognised: false }))
     }
 
     /// Judges an identified request: store read, signals, evaluation, store write.
     pub async fn judge(&self, store: &Store, req: &Request<'_>, identity: &Identity) -> Result<Decision, StoreError> {
-        let Identity { key, previous_key, jwt_invalid, auth_time: jwt_auth, ref user } = *identity;
+        let Identity { key, previous_key, jwt_invalid, auth_time: jwt_auth, ref user, unrecognised } = *identity;
         let user = user.clone();
-        let mut loaded = store.load(&key, user.as_deref(), req.now).await?;
+        let mut loaded = if unrecognised { Loaded::default() } else { store.load(&key, user.as_deref(), req.now).await? };
         if loaded.record.is_none() {
             // During a hash-key rotation the session may still sit under its old key.
             if let Some(old) = previous_key {
@@ -168,14 +190,20 @@ impl Detector {
             signals.insert(Signal::HistoryLost);
         }
         let authenticated_at = prior.and_then(|r| r.authenticated_at).max(jwt_auth);
-        let route = self.policy.route(req.method, req.path);
+        // Judged as every method it may act as and every spelling of its path: the
+        // strictest matching route wins.
+        let methods = method::judged(req.method, req.headers, req.query).unwrap_or_default();
+        let normal = path::normalise(req.path).unwrap_or(std::borrow::Cow::Borrowed(req.path));
+        let route = self.policy.strictest_route(std::iter::once(req.method).chain(methods.iter()), &[req.path, &normal]);
         let verdict = policy::evaluate(signals, &self.policy, route, authenticated_at, req.now);
 
         let tag = obs.address_tag();
         let new_address = prior.is_some_and(|r| !r.knows_address(tag));
         let record = next_record(prior, &obs, client, user.clone(), authenticated_at, &verdict);
 
-        if verdict.enforced() && verdict.action == Action::Revoke {
+        if unrecognised {
+            // Nothing is written for a credential that cannot be read.
+        } else if verdict.enforced() && verdict.action == Action::Revoke {
             store.revoke(key, req.now).await?;
         } else if !loaded.revoked {
             // Only contexts the policy allowed teach the user's baseline: a thief's

@@ -283,7 +283,7 @@ mod contract {
             labels(crate::audit::EventKind::ALL, crate::audit::EventKind::as_str),
             [
                 "session_bound", "decision", "new_address", "step_up_completed", "step_up_failed", "session_revoked",
-                "logout_received",
+                "logout_received", "request_refused", "unrecognised_credential",
             ]
         );
         assert_eq!(

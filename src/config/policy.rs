@@ -52,12 +52,22 @@ pub(super) fn read(s: &Section<'_>) -> Option<Policy> {
     })
 }
 
-/// One `[[policy.routes]]` table; `None` when its path prefix is missing (reported).
+/// One `[[policy.routes]]` table: `path_prefix` (a prefix) or `path` (a pattern with
+/// `*` for one segment and `**` for any number); `None` when neither is given (reported).
 fn read_route(r: Section<'_>) -> Option<Route> {
-    let path_prefix = r.required_string("path_prefix");
+    let (key, path_prefix) = match (r.string("path_prefix"), r.string("path")) {
+        (Some(p), None) => ("path_prefix", Some(p)),
+        (None, Some(p)) => ("path", Some(p)),
+        (Some(_), Some(p)) => {
+            r.problem("path", Problem::Invalid { expected: "either path or path_prefix, not both", found: p.to_owned() });
+            ("path", None)
+        }
+        (None, None) => ("path_prefix", r.required_string("path_prefix")),
+    };
     if let Some(p) = path_prefix.filter(|p| !p.starts_with('/')) {
-        r.problem("path_prefix", Problem::Invalid { expected: "a path starting with /", found: p.to_owned() });
+        r.problem(key, Problem::Invalid { expected: "a path starting with /", found: p.to_owned() });
     }
+    let fold_case = r.boolean("fold_case").unwrap_or(false);
     let mut methods = Vec::new();
     for (i, m) in r.string_array("methods").unwrap_or_default().into_iter().enumerate() {
         match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
@@ -75,5 +85,5 @@ fn read_route(r: Section<'_>) -> Option<Route> {
     };
     let fresh_auth = r.duration("fresh_auth", Duration::from_secs(30 * 86_400));
     r.finish();
-    Some(Route { path_prefix: path_prefix?.to_owned(), methods, sensitivity, fresh_auth })
+    Some(Route { path_prefix: path_prefix?.to_owned(), methods, sensitivity, fresh_auth, fold_case })
 }

@@ -2,7 +2,7 @@
 //! a `Connection` header names), proxy headers overwritten rather than appended, and the
 //! client's own `X-Tether-*` headers dropped so an upstream never mistakes them for ours.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, FORWARDED, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, FORWARDED, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 
 /// RFC 9110 §7.6.1 plus the de-facto ones that proxies must not forward.
 const HOP_BY_HOP: [&str; 9] = [
@@ -74,6 +74,26 @@ pub fn strip_client_claims(headers: &mut HeaderMap) {
         for name in own {
             headers.remove(name);
         }
+    }
+}
+
+/// One `Cookie` header, as RFC 9113 §8.2.3 says an intermediary forwarding HTTP/2
+/// cookie crumbs to HTTP/1.1 must make it, and as tether judged it: the values joined
+/// with `; ` in the order they came, each as the client sent it. Several `Cookie` lines
+/// would be joined with commas by WSGI servers, which hides every cookie after the first.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else { return };
+    let mut joined = Vec::with_capacity(first.len() * 4);
+    for (i, v) in headers.get_all(COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // invariant: each part was a valid header value, and "; " adds only visible ASCII.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
     }
 }
 

@@ -39,7 +39,9 @@ use crate::detector::{Decision, Identity, Request as DetectorRequest};
 use crate::fingerprint::{Fingerprint, Ja4};
 use crate::intel::NetInfo;
 use crate::net::{client_addr, ConnFacts, Protocol};
-use crate::policy::Action;
+use crate::audit::{Event, EventKind};
+use crate::policy::{method, path, Action};
+use crate::session::credential::Ambiguity;
 use crate::session::Secs;
 use crate::state::{Shared, Snapshot};
 
@@ -81,6 +83,7 @@ impl Context<'_> {
             net: &self.net,
             method: req.method(),
             path: req.uri().path(),
+            query: req.uri().query(),
             headers: req.headers(),
             fingerprint: self.fingerprint.as_ref(),
             peer_trusted: self.peer_trusted,
@@ -117,7 +120,9 @@ async fn respond(
     unread_body: bool,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let mut cx = admit(&req, conn, snap, shared, unread_body)?;
-    identify(&req, &mut cx);
+    if let Err(refusal) = identify(&req, &mut cx) {
+        return Ok(refuse(&req, &cx, refusal));
+    }
     if req.uri().path().starts_with(own::OWN_PREFIX) {
         return own::serve(req, &cx).await;
     }
@@ -167,8 +172,34 @@ fn admit<'a>(
 static UNKNOWN_NET: std::sync::LazyLock<NetInfo> = std::sync::LazyLock::new(NetInfo::unknown);
 
 /// Finds the session the request carries, once, for every later phase.
-fn identify(req: &Request<Incoming>, cx: &mut Context<'_>) {
-    cx.identity = cx.snap.detector.identify(&cx.detector_request(req));
+///
+/// Refused before anything else: a method that is not an upper-case token, a path
+/// encoded beyond any reading, a credential with two readings. The upstream never sees
+/// such a request, so it never acts on a reading tether did not judge.
+fn identify(req: &Request<Incoming>, cx: &mut Context<'_>) -> Result<(), &'static str> {
+    method::judged(req.method(), req.headers(), req.uri().query()).map_err(|_| "method_not_upper_case")?;
+    path::normalise(req.uri().path()).map_err(|_| "path_encoded_too_deep")?;
+    cx.identity = cx.snap.detector.identify(&cx.detector_request(req)).map_err(Ambiguity::as_str)?;
+    if cx.identity.as_ref().is_some_and(|i| i.unrecognised) {
+        let mut e = Event::new(EventKind::UnrecognisedCredential, cx.snap.detector.mode());
+        e.ip = Some(cx.client);
+        e.method = Some(req.method().to_string());
+        e.path = Some(req.uri().path().to_owned());
+        cx.shared.audit.record(e);
+    }
+    Ok(())
+}
+
+/// 400 for a request with two readings, audited with the reason.
+fn refuse(req: &Request<Incoming>, cx: &Context<'_>, reason: &'static str) -> Response<ProxyBody> {
+    let mut e = Event::new(EventKind::RequestRefused, cx.snap.detector.mode());
+    e.ip = Some(cx.client);
+    e.net = Some(cx.net.clone().into_owned());
+    e.method = Some(req.method().to_string());
+    e.path = Some(req.uri().path().to_owned());
+    e.detail = Some(reason);
+    cx.shared.audit.record(e);
+    answer::close_if(answer::json(StatusCode::BAD_REQUEST, format!("{{\"error\":\"ambiguous_request\",\"reason\":\"{reason}\"}}\n")), cx.unread_body)
 }
 
 /// The detector's decision, recorded; `None` for a request without a session.
@@ -230,6 +261,7 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
     let headers = &mut parts.headers;
     hygiene::strip_hop_by_hop(headers);
     hygiene::strip_client_claims(headers);
+    hygiene::join_cookies(headers);
     hygiene::mark_sensitive(headers);
     if let Some(name) = &snap.config.listen.ja4_header {
         headers.remove(name);

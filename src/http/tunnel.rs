@@ -33,6 +33,7 @@ pub(super) struct Recheck {
     net: NetInfo,
     method: http::Method,
     path: String,
+    query: Option<String>,
     headers: http::HeaderMap,
     fingerprint: Option<Fingerprint>,
     peer_trusted: bool,
@@ -47,6 +48,7 @@ impl Recheck {
             net: cx.net.clone().into_owned(),
             method: req.method().clone(),
             path: req.uri().path().to_owned(),
+            query: req.uri().query().map(str::to_owned),
             headers: req.headers().clone(),
             fingerprint: cx.fingerprint,
             peer_trusted: cx.peer_trusted,
@@ -72,13 +74,17 @@ impl Recheck {
             net: &net,
             method: &self.method,
             path: &self.path,
+            query: self.query.as_deref(),
             headers: &self.headers,
             fingerprint: self.fingerprint.as_ref(),
             peer_trusted: self.peer_trusted,
             asserted_user: None,
         };
-        let Some(identity) = snap.detector.identify(&req) else {
-            return true;
+        let identity = match snap.detector.identify(&req) {
+            Ok(Some(identity)) => identity,
+            Ok(None) => return true,
+            // The new configuration reads the credential two ways: not allowed.
+            Err(_) => return false,
         };
         match judge_identified(&self.shared, &snap, &req, &identity, started).await {
             Some(d) => d.verdict.effective() == Action::Allow,

@@ -171,6 +171,7 @@ impl<'a> Replayer<'a> {
             net: &net,
             method: &method,
             path,
+            query: None,
             headers: &headers,
             fingerprint: fingerprint.as_ref(),
             peer_trusted: false,

@@ -26,7 +26,7 @@ pub struct Methods {
 }
 
 impl Methods {
-    pub fn iter(&self) -> impl Iterator<Item = &Method> {
+    pub fn iter(&self) -> impl Iterator<Item = &Method> + Clone {
         self.list.iter().flatten()
     }
 

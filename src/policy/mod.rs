@@ -58,11 +58,21 @@ pub struct Route {
     /// Demand an authentication younger than this, whatever the score (credential-minting
     /// routes: "sudo mode").
     pub fresh_auth: Option<Duration>,
+    /// Compare the path without regard to ASCII case (for consoles whose router does).
+    pub fold_case: bool,
 }
 
 impl Route {
+    /// `path` is normalised ([`path::normalise`]); the rule is a prefix, or a pattern
+    /// with `*` and `**` ([`path::matches`]).
     pub fn matches(&self, method: &Method, path: &str) -> bool {
-        path.starts_with(self.path_prefix.as_str()) && (self.methods.is_empty() || self.methods.contains(method))
+        path::matches(&self.path_prefix, path, self.fold_case) && (self.methods.is_empty() || self.methods.contains(method))
+    }
+
+    /// Which of two matching rules is stricter: a fresh-authentication demand (the
+    /// shorter, the stricter) before none, then the higher sensitivity.
+    fn strictness(&self) -> (u64, f32) {
+        (self.fresh_auth.map_or(0, |d| u64::MAX - d.as_secs()), self.sensitivity)
     }
 }
 
@@ -70,6 +80,15 @@ impl Policy {
     /// The first matching route rule.
     pub fn route(&self, method: &Method, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(method, path))
+    }
+
+    /// The strictest rule matching any of the methods a request is judged as and any of
+    /// the spellings of its path (as sent, and normalised).
+    pub fn strictest_route<'m>(&self, methods: impl Iterator<Item = &'m Method> + Clone, paths: &[&str]) -> Option<&Route> {
+        self.routes
+            .iter()
+            .filter(|r| methods.clone().any(|m| paths.iter().any(|p| r.matches(m, p))))
+            .max_by(|a, b| a.strictness().partial_cmp(&b.strictness()).unwrap_or(std::cmp::Ordering::Equal))
     }
 
     pub fn weight(&self, s: Signal) -> u16 {

@@ -234,8 +234,8 @@ fn pending_step_up_and_revocation_stick() {
 #[test]
 fn routes_raise_sensitivity_and_demand_fresh_auth() {
     let policy = Policy { routes: vec![
-        Route { path_prefix: "/api/tokens".into(), methods: vec![http::Method::POST], sensitivity: 1.0, fresh_auth: Some(std::time::Duration::from_secs(300)) },
-        Route { path_prefix: "/admin".into(), methods: vec![], sensitivity: 2.0, fresh_auth: None },
+        Route { path_prefix: "/api/tokens".into(), methods: vec![http::Method::POST], sensitivity: 1.0, fresh_auth: Some(std::time::Duration::from_secs(300)), fold_case: false },
+        Route { path_prefix: "/admin".into(), methods: vec![], sensitivity: 2.0, fresh_auth: None, fold_case: false },
     ], ..Policy::default() };
     let post = http::Method::POST;
     let get = http::Method::GET;

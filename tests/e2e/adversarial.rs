@@ -123,7 +123,13 @@ async fn path_spellings_of_a_sensitive_route_are_stepped_up() {
         "/admin/inventory/widget/1/delete/",
     ] {
         let (status, body) = raw(t.addr(), &t.certs, HOME, &request(&t, "GET", target, cookie)).await;
-        assert_eq!(status, 303, "{target}: {body}");
+        // A target that is not origin-form (`\console`) is refused by the HTTP parser
+        // itself; everything else is judged on the route it names.
+        if target.starts_with('\\') {
+            assert_eq!(status, 400, "{target}: {body}");
+        } else {
+            assert_eq!(status, 303, "{target}: {body}");
+        }
     }
 }
 

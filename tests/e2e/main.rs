@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod detector;
+mod adversarial;
 mod idp;
 mod lifetimes;
 mod malformed;
