@@ -1,14 +1,13 @@
 //! HTTP on an established connection: hyper configured with every limit, the one request
 //! handler, forwarding with header hygiene, and the error-to-status mapping.
 
-pub mod body;
+pub use crate::upstream::body;
 pub mod error;
 pub mod hygiene;
 mod own;
 pub use own::percent_decode;
 mod service;
 pub mod step_up;
-pub mod upstream;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,9 +17,9 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 
 use crate::net::{ConnFacts, Protocol};
+use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
 /// hyper's own header count bound, parsed without allocating.
@@ -39,7 +38,7 @@ const H2_MAX_LOCAL_RESETS: usize = 1024;
 
 /// Serves one connection until it closes, or until `shutdown` flips, after which it
 /// finishes in-flight requests and closes.
-pub async fn serve<IO>(io: IO, conn: Arc<ConnFacts>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
+pub async fn serve<IO>(io: IO, conn: Arc<ConnFacts>, shared: Arc<Shared>, mut shutdown: Shutdown)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -94,13 +93,13 @@ where
 /// (HTTP/1: the current exchange; HTTP/2: GOAWAY) and waits for it.
 async fn until_stopped<C: std::future::Future>(
     connection: C,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut Shutdown,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) {
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
-        _ = crate::app::stopped(shutdown) => {
+        _ = shutdown.stopped() => {
             graceful(connection.as_mut());
             let _ = connection.await;
         }

@@ -1,4 +1,6 @@
-//! The accept loop and the life of one client connection up to hyper.
+//! The accept loop and the life of one client connection: connection cap, PROXY header,
+//! ClientHello and fingerprint, TLS handshake, then [`http::serve`]. It sits above both
+//! `net` (the pieces it runs) and `http` (where each connection ends up).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,15 +9,16 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout, Instant};
 use tokio_rustls::TlsAcceptor;
 
-use super::client_hello::{self, HelloRead};
-use super::prefixed::PrefixedIo;
-use super::proxy_protocol::{self, Parsed};
-use super::{ConnFacts, Protocol, TlsFacts};
 use crate::http;
+use crate::net::client_hello::{self, HelloRead};
+use crate::net::prefixed::PrefixedIo;
+use crate::net::proxy_protocol::{self, Parsed};
+use crate::net::{ConnFacts, Protocol, TlsFacts};
+use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
 /// Pause after a failed accept (EMFILE and friends) so the loop does not spin.
@@ -25,13 +28,13 @@ const PROXY_READ_CHUNK: usize = 512;
 
 /// Accepts until `shutdown` flips, then waits for open connections to finish (each is
 /// told to close once its in-flight requests are answered) for up to the drain timeout.
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: Shutdown) {
     let max = shared.snapshot().config.limits.max_connections;
     let cap = Arc::new(Semaphore::new(max));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = crate::app::stopped(&mut shutdown) => break,
+            _ = shutdown.stopped() => break,
         };
         let (tcp, peer) = match accepted {
             Ok(pair) => pair,
@@ -69,7 +72,7 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-async fn handle(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: watch::Receiver<bool>, _permit: OwnedSemaphorePermit) {
+async fn handle(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: Shutdown, _permit: OwnedSemaphorePermit) {
     let metrics = &shared.metrics;
     metrics.connections_open.inc();
     let _open = OpenGuard(&metrics.connections_open);
@@ -142,7 +145,7 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutd
     metrics.tls_handshake_seconds.observe(started.elapsed().as_secs_f64());
     let (_, conn) = stream.get_ref();
     let protocol = match conn.alpn_protocol() {
-        Some(super::tls::ALPN_H2) => Protocol::Http2,
+        Some(crate::net::tls::ALPN_H2) => Protocol::Http2,
         _ => Protocol::Http1,
     };
     let sni = conn.server_name().map(Box::from);
