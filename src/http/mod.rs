@@ -1,6 +1,8 @@
 //! HTTP on an established connection: hyper configured with every limit, the one request
 //! handler, forwarding with header hygiene, and the error-to-status mapping.
 
+// The bodies live beside the upstream client that sends them; `http::body` stays their
+// name here, where the service builds its answers.
 pub use crate::upstream::body;
 pub mod error;
 pub mod hygiene;
