@@ -16,6 +16,9 @@ fi
 # The committed fixture databases must be exactly what their source generates.
 cargo run --locked --quiet --example geolite-fixtures -- --check
 
+# Lower modules never import upper ones.
+./scripts/check-layers.sh
+
 cargo test --locked --all-targets
 
 # The deployment artefacts: Prometheus rules and their unit tests, the metrics tether

@@ -17,10 +17,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::audit::{Event, EventKind};
 use crate::session::{SessionKey, SessionRecord};
+use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
 /// Scrapers send small requests; a short header timeout keeps idle sockets from piling up.
@@ -29,14 +29,14 @@ const ADMIN_MAX_BUF: usize = 16 << 10;
 /// A user name in a path is at most this long.
 const MAX_USER: usize = 256;
 
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: Shutdown) {
     loop {
         let (tcp, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(pair) => pair,
                 Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
             },
-            _ = crate::app::stopped(&mut shutdown) => return,
+            _ = shutdown.stopped() => return,
         };
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -185,7 +185,7 @@ async fn api_route(req: &Request<Incoming>, api: &str, shared: &Arc<Shared>) -> 
         }
         (["policy"], false) => json_reply(StatusCode::OK, policy_json(shared)),
         (["reload"], true) => match shared.config_path.get() {
-            Some(path) => match crate::app::reload_in_background(shared.clone(), path.clone()).await {
+            Some(path) => match crate::reload::reload_in_background(shared.clone(), path.clone()).await {
                 Ok(generation) => json_reply(StatusCode::OK, json!({"generation": generation})),
                 Err(e) => json_reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": e.to_string(), "generation": shared.snapshot().generation})),
             },

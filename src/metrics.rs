@@ -256,17 +256,6 @@ impl Metrics {
         }
     }
 
-    /// Gauges that describe the snapshot in force.
-    pub fn observe_snapshot(&self, snap: &crate::state::Snapshot) {
-        self.config_generation.set(snap.generation as i64);
-        self.intel_db_build.reset();
-        if let Some(intel) = &snap.intel {
-            for db in intel.databases() {
-                self.intel_db_build.with_label_values(&[db.kind.as_str()]).set(db.build_epoch() as i64);
-            }
-        }
-    }
-
     pub fn hello(&self, result: HelloResult) {
         self.client_hello.with_label_values(&[result.as_str()]).inc();
     }

@@ -13,11 +13,11 @@ use crate::detector::{Detector, DetectorError};
 use crate::session::{HashKey, Store};
 use crate::stepup::oidc::{IdpClient, OidcSetupError};
 use crate::stepup::Challenges;
-use crate::http::upstream::UpstreamClient;
 use crate::intel::{Intel, IntelError};
 use crate::metrics::Metrics;
 use crate::net::client_addr::TrustedProxies;
 use crate::net::tls::{self, TlsError};
+use crate::upstream::UpstreamClient;
 
 pub struct Snapshot {
     pub config: Config,
@@ -72,6 +72,18 @@ impl Snapshot {
         };
         Ok(Snapshot { config, tls, trusted, upstream, intel, detector, idp, admin_token, generation })
     }
+
+    /// Sets the gauges that describe the snapshot in force. State observes into the
+    /// metrics, never the other way round.
+    fn observe(&self, metrics: &Metrics) {
+        metrics.config_generation.set(self.generation as i64);
+        metrics.intel_db_build.reset();
+        if let Some(intel) = &self.intel {
+            for db in intel.databases() {
+                metrics.intel_db_build.with_label_values(&[db.kind.as_str()]).set(db.build_epoch() as i64);
+            }
+        }
+    }
 }
 
 /// The admin API's bearer token; compared in constant time, never printed.
@@ -119,7 +131,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(first: Snapshot, metrics: Metrics, generated_key: HashKey) -> Result<Shared, AuditOpenError> {
         let generation = AtomicU64::new(first.generation);
-        metrics.observe_snapshot(&first);
+        first.observe(&metrics);
         let store = Store::memory(first.config.session.limits);
         let audit = AuditLog::start(&first.config.audit.sink, metrics.audit_dropped.clone(), metrics.audit_write_errors.clone())?;
         Ok(Shared {
@@ -157,7 +169,7 @@ impl Shared {
     }
 
     pub fn install(&self, next: Snapshot) {
-        self.metrics.observe_snapshot(&next);
+        next.observe(&self.metrics);
         let generation = next.generation;
         self.generation.store(generation, Ordering::Release);
         self.snapshot.store(Arc::new(next));

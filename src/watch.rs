@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
 /// Editors and `kubectl` write in several steps; wait for them to settle.
@@ -75,7 +76,8 @@ fn directories(files: &[PathBuf]) -> BTreeSet<PathBuf> {
 
 /// Watches until `stop` flips. Errors setting up the watcher are logged; SIGHUP and the
 /// admin API still reload.
-pub fn spawn(shared: Arc<Shared>, config_path: PathBuf, mut stop: watch::Receiver<bool>) {
+pub fn spawn(shared: Arc<Shared>, config_path: PathBuf, stop: impl Into<Shutdown>) {
+    let mut stop = stop.into();
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let mut watcher: RecommendedWatcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if res.is_ok() {
@@ -114,7 +116,7 @@ pub fn spawn(shared: Arc<Shared>, config_path: PathBuf, mut stop: watch::Receive
             if !recheck {
                 tokio::select! {
                     got = rx.recv() => if got.is_none() { return },
-                    _ = crate::app::stopped(&mut stop) => return,
+                    _ = stop.stopped() => return,
                 }
             }
             recheck = false;
@@ -126,7 +128,7 @@ pub fn spawn(shared: Arc<Shared>, config_path: PathBuf, mut stop: watch::Receive
                 continue;
             }
             last = now;
-            if crate::app::reload_in_background(shared.clone(), config_path.clone()).await.is_ok() {
+            if crate::reload::reload_in_background(shared.clone(), config_path.clone()).await.is_ok() {
                 let next = watched_files(&config_path, &shared.snapshot().config);
                 if next != files {
                     files = next;

@@ -4,6 +4,7 @@
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
+use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -34,6 +35,19 @@ pub enum BadRequest {
     AuthorityMismatch,
     #[error("unusable request target")]
     Target,
+}
+
+impl From<UpstreamError> for ProxyError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Connect => ProxyError::UpstreamConnect,
+            UpstreamError::Timeout => ProxyError::UpstreamTimeout,
+            UpstreamError::Protocol => ProxyError::UpstreamProtocol,
+            UpstreamError::BodyTooLarge => ProxyError::BodyTooLarge,
+            UpstreamError::BodyIdle => ProxyError::BodyIdle,
+            UpstreamError::Target => ProxyError::BadRequest(BadRequest::Target),
+        }
+    }
 }
 
 impl ProxyError {

@@ -3,7 +3,9 @@
 //! error-to-status mapping.
 
 mod answer;
-pub mod body;
+// The bodies live beside the upstream client that sends them; `http::body` stays their
+// name here, where the service builds its answers.
+pub use crate::upstream::body;
 pub mod error;
 pub mod hygiene;
 mod own;
@@ -12,7 +14,6 @@ mod record;
 mod service;
 pub mod step_up;
 mod tunnel;
-pub mod upstream;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,9 +23,9 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 
 use crate::net::{ConnFacts, Protocol};
+use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
 /// hyper's own header count bound, parsed without allocating.
@@ -43,7 +44,7 @@ const H2_MAX_LOCAL_RESETS: usize = 1024;
 
 /// Serves one connection until it closes, or until `shutdown` flips, after which it
 /// finishes in-flight requests and closes.
-pub async fn serve<IO>(io: IO, conn: Arc<ConnFacts>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
+pub async fn serve<IO>(io: IO, conn: Arc<ConnFacts>, shared: Arc<Shared>, mut shutdown: Shutdown)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -136,7 +137,7 @@ impl Activity {
 /// (HTTP/1: the current exchange; HTTP/2: GOAWAY) and waits for it.
 async fn until_stopped<C: std::future::Future>(
     connection: C,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut Shutdown,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) {
     until_stopped_or(connection, shutdown, std::future::pending(), graceful).await;
@@ -146,14 +147,14 @@ async fn until_stopped<C: std::future::Future>(
 /// was the idle timeout that closed the connection.
 async fn until_stopped_or<C: std::future::Future>(
     connection: C,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut Shutdown,
     idle: impl std::future::Future<Output = ()>,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) -> bool {
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => false,
-        _ = crate::app::stopped(shutdown) => {
+        _ = shutdown.stopped() => {
             graceful(connection.as_mut());
             let _ = connection.await;
             false

@@ -1,9 +1,9 @@
-//! Everything between `accept()` and hyper: connection cap, PROXY header, the ClientHello
-//! read and fingerprint, the TLS handshake, and the per-connection facts they produce.
+//! The pieces between `accept()` and hyper: client address, PROXY header parser, the
+//! ClientHello read, replayed IO, rustls configurations, and the per-connection facts
+//! they produce. The accept loop that runs them in order sits above, in `server`.
 
 pub mod client_addr;
 pub mod client_hello;
-pub mod listener;
 pub mod peers;
 pub mod prefixed;
 pub mod proxy_protocol;

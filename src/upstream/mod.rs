@@ -1,4 +1,8 @@
-//! The pooled HTTP/1.1 client to the upstream (plain or TLS).
+//! The pooled HTTP/1.1 client to the upstream (plain or TLS), and the guarded bodies that
+//! stream through it. Below `state` (the snapshot holds a built client) and below `http`
+//! (which maps [`UpstreamError`] to a status code).
+
+pub mod body;
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -11,8 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::{BodyError, Guarded};
-use super::error::ProxyError;
+use self::body::{BodyError, Guarded};
 use crate::config::{Limits, Upstream as UpstreamConfig};
 use crate::net::tls::{self, TlsError};
 
@@ -23,6 +26,23 @@ const POOL_IDLE: Duration = Duration::from_secs(60);
 const POOL_MAX_IDLE: usize = 64;
 
 pub type RequestBody = Guarded<Incoming>;
+
+/// Why the upstream gave no usable answer (or the request could not be sent to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not connect to the upstream")]
+    Connect,
+    #[error("the upstream did not answer in time")]
+    Timeout,
+    #[error("the upstream answered with something unusable")]
+    Protocol,
+    #[error("request body larger than the configured maximum")]
+    BodyTooLarge,
+    #[error("request body stalled")]
+    BodyIdle,
+    #[error("unusable request target")]
+    Target,
+}
 
 pub struct UpstreamClient {
     client: Client<HttpsConnector<HttpConnector>, RequestBody>,
@@ -60,19 +80,19 @@ impl UpstreamClient {
     }
 
     /// The upstream URI for a request target.
-    pub fn target(&self, path: Option<&PathAndQuery>) -> Result<Uri, ProxyError> {
+    pub fn target(&self, path: Option<&PathAndQuery>) -> Result<Uri, UpstreamError> {
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path.cloned().unwrap_or_else(|| PathAndQuery::from_static("/")))
             .build()
-            .map_err(|_| ProxyError::BadRequest(super::error::BadRequest::Target))
+            .map_err(|_| UpstreamError::Target)
     }
 
     /// Sends the request and waits, bounded, for the response head.
-    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout),
+            Err(_) => Err(UpstreamError::Timeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(classify(&e)),
         }
@@ -81,26 +101,26 @@ impl UpstreamClient {
 
 /// Turns a client error into the proxy's view: was it the request body, the connect,
 /// or the upstream's answer?
-fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     let mut source = e.source();
     while let Some(s) = source {
         if let Some(body) = s.downcast_ref::<BodyError>() {
             return match body {
-                BodyError::TooLarge => ProxyError::BodyTooLarge,
-                BodyError::Idle => ProxyError::BodyIdle,
-                BodyError::Stream(_) => ProxyError::UpstreamProtocol,
+                BodyError::TooLarge => UpstreamError::BodyTooLarge,
+                BodyError::Idle => UpstreamError::BodyIdle,
+                BodyError::Stream(_) => UpstreamError::Protocol,
             };
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
-                return ProxyError::UpstreamTimeout;
+                return UpstreamError::Timeout;
             }
         }
         source = s.source();
     }
     if e.is_connect() {
-        ProxyError::UpstreamConnect
+        UpstreamError::Connect
     } else {
-        ProxyError::UpstreamProtocol
+        UpstreamError::Protocol
     }
 }

@@ -1,4 +1,6 @@
-//! The accept loop and the life of one client connection up to hyper.
+//! The accept loop and the life of one client connection: connection cap, PROXY header,
+//! ClientHello and fingerprint, TLS handshake, then [`http::serve`]. It sits above both
+//! `net` (the pieces it runs) and `http` (where each connection ends up).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,15 +9,17 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout, Instant};
 use tokio_rustls::TlsAcceptor;
 
-use super::client_hello::{self, HelloRead};
-use super::prefixed::PrefixedIo;
-use super::proxy_protocol::{self, Parsed};
-use super::{ConnFacts, Protocol, TlsFacts};
 use crate::http;
+use crate::net::client_hello::{self, HelloRead};
+use crate::net::peers::{PeerCap, PeerPermit};
+use crate::net::prefixed::PrefixedIo;
+use crate::net::proxy_protocol::{self, Parsed};
+use crate::net::{ConnFacts, Protocol, TlsFacts};
+use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
 /// Pause after a failed accept (EMFILE and friends) so the loop does not spin.
@@ -25,14 +29,14 @@ const PROXY_READ_CHUNK: usize = 512;
 
 /// Accepts until `shutdown` flips, then waits for open connections to finish (each is
 /// told to close once its in-flight requests are answered) for up to the drain timeout.
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: Shutdown) {
     let max = shared.snapshot().config.limits.max_connections;
     let cap = Arc::new(Semaphore::new(max));
-    let per_peer = super::peers::PeerCap::new(shared.snapshot().config.limits.max_connections_per_peer);
+    let per_peer = PeerCap::new(shared.snapshot().config.limits.max_connections_per_peer);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = crate::app::stopped(&mut shutdown) => break,
+            _ = shutdown.stopped() => break,
         };
         let (tcp, peer) = match accepted {
             Ok(pair) => pair,
@@ -87,8 +91,8 @@ async fn handle(
     mut tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
-    _permits: (OwnedSemaphorePermit, Option<super::peers::PeerPermit>),
+    shutdown: Shutdown,
+    _permits: (OwnedSemaphorePermit, Option<PeerPermit>),
 ) {
     let metrics = &shared.metrics;
     metrics.connections_open.inc();
@@ -162,7 +166,7 @@ async fn handle(
     metrics.tls_handshake_seconds.observe(started.elapsed().as_secs_f64());
     let (_, conn) = stream.get_ref();
     let protocol = match conn.alpn_protocol() {
-        Some(super::tls::ALPN_H2) => Protocol::Http2,
+        Some(crate::net::tls::ALPN_H2) => Protocol::Http2,
         _ => Protocol::Http1,
     };
     let sni = conn.server_name().map(Box::from);
