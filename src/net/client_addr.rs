@@ -1,6 +1,12 @@
 //! Which address is the client: the socket peer, unless the peer is a configured trusted
-//! proxy, in which case the rightmost untrusted hop of `X-Forwarded-For` (or, without
-//! one, of `Forwarded`).
+//! proxy, in which case the rightmost untrusted hop of `Forwarded` (or, without one, of
+//! `X-Forwarded-For`).
+//!
+//! `Forwarded` first: a balancer that speaks the standard header appends to it, and a
+//! client can add an `X-Forwarded-For` of its own that such a balancer passes through
+//! untouched — read first, it would let the client choose its address. A balancer that
+//! speaks `X-Forwarded-For` must overwrite (or strip) a client's `Forwarded`, as the
+//! common ones can be told to; the README says so.
 //!
 //! The client address is a risk signal, so believing a forwarded header from anyone but
 //! a configured hop would let a thief choose the address tether judges.
@@ -37,10 +43,6 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> I
     if !trusted.contains(peer) {
         return peer;
     }
-    if headers.contains_key(X_FORWARDED_FOR) {
-        let hops = headers.get_all(X_FORWARDED_FOR).iter().rev().flat_map(|v| v.as_bytes().rsplit(|&b| b == b','));
-        return walk(peer, hops.map(parse_xff_hop), trusted);
-    }
     if headers.contains_key(FORWARDED) {
         let hops = headers
             .get_all(FORWARDED)
@@ -49,6 +51,10 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> I
             .flat_map(|v| v.as_bytes().rsplit(|&b| b == b','))
             .map(forwarded_for);
         return walk(peer, hops, trusted);
+    }
+    if headers.contains_key(X_FORWARDED_FOR) {
+        let hops = headers.get_all(X_FORWARDED_FOR).iter().rev().flat_map(|v| v.as_bytes().rsplit(|&b| b == b','));
+        return walk(peer, hops.map(parse_xff_hop), trusted);
     }
     peer
 }
@@ -132,6 +138,17 @@ mod tests {
         // Several header lines are one list, in order.
         let h = headers(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "203.0.113.9")]);
         assert_eq!(resolve(ip("10.0.0.2"), &h, &t), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn a_balancer_forwarded_header_wins_over_a_client_x_forwarded_for() {
+        let t = trusted(&["10.0.0.0/8"]);
+        // The balancer speaks Forwarded; the client sent an X-Forwarded-For of its own.
+        let h = headers(&[("x-forwarded-for", "127.0.0.1"), ("forwarded", "for=203.0.113.9;proto=https")]);
+        assert_eq!(resolve(ip("10.0.0.2"), &h, &t), ip("203.0.113.9"));
+        // Without Forwarded, X-Forwarded-For as before.
+        let h = headers(&[("x-forwarded-for", "203.0.113.5")]);
+        assert_eq!(resolve(ip("10.0.0.2"), &h, &t), ip("203.0.113.5"));
     }
 
     #[test]
