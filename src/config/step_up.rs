@@ -50,6 +50,8 @@ pub struct StepUp {
     pub user_claim: String,
     /// Failed step-ups after which the session is revoked.
     pub max_failures: u8,
+    /// Accept `http://` IdP endpoints (tests only: codes and tokens would cross in clear).
+    pub allow_insecure_http: bool,
 }
 
 /// A client secret; `Debug` never shows it.
@@ -72,7 +74,8 @@ pub(super) fn read(s: &Section<'_>) -> Option<Option<StepUp>> {
     if !s.is_present() {
         return Some(None);
     }
-    let endpoints = read_endpoints(s);
+    let allow_insecure_http = s.boolean("allow_insecure_http").unwrap_or(false);
+    let endpoints = read_endpoints(s, allow_insecure_http);
     let client_id = s.required_string("client_id").map(str::to_owned);
     let inline = s.string("client_secret");
     let file_given = s.has("client_secret_file");
@@ -135,16 +138,22 @@ pub(super) fn read(s: &Section<'_>) -> Option<Option<StepUp>> {
         redirect_uri,
         user_claim,
         max_failures,
+        allow_insecure_http,
     }))
 }
 
 /// The IdP's endpoints: an issuer to discover them from, or all three given (with the
 /// issuer optional).
-fn read_endpoints(s: &Section<'_>) -> Option<IdpEndpoints> {
+fn read_endpoints(s: &Section<'_>, allow_http: bool) -> Option<IdpEndpoints> {
     let https_url = |key: &'static str| -> Option<Uri> {
         let v = s.string(key)?;
         let uri: Uri = s.parse_value(key, v, "an https:// URL")?;
-        if !matches!(uri.scheme_str(), Some("https") | Some("http")) || uri.authority().is_none() {
+        let scheme_ok = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => allow_http,
+            _ => false,
+        };
+        if !scheme_ok || uri.authority().is_none() {
             s.problem(key, Problem::Invalid { expected: "an https:// URL", found: v.to_owned() });
             return None;
         }

@@ -161,6 +161,20 @@ fn explicit_endpoints_take_the_issuer_or_derive_it() {
 }
 
 #[test]
+fn plain_http_idp_endpoints_are_refused_unless_allowed() {
+    let base = "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[step_up]\nclient_id = \"tether\"\n";
+    for endpoints in [
+        "issuer = \"http://sso.example.com\"\n",
+        "authorization_endpoint = \"http://sso.example.com/a\"\ntoken_endpoint = \"https://sso.example.com/t\"\njwks_uri = \"https://sso.example.com/k\"\n",
+    ] {
+        let err = parse(&format!("{base}{endpoints}")).unwrap_err();
+        assert!(paths(&err).iter().any(|p| p.starts_with("step_up.")), "{endpoints}: {:?}", paths(&err));
+        let cfg = parse(&format!("{base}{endpoints}allow_insecure_http = true\n")).unwrap();
+        assert!(cfg.step_up.unwrap().allow_insecure_http);
+    }
+}
+
+#[test]
 fn secret_never_in_debug() {
     let s = ClientSecret::Inline("hunter2".into());
     assert!(!format!("{s:?}").contains("hunter2"));

@@ -268,6 +268,12 @@ impl IdpClient {
             tracing::error!(expected = issuer_text, found = %m.issuer, "discovery document names another issuer");
             return Err(Failure::IdpUnavailable);
         }
+        // Codes and tokens never cross in clear, whatever the document says.
+        let insecure = [&m.authorization_endpoint, &m.token_endpoint, &m.jwks_uri].into_iter().find(|u| !u.starts_with("https://"));
+        if let Some(url) = insecure.filter(|_| !self.cfg.allow_insecure_http) {
+            tracing::error!(%url, "discovery document names an endpoint that is not https://");
+            return Err(Failure::IdpUnavailable);
+        }
         let m = Arc::new(m);
         *slot = Some(m.clone());
         Ok(m)
