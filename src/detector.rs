@@ -231,9 +231,10 @@ impl Detector {
         let Some(verifier) = &self.jwt else { return (key, None) };
         match verifier.check(credential.secret(), key, u64::from(now)) {
             JwtOutcome::Verified(claims) => {
+                // Keyed by what the token says it is, never by its bytes or its header.
                 let key = match &claims.sid {
                     Some(sid) => self.hash_key.session_key(b"\0sid", sid.as_bytes()),
-                    None => key,
+                    None => self.hash_key.session_key(b"\0jwt", claims.canonical.as_bytes()),
                 };
                 (key, Some(claims))
             }

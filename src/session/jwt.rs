@@ -52,6 +52,10 @@ pub struct VerifiedClaims {
     pub acr: Option<Arc<str>>,
     pub amr: Vec<Arc<str>>,
     pub exp: u64,
+    /// What names this token whatever its bytes: its `jti`, else issuer, subject and
+    /// issue time. A token sent in another header, or with its ECDSA signature malleated,
+    /// is the same session.
+    pub canonical: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +77,14 @@ struct RawClaims {
     acr: Option<String>,
     #[serde(default)]
     amr: Option<Vec<String>>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    iat: Option<u64>,
 }
 
 /// What a session JWT must show besides its signature.
@@ -89,7 +101,17 @@ pub fn check_claims(claims: &Value, rules: &SessionRules<'_>, now: u64) -> Resul
     let registered = Rules { issuers: &[rules.issuer], audience: rules.audience, required: &REQUIRED, expiry: Expiry::Checked, leeway: LEEWAY_SECS };
     let exp = jwt::check_registered(claims, &registered, now)?.exp.ok_or(Rejected::Malformed)?;
     let c = RawClaims::deserialize(claims).map_err(|_| Rejected::Malformed)?;
+    let canonical: Arc<str> = match &c.jti {
+        Some(jti) => Arc::from(format!("jti\0{jti}")),
+        None => Arc::from(format!(
+            "iss\0{}\0sub\0{}\0iat\0{}",
+            c.iss.as_deref().unwrap_or(""),
+            c.sub.as_deref().unwrap_or(""),
+            c.iat.map_or(String::new(), |t| t.to_string())
+        )),
+    };
     Ok(VerifiedClaims {
+        canonical,
         user: claims.get(rules.user_claim).and_then(Value::as_str).map(Arc::from),
         sid: c.sid.map(Arc::from),
         auth_time: c.auth_time,
@@ -279,6 +301,28 @@ mod tests {
         }
         let c = check_claims(&good, &SessionRules { user_claim: "sid", ..rules }, now).unwrap();
         assert_eq!((c.user.as_deref(), c.sid.as_deref(), c.acr.as_deref(), c.exp), (Some("s-1"), Some("s-1"), Some("mfa"), now + 60));
+    }
+
+    #[test]
+    fn a_token_is_named_by_its_claims_not_its_bytes() {
+        let now = 1_800_000_000u64;
+        let rules = SessionRules { issuer: "https://sso.example", audience: "console", user_claim: "sub" };
+        let base = serde_json::json!({"iss": "https://sso.example", "aud": "console", "exp": now + 60, "sub": "u-1", "iat": now - 5});
+        let canonical = |c: &serde_json::Value| check_claims(c, &rules, now).unwrap().canonical;
+        // Whatever else differs (a refreshed expiry, claim order), the same jti is one token.
+        let mut a = base.clone();
+        a["jti"] = "t-1".into();
+        let mut b = a.clone();
+        b["exp"] = (now + 120).into();
+        assert_eq!(canonical(&a), canonical(&b));
+        // Without a jti: issuer, subject and issue time.
+        let mut later = base.clone();
+        later["iat"] = (now - 1).into();
+        assert_ne!(canonical(&base), canonical(&later));
+        let mut other = base.clone();
+        other["sub"] = "u-2".into();
+        assert_ne!(canonical(&base), canonical(&other));
+        assert_ne!(canonical(&base), canonical(&a));
     }
 
     #[test]
