@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let cookies = vec!["session".to_owned(), "sso".to_owned()];
-    let _ = tether::session::identity::find(&headers, &cookies, true);
+    let _ = tether::session::credential::read(&headers, &cookies, true);
     let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()]);
     let _ = resolve("10.1.2.3".parse().unwrap(), &headers, &trusted);
     if let Some(ua) = headers.get("user-agent") {

@@ -2,7 +2,6 @@
 //! verified JWT says about them), and what tether remembers about each session and
 //! user between requests.
 
-pub mod identity;
 pub mod jwt;
 pub mod key;
 pub mod memory;
