@@ -323,3 +323,25 @@ async fn an_idp_outage_never_counts_against_the_user() {
     }
     assert!(revoked, "failures of the user's own never revoked the session");
 }
+
+/// A challenge answered after its lifetime, with the clock moved past it, is refused as
+/// expired; one answered in time reaches the IdP exchange.
+#[tokio::test]
+async fn a_challenge_answered_after_its_lifetime_is_expired() {
+    let t = tether_with("").await;
+    let (parts, _) = h1_from(&t, "127.0.0.1", browser(&t, "late")).await;
+    assert_eq!(parts.status, 200);
+    let (parts, _) = h1_from(&t, "127.0.2.10", browser(&t, "late")).await;
+    assert_eq!(parts.status, 303);
+    let state = state_of(parts.headers["location"].to_str().unwrap());
+    t.running.shared.clock.shift(601);
+    let req = get(&t, &format!("/.tether/callback?code=abc&state={state}"))
+        .header("cookie", "session=late")
+        .header("user-agent", CHROME)
+        .header("accept", "text/html")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let (parts, _) = h1_from(&t, "127.0.2.10", req).await;
+    assert_eq!(parts.status, 403);
+    audit_event(&t, "step_up_failed", "detail", "state_expired").await;
+}
