@@ -355,9 +355,10 @@ fn next_record(
         }
         Some(p) => {
             let mut r = p.clone();
-            // A sighting that was refused did not use the session: it does not move
-            // "last seen", so the owner carrying on is not mistaken for alternation.
-            if !demanded {
+            // A sighting that was (or, in monitor mode, would have been) refused did not
+            // use the session: it does not move "last seen", so the owner carrying on is
+            // not mistaken for alternation, and monitor mode's numbers are enforce's.
+            if verdict.action < Action::StepUp {
                 if !place.same_network(&p.last) {
                     r.previous = Some(p.last);
                 }
