@@ -1,0 +1,187 @@
+//! The replica-local cache in front of Redis: recently loaded sessions (so the hot path
+//! usually pays no round trip), the revocations this replica has learned (held for their
+//! whole lifetime, so they still refuse while Redis is unreachable), and the sessions
+//! whose history could not be read (never written back, so a first-sight judgement made
+//! blind does not overwrite real history).
+//!
+//! Lock discipline as in the embedded store: no map guard lives across another call on
+//! the same map or an `.await`; values are copied out within the statement.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use crate::session::{Loaded, Secs, SessionKey, SessionRecord, UserBaseline};
+
+#[derive(Clone)]
+pub(super) struct Entry {
+    pub record: SessionRecord,
+    /// The baseline of `record.user` or of the user the load named, with that name.
+    pub baseline: Option<(Arc<str>, UserBaseline)>,
+    pub fetched: Instant,
+    /// `record.last.at` as last written to Redis: steady use re-writes at most every
+    /// [`super::WRITE_EVERY`] seconds.
+    pub written_at: Secs,
+}
+
+pub(super) struct Cache {
+    sessions: DashMap<SessionKey, Entry>,
+    revoked: DashMap<SessionKey, Secs>,
+    /// Sessions whose last load could not read Redis, and since when.
+    blind: DashMap<SessionKey, Instant>,
+    pub ttl: Duration,
+    pub stale_for: Duration,
+    capacity: usize,
+}
+
+/// How a cached entry answers a load.
+pub(super) enum Hit {
+    Fresh(Loaded),
+    /// Older than the cache lifetime: used only when Redis cannot be read.
+    Stale(Loaded),
+    Miss,
+}
+
+impl Cache {
+    pub fn new(ttl: Duration, stale_for: Duration, capacity: usize) -> Cache {
+        Cache { sessions: DashMap::new(), revoked: DashMap::new(), blind: DashMap::new(), ttl, stale_for, capacity: capacity.max(1) }
+    }
+
+    pub fn revoked(&self, key: &SessionKey, now: Secs) -> bool {
+        self.revoked.get(key).is_some_and(|until| *until > now)
+    }
+
+    pub fn revoke(&self, key: SessionKey, until: Secs) {
+        self.sessions.remove(&key);
+        if self.revoked.len() >= self.capacity && !self.revoked.contains_key(&key) {
+            // Redis keeps every revocation; this copy is the outage fallback, so when it
+            // is full the ones that expire soonest matter least. Amortised: expired ones go first.
+            let now = crate::session::now();
+            self.revoked.retain(|_, u| *u > now);
+            if self.revoked.len() >= self.capacity {
+                let soonest = self.revoked.iter().map(|e| (*e.value(), *e.key())).min();
+                if let Some((_, k)) = soonest {
+                    self.revoked.remove(&k);
+                }
+            }
+        }
+        self.revoked.insert(key, until);
+    }
+
+    pub fn lookup(&self, key: &SessionKey, user: Option<&str>) -> Hit {
+        let Some(e) = self.sessions.get(key).map(|e| e.clone()) else { return Hit::Miss };
+        let want = user.or(e.record.user.as_deref());
+        let baseline = match (&e.baseline, want) {
+            (Some((u, b)), Some(w)) if &**u == w => Some(*b),
+            // The cached baseline is someone else's (or none was loaded for this user).
+            (_, Some(_)) => return Hit::Miss,
+            (_, None) => None,
+        };
+        let loaded = Loaded { record: Some(e.record), baseline, revoked: false, history_lost: false };
+        let age = e.fetched.elapsed();
+        if age <= self.ttl {
+            Hit::Fresh(loaded)
+        } else if age <= self.stale_for {
+            Hit::Stale(loaded)
+        } else {
+            Hit::Miss
+        }
+    }
+
+    pub fn entry(&self, key: &SessionKey) -> Option<Entry> {
+        self.sessions.get(key).map(|e| e.clone())
+    }
+
+    pub fn put(&self, key: SessionKey, entry: Entry) {
+        if self.sessions.len() >= self.capacity && !self.sessions.contains_key(&key) {
+            // Drop what is past even its outage use first; if that frees too little, start
+            // over (a refill costs one round trip per session).
+            let stale_for = self.stale_for;
+            self.sessions.retain(|_, e| e.fetched.elapsed() <= stale_for);
+            if self.sessions.len() >= self.capacity * 9 / 10 {
+                self.sessions.clear();
+            }
+        }
+        self.sessions.insert(key, entry);
+    }
+
+    /// Updates the cached record after a write, keeping its baseline unless given one.
+    pub fn wrote(&self, key: SessionKey, record: SessionRecord, learned: Option<(&Arc<str>, &UserBaseline)>, fresh: bool) {
+        let previous = self.entry(&key);
+        let baseline = match learned {
+            Some((u, b)) => Some((u.clone(), *b)),
+            None => previous.as_ref().and_then(|e| e.baseline.clone()),
+        };
+        let fetched = if fresh { Instant::now() } else { previous.as_ref().map_or_else(Instant::now, |e| e.fetched) };
+        let written_at = if fresh { record.last.at } else { previous.as_ref().map_or(0, |e| e.written_at) };
+        self.put(key, Entry { record, baseline, fetched, written_at });
+    }
+
+    pub fn forget(&self, key: &SessionKey) {
+        self.sessions.remove(key);
+    }
+
+    /// Forgets every cached session of `user`; with `revoke_until`, also revokes them
+    /// locally (the fallback when the user's revocation could not reach Redis).
+    pub fn forget_user(&self, user: &str, revoke_until: Option<Secs>) -> Vec<SessionKey> {
+        let mut gone = Vec::new();
+        self.sessions.retain(|k, e| {
+            let theirs = e.record.user.as_deref() == Some(user);
+            if theirs {
+                gone.push(*k);
+            }
+            !theirs
+        });
+        if let Some(until) = revoke_until {
+            for k in &gone {
+                self.revoke(*k, until);
+            }
+        }
+        gone
+    }
+
+    /// After a reconnect to the invalidation channel: anything cached may have missed a
+    /// message. Revocations stay (they only ever refuse).
+    pub fn clear(&self) {
+        self.sessions.clear();
+    }
+
+    pub fn mark_blind(&self, key: SessionKey) {
+        if self.blind.len() >= self.capacity {
+            let stale_for = self.stale_for;
+            self.blind.retain(|_, at| at.elapsed() <= stale_for);
+            if self.blind.len() >= self.capacity {
+                // Past the bound a blind write can slip through; it is bounded by the
+                // merge rules in the store script (a newer binding is refused there).
+                return;
+            }
+        }
+        self.blind.insert(key, Instant::now());
+    }
+
+    pub fn is_blind(&self, key: &SessionKey) -> bool {
+        let stale_for = self.stale_for;
+        self.blind.get(key).is_some_and(|at| at.elapsed() <= stale_for)
+    }
+
+    pub fn see(&self, key: &SessionKey) {
+        self.blind.remove(key);
+    }
+
+    /// Drops entries past every use and expired revocations.
+    pub fn sweep(&self, now: Secs) {
+        let stale_for = self.stale_for;
+        self.sessions.retain(|_, e| e.fetched.elapsed() <= stale_for);
+        self.blind.retain(|_, at| at.elapsed() <= stale_for);
+        self.revoked.retain(|_, until| *until > now);
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn revocations(&self) -> usize {
+        self.revoked.len()
+    }
+}
