@@ -23,7 +23,7 @@ mod cache;
 mod scripts;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -209,10 +209,12 @@ struct Inner {
     on_error: OnError,
     events: broadcast::Sender<Invalidation>,
     degraded: AtomicU64,
-    /// Seconds since the epoch of the last failed and last successful call (0: never).
+    /// Milliseconds since the epoch of the last failed and last successful call (0: never).
     last_failure: AtomicU64,
     last_success: AtomicU64,
     revocations: AtomicU64,
+    /// Subscribed to the invalidation channel right now.
+    listening: AtomicBool,
 }
 
 /// The shared store. Dropping it stops its subscription task.
@@ -300,6 +302,7 @@ impl RedisStore {
             last_failure: AtomicU64::new(0),
             last_success: AtomicU64::new(0),
             revocations: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
         });
         let subscriber = tokio::spawn(subscribe(client, Arc::downgrade(&inner), cfg.connect_timeout)).abort_handle();
         Ok(RedisStore { inner, subscriber })
@@ -309,6 +312,12 @@ impl RedisStore {
     /// revoked session or user; on `All` (or a lagged receiver), re-judge every tunnel.
     pub fn subscribe(&self) -> broadcast::Receiver<Invalidation> {
         self.inner.events.subscribe()
+    }
+
+    /// Whether this replica currently hears other replicas' invalidations (until it
+    /// does, its cache answers nothing without asking Redis).
+    pub fn is_listening(&self) -> bool {
+        self.inner.listening.load(Ordering::Acquire)
     }
 
     /// Failed or timed-out calls since start.
@@ -346,10 +355,13 @@ impl RedisStore {
             return Ok(Loaded { revoked: true, ..Loaded::default() });
         }
         let stale = match inner.cache.lookup(key, user) {
-            Hit::Fresh(loaded) => return Ok(inner.unexpired(loaded, now)),
-            Hit::Stale(loaded) => Some(loaded),
+            // Deaf to invalidations, a cached copy is trusted only when Redis cannot answer.
+            Hit::Fresh(loaded) if inner.listening.load(Ordering::Acquire) => return Ok(inner.unexpired(loaded, now)),
+            Hit::Fresh(loaded) | Hit::Stale(loaded) => Some(loaded),
             Hit::Miss => None,
         };
+        // Taken before the read: an invalidation racing it leaves the entry stale.
+        let epoch = inner.cache.epoch();
         let mut conn = inner.conn();
         let k = &inner.keys;
         let mut call = inner.scripts.load.prepare_invoke();
@@ -390,8 +402,10 @@ impl RedisStore {
                 *key,
                 Entry {
                     record: r.clone(),
-                    baseline: owner.zip(baseline),
+                    owner,
+                    baseline,
                     fetched: Instant::now(),
+                    epoch,
                     written_at: r.last.at,
                 },
             );
@@ -582,6 +596,10 @@ impl RedisStore {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64).max(1)
+}
+
 impl Inner {
     fn conn(&self) -> ConnectionManager {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
@@ -591,14 +609,14 @@ impl Inner {
 
     fn count_degraded(&self) {
         self.degraded.fetch_add(1, Ordering::Relaxed);
-        self.last_failure.store(u64::from(super::now()).max(1), Ordering::Relaxed);
+        self.last_failure.store(now_ms(), Ordering::Relaxed);
     }
 
     /// Runs one call under the command bound; a failure or timeout is `Degraded`.
     async fn run<T>(&self, call: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
         match tokio::time::timeout(self.command_timeout, call).await {
             Ok(Ok(v)) => {
-                self.last_success.store(u64::from(super::now()).max(1), Ordering::Relaxed);
+                self.last_success.store(now_ms(), Ordering::Relaxed);
                 Ok(v)
             }
             Ok(Err(e)) => {
@@ -650,8 +668,9 @@ impl Inner {
     }
 }
 
-/// Keeps one subscription to the invalidation channel, reconnecting with backoff. After
-/// every (re)subscription the session cache is cleared: messages may have been missed.
+/// Keeps one subscription to the invalidation channel, reconnecting with backoff. While
+/// not subscribed, and once after every (re)subscription, cached sessions are stale:
+/// messages may have been missed.
 async fn subscribe(client: redis::Client, inner: Weak<Inner>, connect_timeout: Duration) {
     const MAX_BACKOFF: Duration = Duration::from_secs(5);
     let mut backoff = Duration::from_millis(100);
@@ -660,7 +679,8 @@ async fn subscribe(client: redis::Client, inner: Weak<Inner>, connect_timeout: D
         if let Ok(Ok(mut pubsub)) = tokio::time::timeout(connect_timeout, client.get_async_pubsub()).await {
             if let Ok(Ok(())) = tokio::time::timeout(connect_timeout, pubsub.subscribe(&channel)).await {
                 let Some(i) = inner.upgrade() else { return };
-                i.cache.clear();
+                i.cache.expire_all();
+                i.listening.store(true, Ordering::Release);
                 let _ = i.events.send(Invalidation::All);
                 drop(i);
                 backoff = Duration::from_millis(100);
@@ -668,6 +688,10 @@ async fn subscribe(client: redis::Client, inner: Weak<Inner>, connect_timeout: D
                 while let Some(msg) = messages.next().await {
                     let Some(i) = inner.upgrade() else { return };
                     i.on_message(msg.get_payload_bytes());
+                }
+                if let Some(i) = inner.upgrade() {
+                    i.listening.store(false, Ordering::Release);
+                    i.cache.expire_all();
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! Lock discipline as in the embedded store: no map guard lives across another call on
 //! the same map or an `.await`; values are copied out within the statement.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,9 +18,13 @@ use crate::session::{Loaded, Secs, SessionKey, SessionRecord, UserBaseline};
 #[derive(Clone)]
 pub(super) struct Entry {
     pub record: SessionRecord,
-    /// The baseline of `record.user` or of the user the load named, with that name.
-    pub baseline: Option<(Arc<str>, UserBaseline)>,
+    /// Whose baseline was loaded (`record.user` or the user the load named), and that
+    /// baseline (`None`: they have none yet).
+    pub owner: Option<Arc<str>>,
+    pub baseline: Option<UserBaseline>,
     pub fetched: Instant,
+    /// The cache epoch it was loaded in; an entry from an earlier epoch is stale.
+    pub epoch: u64,
     /// `record.last.at` as last written to Redis: steady use re-writes at most every
     /// [`super::WRITE_EVERY`] seconds.
     pub written_at: Secs,
@@ -30,6 +35,9 @@ pub(super) struct Cache {
     revoked: DashMap<SessionKey, Secs>,
     /// Sessions whose last load could not read Redis, and since when.
     blind: DashMap<SessionKey, Instant>,
+    /// Bumped when invalidations may have been missed: every entry becomes stale (still
+    /// an outage fallback, never again a fresh answer).
+    epoch: AtomicU64,
     pub ttl: Duration,
     pub stale_for: Duration,
     capacity: usize,
@@ -45,7 +53,7 @@ pub(super) enum Hit {
 
 impl Cache {
     pub fn new(ttl: Duration, stale_for: Duration, capacity: usize) -> Cache {
-        Cache { sessions: DashMap::new(), revoked: DashMap::new(), blind: DashMap::new(), ttl, stale_for, capacity: capacity.max(1) }
+        Cache { sessions: DashMap::new(), revoked: DashMap::new(), blind: DashMap::new(), epoch: AtomicU64::new(0), ttl, stale_for, capacity: capacity.max(1) }
     }
 
     pub fn revoked(&self, key: &SessionKey, now: Secs) -> bool {
@@ -72,15 +80,15 @@ impl Cache {
     pub fn lookup(&self, key: &SessionKey, user: Option<&str>) -> Hit {
         let Some(e) = self.sessions.get(key).map(|e| e.clone()) else { return Hit::Miss };
         let want = user.or(e.record.user.as_deref());
-        let baseline = match (&e.baseline, want) {
-            (Some((u, b)), Some(w)) if &**u == w => Some(*b),
+        let baseline = match (&e.owner, want) {
+            (Some(u), Some(w)) if &**u == w => e.baseline,
             // The cached baseline is someone else's (or none was loaded for this user).
             (_, Some(_)) => return Hit::Miss,
             (_, None) => None,
         };
         let loaded = Loaded { record: Some(e.record), baseline, revoked: false, history_lost: false };
         let age = e.fetched.elapsed();
-        if age <= self.ttl {
+        if age <= self.ttl && e.epoch == self.epoch() {
             Hit::Fresh(loaded)
         } else if age <= self.stale_for {
             Hit::Stale(loaded)
@@ -109,13 +117,18 @@ impl Cache {
     /// Updates the cached record after a write, keeping its baseline unless given one.
     pub fn wrote(&self, key: SessionKey, record: SessionRecord, learned: Option<(&Arc<str>, &UserBaseline)>, fresh: bool) {
         let previous = self.entry(&key);
-        let baseline = match learned {
-            Some((u, b)) => Some((u.clone(), *b)),
-            None => previous.as_ref().and_then(|e| e.baseline.clone()),
+        let (owner, baseline) = match learned {
+            Some((u, b)) => (Some(u.clone()), Some(*b)),
+            None => previous.as_ref().map_or((None, None), |e| (e.owner.clone(), e.baseline)),
         };
-        let fetched = if fresh { Instant::now() } else { previous.as_ref().map_or_else(Instant::now, |e| e.fetched) };
+        let (fetched, epoch) = match (&previous, fresh) {
+            (Some(e), false) => (e.fetched, e.epoch),
+            // Not confirmed by Redis and nothing before it: stale from the start.
+            (None, false) => (Instant::now(), self.epoch().wrapping_sub(1)),
+            (_, true) => (Instant::now(), self.epoch()),
+        };
         let written_at = if fresh { record.last.at } else { previous.as_ref().map_or(0, |e| e.written_at) };
-        self.put(key, Entry { record, baseline, fetched, written_at });
+        self.put(key, Entry { record, owner, baseline, fetched, epoch, written_at });
     }
 
     pub fn forget(&self, key: &SessionKey) {
@@ -141,10 +154,15 @@ impl Cache {
         gone
     }
 
-    /// After a reconnect to the invalidation channel: anything cached may have missed a
-    /// message. Revocations stay (they only ever refuse).
-    pub fn clear(&self) {
-        self.sessions.clear();
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// After a (re)connect to the invalidation channel: anything cached may have missed
+    /// a message, so it is read again before it is trusted. Revocations stay (they only
+    /// ever refuse).
+    pub fn expire_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn mark_blind(&self, key: SessionKey) {
