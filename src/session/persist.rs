@@ -249,4 +249,28 @@ mod tests {
         std::fs::write(&path, b"TTH").unwrap();
         assert!(matches!(RevocationLog::open(dir.path(), 100, 86_400, 0), Err(PersistError::Corrupt { offset: 0, .. })));
     }
+
+    #[tokio::test]
+    async fn the_embedded_store_revoked_before_a_restart_is_revoked_after() {
+        use crate::session::{Store, StoreLimits};
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StoreLimits { absolute_ttl: 3600, ..StoreLimits::default() };
+        let t0 = 1_700_000_000;
+        {
+            let store = Store::memory_persistent(limits, dir.path(), t0).unwrap();
+            store.revoke(key(1), t0).await.unwrap();
+            let user: std::sync::Arc<str> = std::sync::Arc::from("alice");
+            store.index_session(&user, key(2)).await.unwrap();
+            store.revoke_user("alice", t0).await.unwrap();
+        }
+        // "Restart": a new store from the same directory.
+        let store = Store::memory_persistent(limits, dir.path(), t0 + 60).unwrap();
+        for k in [key(1), key(2)] {
+            assert!(store.load(&k, None, t0 + 60).await.unwrap().revoked, "{k} revoked after the restart");
+        }
+        assert!(!store.load(&key(3), None, t0 + 60).await.unwrap().revoked);
+        // Their lifetime is the one they had: an hour from the revoke, not from the restart.
+        let later = Store::memory_persistent(limits, dir.path(), t0 + 3601).unwrap();
+        assert!(!later.load(&key(1), None, t0 + 3601).await.unwrap().revoked);
+    }
 }
