@@ -74,6 +74,8 @@ pub struct Loaded {
 /// The session store. An enum rather than a trait object so the hot path stays static
 /// dispatch: the embedded store (its revocations optionally kept on disk) or the shared
 /// one in Redis/Valkey.
+// One store per process, built once: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
     Memory(memory::MemoryStore, Option<persist::RevocationLog>),
     Redis(redis::RedisStore),

@@ -74,7 +74,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<HashMap<SessionKey, Secs>, Persist
     for (i, e) in body.chunks_exact(ENTRY).enumerate() {
         let stored = u32::from_be_bytes([e[20], e[21], e[22], e[23]]);
         if check(&e[..20]) != stored {
-            if i + 1 == whole && body.len() % ENTRY == 0 {
+            if i + 1 == whole && body.len().is_multiple_of(ENTRY) {
                 // The last entry, torn by a crash mid-append.
                 break;
             }

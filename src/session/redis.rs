@@ -258,6 +258,11 @@ impl RedisStore {
             settings = settings.set_password(password);
         }
         info = info.set_redis_settings(settings);
+        if cfg.url.starts_with("rediss:") {
+            // The TLS client takes the process's default crypto provider; tether's own
+            // listeners pass theirs explicitly, so install it here (a no-op if one is).
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
         let client = match &cfg.ca_file {
             Some(path) => {
                 let pem = tokio::fs::read(path).await.map_err(|source| SetupError::Read { path: path.clone(), source })?;
@@ -460,7 +465,8 @@ impl RedisStore {
             .arg(baseline)
             .arg(BASELINE_TTL)
             .arg(limits.idle_ttl)
-            .arg(limits.absolute_ttl);
+            .arg(limits.absolute_ttl)
+            .arg(learned.map_or("", |(u, _)| &**u));
         match inner.run(async move { call.invoke_async::<i64>(&mut conn).await }).await {
             Ok(0 | 1) => inner.cache.wrote(key, record, learned, true),
             // Refused or merged: what Redis holds differs from what this replica wrote.

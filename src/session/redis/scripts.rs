@@ -49,7 +49,7 @@ return {rec or false, base or false, revoked, lost}
 /// state changed, so other replicas drop their cached copy.
 ///
 /// KEYS: session, revoked. ARGV: prefix, session hex, now, record, ttl, user or "",
-/// deadline, baseline or "", baseline ttl, idle ttl, absolute ttl.
+/// deadline, baseline or "", baseline ttl, idle ttl, absolute ttl, the baseline's user.
 /// Returns 0 written, 1 written and published, 2 refused (a binding it did not see),
 /// 3 refused (revoked), 4 written with another replica's demand kept (and published).
 pub const STORE: &str = r#"
@@ -83,7 +83,7 @@ if old and #old >= 13 and string.byte(old, 1) == 1 and #new >= 13 then
 end
 redis.call('SET', KEYS[1], new, 'EX', ARGV[5])
 if ARGV[6] ~= '' then redis.call('ZADD', ARGV[1] .. 'x:' .. ARGV[6], 'XX', ARGV[7], ARGV[2]) end
-if ARGV[8] ~= '' and ARGV[6] ~= '' then redis.call('SET', ARGV[1] .. 'u:' .. ARGV[6], ARGV[8], 'EX', ARGV[9]) end
+if ARGV[8] ~= '' and ARGV[12] ~= '' then redis.call('SET', ARGV[1] .. 'u:' .. ARGV[12], ARGV[8], 'EX', ARGV[9]) end
 if code ~= 0 then redis.call('PUBLISH', ARGV[1] .. 'inv', 's' .. ARGV[2]) end
 return code
 "#;
