@@ -418,3 +418,53 @@ async fn revocations_survive_redis_filling_up() {
         assert!(fresh.load(k, None, t0).await.unwrap().revoked, "{k}: a revocation was evicted");
     }
 }
+
+#[tokio::test]
+async fn tls_with_a_private_ca_a_password_file_and_an_acl_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, tls_key, password) = (dir.path().join("tls.crt"), dir.path().join("tls.key"), dir.path().join("password"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&tls_key, ck.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bin = std::env::var("TETHER_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let child = Command::new(bin)
+        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&tls_key)
+        .arg("--tls-ca-cert-file")
+        .arg(&cert)
+        .args(["--tls-auth-clients", "no", "--user", "tether", "on", ">s3cret", "~*", "&*", "+@all", "--user", "default", "off"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        let _ = unavailable("shared-store TLS test");
+        return;
+    };
+    let _server = Server { child, url: String::new(), _dir: tempfile::tempdir().unwrap() };
+    let cfg = RedisConfig {
+        url: format!("rediss://localhost:{port}"),
+        ca_file: Some(cert.clone()),
+        password_file: Some(password.clone()),
+        username: Some("tether".into()),
+        ..config("", "tls")
+    };
+    let store = Store::redis(cfg.clone(), limits()).await.unwrap();
+    let r = store.as_redis().unwrap();
+    assert!(eventually(Duration::from_secs(10), async || r.ping().await.is_ok()).await.is_some(), "TLS, ACL user and password accepted");
+    let k = key(42);
+    let t0 = now();
+    store.store(k, record(t0, None, "SE"), None).await.unwrap();
+    assert!(store.load(&k, None, t0).await.unwrap().record.is_some());
+    // A wrong password is refused (and counted), not a crash.
+    std::fs::write(&password, "wrong\n").unwrap();
+    let bad = Store::redis(cfg, limits()).await.unwrap();
+    assert!(bad.as_redis().unwrap().ping().await.is_err());
+    assert!(matches!(bad.load(&k, None, t0).await, Err(StoreError::Degraded)));
+}
