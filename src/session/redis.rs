@@ -430,7 +430,7 @@ impl RedisStore {
             return Ok(());
         }
         if learned.is_none() {
-            if let Some(e) = inner.cache.entry(&key) {
+            if let Some(e) = inner.cache.entry(&key).filter(|e| inner.cache.confirmed(e)) {
                 let mut same = e.record.clone();
                 same.last.at = record.last.at;
                 if same == record && record.last.at.saturating_sub(e.written_at) < WRITE_EVERY {

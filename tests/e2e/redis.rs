@@ -28,22 +28,29 @@ impl Server {
         let dir = tempfile::tempdir().ok()?;
         for _ in 0..3 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-            let mut cmd = Command::new(&bin);
+            if let Some(mut server) = Server::on_port(&bin, port, &dir, extra) {
+                if server.ready() {
+                    server._dir = dir;
+                    return Some(server);
+                }
+            }
+        }
+        None
+    }
+
+    fn on_port(bin: &str, port: u16, dir: &tempfile::TempDir, extra: &[&str]) -> Option<Server> {
+        {
+            let mut cmd = Command::new(bin);
             cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(dir.path())
                 .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
-            let Ok(child) = cmd.spawn() else { return None };
+            let child = cmd.spawn().ok()?;
             let url = format!("redis://127.0.0.1:{port}");
-            let mut server = Server { child, url, _dir: tempfile::tempdir().ok()? };
-            if server.ready() {
-                server._dir = dir;
-                return Some(server);
-            }
+            Some(Server { child, url, _dir: tempfile::tempdir().ok()? })
         }
-        None
     }
 
     fn ready(&mut self) -> bool {
@@ -467,4 +474,38 @@ async fn tls_with_a_private_ca_a_password_file_and_an_acl_user() {
     let bad = Store::redis(cfg, limits()).await.unwrap();
     assert!(bad.as_redis().unwrap().ping().await.is_err());
     assert!(matches!(bad.load(&k, None, t0).await, Err(StoreError::Degraded)));
+}
+
+#[tokio::test]
+async fn a_redis_restart_is_survived_by_reconnecting_and_resubscribing() {
+    let Some(mut t) = private("shared-store restart-of-Redis test", &[]) else { return };
+    let cfg = RedisConfig { command_timeout: Duration::from_millis(200), ..config(&t.url, "bounce") };
+    let (a, b) = (replica(&cfg).await, replica(&cfg).await);
+    let t0 = now();
+    let k = key(1);
+    a.store(k, record(t0, None, "SE"), None).await.unwrap();
+    assert!(b.load(&k, None, t0).await.unwrap().record.is_some());
+    let port: u16 = t.url.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    drop(t._server.take());
+    let deaf = eventually(Duration::from_secs(3), async || !b.as_redis().unwrap().is_listening()).await;
+    eprintln!("B noticed the lost subscription after {deaf:?}");
+    // Stopped: unknown sessions degrade, within the bound; nothing panics.
+    let s = Instant::now();
+    assert!(matches!(a.load(&key(2), None, t0).await, Err(StoreError::Degraded)));
+    eprintln!("stopped Redis: unknown session answered in {:?}", s.elapsed());
+    let bin = std::env::var("TETHER_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let mut again = Server::on_port(&bin, port, &dir, &[]).expect("restarted");
+    assert!(again.ready());
+    let took = eventually(Duration::from_secs(15), async || {
+        a.as_redis().unwrap().ping().await.is_ok() && b.as_redis().unwrap().is_listening()
+    })
+    .await
+    .expect("both replicas reconnected and B listens again");
+    eprintln!("reconnected after the Redis restart in {took:?}");
+    // Shared again, invalidations included.
+    b.store(k, record(t0, None, "SE"), None).await.unwrap();
+    assert!(b.load(&k, None, t0).await.unwrap().record.is_some());
+    a.revoke(k, t0).await.unwrap();
+    assert!(eventually(Duration::from_secs(1), async || b.load(&k, None, t0).await.unwrap().revoked).await.is_some());
 }

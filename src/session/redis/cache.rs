@@ -97,6 +97,12 @@ impl Cache {
         }
     }
 
+    /// Whether an entry still reflects Redis (read within the cache lifetime, and no
+    /// invalidation missed since): only then may a write be skipped.
+    pub fn confirmed(&self, e: &Entry) -> bool {
+        e.fetched.elapsed() <= self.ttl && e.epoch == self.epoch()
+    }
+
     pub fn entry(&self, key: &SessionKey) -> Option<Entry> {
         self.sessions.get(key).map(|e| e.clone())
     }
