@@ -213,6 +213,7 @@ struct Inner {
     last_failure: AtomicU64,
     last_success: AtomicU64,
     revocations: AtomicU64,
+    evictions: AtomicU64,
     /// Subscribed to the invalidation channel right now.
     listening: AtomicBool,
 }
@@ -307,6 +308,7 @@ impl RedisStore {
             last_failure: AtomicU64::new(0),
             last_success: AtomicU64::new(0),
             revocations: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
             listening: AtomicBool::new(false),
         });
         let subscriber = tokio::spawn(subscribe(client, Arc::downgrade(&inner), cfg.connect_timeout)).abort_handle();
@@ -557,7 +559,7 @@ impl RedisStore {
     }
 
     /// Redis expires sessions itself; this trims the local cache and refreshes the
-    /// revocation count for metrics.
+    /// revocation and eviction counts for metrics (two round trips, once a minute).
     pub async fn sweep(&self, now: Secs) -> usize {
         let inner = &self.inner;
         inner.cache.sweep(now);
@@ -565,6 +567,13 @@ impl RedisStore {
         let key = inner.keys.revoked.clone();
         if let Ok(n) = inner.run(async move { redis::cmd("ZCARD").arg(key).query_async::<u64>(&mut conn).await }).await {
             inner.revocations.store(n, Ordering::Relaxed);
+        }
+        let mut conn = inner.conn();
+        if let Ok(info) = inner.run(async move { redis::cmd("INFO").arg("stats").query_async::<String>(&mut conn).await }).await {
+            // Server-wide (every prefix on this Redis): what `maxmemory` evicted.
+            if let Some(n) = info.lines().find_map(|l| l.strip_prefix("evicted_keys:")).and_then(|v| v.trim().parse().ok()) {
+                inner.evictions.store(n, Ordering::Relaxed);
+            }
         }
         0
     }
@@ -578,14 +587,14 @@ impl RedisStore {
         self.len() == 0
     }
 
-    /// `sessions` counts this replica's cache; `revocations` the shared set as of the
-    /// last sweep; evictions happen inside Redis (`INFO stats`, `evicted_keys`).
+    /// `sessions` counts this replica's cache; `revocations` the shared set and
+    /// `evictions` Redis's `evicted_keys` (server-wide), both as of the last sweep.
     pub fn counts(&self) -> StoreCounts {
         StoreCounts {
             sessions: self.inner.cache.len(),
             users: 0,
             revocations: (self.inner.revocations.load(Ordering::Relaxed) as usize).max(self.inner.cache.revocations()),
-            evictions: 0,
+            evictions: self.inner.evictions.load(Ordering::Relaxed),
         }
     }
 

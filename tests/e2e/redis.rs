@@ -421,6 +421,9 @@ async fn revocations_survive_redis_filling_up() {
     eprintln!("maxmemory 4mb: {i} sessions written, {n} keys evicted");
     assert!(n >= 1000, "Redis evicted under pressure");
     let fresh = replica(&cfg).await;
+    fresh.sweep(t0).await;
+    assert_eq!(fresh.counts().revocations, 200);
+    assert!(fresh.counts().evictions >= 1000, "evictions reported for metrics");
     for k in &revoked {
         assert!(fresh.load(k, None, t0).await.unwrap().revoked, "{k}: a revocation was evicted");
     }
