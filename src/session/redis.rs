@@ -20,17 +20,19 @@
 
 pub mod codec;
 mod cache;
+mod challenges;
+mod invalidate;
 mod scripts;
+
+pub use challenges::RedisChallenges;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, Script};
-use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use self::cache::{Cache, Entry, Hit};
@@ -311,7 +313,7 @@ impl RedisStore {
             evictions: AtomicU64::new(0),
             listening: AtomicBool::new(false),
         });
-        let subscriber = tokio::spawn(subscribe(client, Arc::downgrade(&inner), cfg.connect_timeout)).abort_handle();
+        let subscriber = tokio::spawn(invalidate::subscribe(client, Arc::downgrade(&inner), cfg.connect_timeout)).abort_handle();
         Ok(RedisStore { inner, subscriber })
     }
 
@@ -349,11 +351,6 @@ impl RedisStore {
         let mut conn = self.inner.conn();
         self.inner.run(async move { redis::cmd("PING").query_async::<String>(&mut conn).await }).await?;
         Ok(start.elapsed())
-    }
-
-    /// The shared pending-challenge table (a step-up callback may land on any replica).
-    pub fn challenges(&self) -> RedisChallenges {
-        RedisChallenges { inner: self.inner.clone() }
     }
 
     pub async fn load(&self, key: &SessionKey, user: Option<&str>, now: Secs) -> Result<Loaded, StoreError> {
@@ -597,18 +594,6 @@ impl RedisStore {
             evictions: self.inner.evictions.load(Ordering::Relaxed),
         }
     }
-
-    /// Remembers a back-channel logout token's `jti`; `false` when it was seen before
-    /// (a replay). Stored hashed: the id is not a secret, but it is not ours to keep.
-    pub async fn remember_logout(&self, jti: &str) -> Result<bool, StoreError> {
-        let inner = &self.inner;
-        let key = format!("{}j:{}", inner.keys.prefix, hex(&Sha256::digest(jti.as_bytes())[..16]));
-        let mut conn = inner.conn();
-        let set = inner
-            .run(async move { redis::cmd("SET").arg(key).arg(1).arg("NX").arg("EX").arg(LOGOUT_JTI_TTL).query_async::<Option<String>>(&mut conn).await })
-            .await?;
-        Ok(set.is_some())
-    }
 }
 
 fn now_ms() -> u64 {
@@ -654,103 +639,5 @@ impl Inner {
             loaded.record = None;
         }
         loaded
-    }
-
-    fn on_message(&self, payload: &[u8]) {
-        let Some((&kind, rest)) = payload.split_first() else { return };
-        let Ok(rest) = std::str::from_utf8(rest) else { return };
-        match kind {
-            b's' => {
-                if let Some(key) = SessionKey::parse_hex(rest) {
-                    self.cache.forget(&key);
-                    let _ = self.events.send(Invalidation::Session(key));
-                }
-            }
-            b'r' => {
-                let (hex, until) = rest.split_once(' ').unwrap_or((rest, ""));
-                if let Some(key) = SessionKey::parse_hex(hex) {
-                    let until = until.parse().unwrap_or_else(|_| super::now().saturating_add(self.limits.absolute_ttl));
-                    self.cache.revoke(key, until);
-                    let _ = self.events.send(Invalidation::Revoked(key));
-                }
-            }
-            b'u' => {
-                self.cache.forget_user(rest, None);
-                let _ = self.events.send(Invalidation::User(Arc::from(rest)));
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Keeps one subscription to the invalidation channel, reconnecting with backoff. While
-/// not subscribed, and once after every (re)subscription, cached sessions are stale:
-/// messages may have been missed.
-async fn subscribe(client: redis::Client, inner: Weak<Inner>, connect_timeout: Duration) {
-    const MAX_BACKOFF: Duration = Duration::from_secs(5);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let Some(channel) = inner.upgrade().map(|i| i.keys.channel.clone()) else { return };
-        if let Ok(Ok(mut pubsub)) = tokio::time::timeout(connect_timeout, client.get_async_pubsub()).await {
-            if let Ok(Ok(())) = tokio::time::timeout(connect_timeout, pubsub.subscribe(&channel)).await {
-                let Some(i) = inner.upgrade() else { return };
-                i.cache.expire_all();
-                i.listening.store(true, Ordering::Release);
-                let _ = i.events.send(Invalidation::All);
-                drop(i);
-                backoff = Duration::from_millis(100);
-                let mut messages = pubsub.into_on_message();
-                while let Some(msg) = messages.next().await {
-                    let Some(i) = inner.upgrade() else { return };
-                    i.on_message(msg.get_payload_bytes());
-                }
-                if let Some(i) = inner.upgrade() {
-                    i.listening.store(false, Ordering::Release);
-                    i.cache.expire_all();
-                }
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-/// Pending step-up challenges in Redis, by challenge id, each with the lifetime of
-/// [`crate::stepup::challenge::CHALLENGE_TTL`]. Values are opaque here
-/// (`stepup::wire::encode_pending`); the session they belong to sits at bytes 1..17.
-#[derive(Clone)]
-pub struct RedisChallenges {
-    inner: Arc<Inner>,
-}
-
-impl RedisChallenges {
-    /// Keeps a challenge; past `per_session` pending ones for that session, its oldest
-    /// is dropped.
-    pub async fn put(&self, id: &[u8], session: &SessionKey, value: Vec<u8>, ttl: Secs, per_session: usize) -> Result<(), StoreError> {
-        let inner = &self.inner;
-        let mut conn = inner.conn();
-        let k = &inner.keys;
-        let mut call = inner.scripts.challenge_put.prepare_invoke();
-        call.key(k.challenge(id)).key(k.challenges_of(session));
-        call.arg(value).arg(ttl.max(1)).arg(hex(id)).arg(per_session.max(1)).arg(&k.prefix);
-        inner.run(async move { call.invoke_async::<i64>(&mut conn).await }).await.map(drop)
-    }
-
-    /// Takes a challenge once: a second take (here or at another replica) finds nothing.
-    pub async fn take(&self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let inner = &self.inner;
-        let mut conn = inner.conn();
-        let mut call = inner.scripts.challenge_take.prepare_invoke();
-        call.key(inner.keys.challenge(id)).arg(&inner.keys.prefix).arg(hex(id));
-        inner.run(async move { call.invoke_async::<Option<Vec<u8>>>(&mut conn).await }).await
-    }
-
-    /// A step-up of `session` succeeded: its other pending challenges are void.
-    pub async fn clear_session(&self, session: &SessionKey) -> Result<(), StoreError> {
-        let inner = &self.inner;
-        let mut conn = inner.conn();
-        let mut call = inner.scripts.challenge_clear.prepare_invoke();
-        call.key(inner.keys.challenges_of(session)).arg(&inner.keys.prefix);
-        inner.run(async move { call.invoke_async::<i64>(&mut conn).await }).await.map(drop)
     }
 }

@@ -1,6 +1,6 @@
 //! The shared store's wire form: session records and user baselines as small
 //! hand-written binary values, each led by a version byte (pending step-up challenges
-//! use the same reader, from `stepup::wire`).
+//! use the same reader, from the step-up module).
 //!
 //! Fixed-width big-endian fields, so a record is ~100 bytes and the Lua scripts can read
 //! the few header fields they merge (`struct.unpack('>BIIBBH', v)`) without a decoder.
