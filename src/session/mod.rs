@@ -6,7 +6,9 @@ pub mod jwt;
 pub mod key;
 pub mod memory;
 pub mod credential;
+pub mod persist;
 pub mod record;
+pub mod redis;
 pub mod tombstone;
 pub mod tunnels;
 
@@ -70,25 +72,63 @@ pub struct Loaded {
 }
 
 /// The session store. An enum rather than a trait object so the hot path stays static
-/// dispatch; the shared (Redis) store joins as a second variant.
+/// dispatch: the embedded store (its revocations optionally kept on disk) or the shared
+/// one in Redis/Valkey.
+// One store per process, built once: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
-    Memory(memory::MemoryStore),
+    Memory(memory::MemoryStore, Option<persist::RevocationLog>),
+    Redis(redis::RedisStore),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("session store unavailable")]
     Unavailable,
+    /// The shared store could not answer within its bound: judge by network-only rules
+    /// (or refuse, per `store.on_error`), and write nothing back for this session.
+    #[error("shared session store unreachable or too slow")]
+    Degraded,
+    #[error("cannot set up the shared session store")]
+    Setup(#[source] redis::SetupError),
+    #[error("cannot restore revocations")]
+    Persist(#[source] persist::PersistError),
 }
 
 impl Store {
     pub fn memory(limits: StoreLimits) -> Store {
-        Store::Memory(memory::MemoryStore::new(limits))
+        Store::Memory(memory::MemoryStore::new(limits), None)
+    }
+
+    /// The embedded store with its revocations kept in `state_dir` across restarts:
+    /// those still in force are restored now.
+    pub fn memory_persistent(limits: StoreLimits, state_dir: &std::path::Path, now: Secs) -> Result<Store, StoreError> {
+        let (log, live) = persist::RevocationLog::open(state_dir, limits.max_sessions, limits.absolute_ttl, now).map_err(StoreError::Persist)?;
+        let m = memory::MemoryStore::new(limits);
+        for (key, until) in live {
+            // The embedded store remembers a revocation for `absolute_ttl` from `now`.
+            m.revoke(key, until.saturating_sub(limits.absolute_ttl));
+        }
+        Ok(Store::Memory(m, Some(log)))
+    }
+
+    /// The shared store. Connects lazily: it starts (degraded) while Redis is down.
+    pub async fn redis(cfg: redis::RedisConfig, limits: StoreLimits) -> Result<Store, StoreError> {
+        redis::RedisStore::connect(cfg, limits).await.map(Store::Redis).map_err(StoreError::Setup)
+    }
+
+    /// The shared store, when this is one (its invalidations, challenges, health).
+    pub fn as_redis(&self) -> Option<&redis::RedisStore> {
+        match self {
+            Store::Redis(r) => Some(r),
+            Store::Memory(..) => None,
+        }
     }
 
     pub async fn load(&self, key: &SessionKey, user: Option<&str>, now: Secs) -> Result<Loaded, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.load(key, user, now)),
+            Store::Memory(m, _) => Ok(m.load(key, user, now)),
+            Store::Redis(r) => r.load(key, user, now).await,
         }
     }
 
@@ -99,49 +139,70 @@ impl Store {
         learned: Option<(&Arc<str>, &UserBaseline)>,
     ) -> Result<(), StoreError> {
         match self {
-            Store::Memory(m) => {
+            Store::Memory(m, _) => {
                 m.store(key, record, learned);
                 Ok(())
             }
+            Store::Redis(r) => r.store(key, record, learned).await,
         }
     }
 
     pub async fn index_session(&self, user: &Arc<str>, key: SessionKey) -> Result<(), StoreError> {
         match self {
-            Store::Memory(m) => {
+            Store::Memory(m, _) => {
                 m.index_session(user, key);
                 Ok(())
             }
+            Store::Redis(r) => r.index_session(user, key).await,
         }
     }
 
     pub async fn revoke(&self, key: SessionKey, now: Secs) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.revoke(key, now)),
+            Store::Memory(m, log) => {
+                let existed = m.revoke(key, now);
+                if let Some(log) = log {
+                    persist(log, &key, now);
+                }
+                Ok(existed)
+            }
+            Store::Redis(r) => r.revoke(key, now).await,
         }
     }
 
     pub async fn revoke_user(&self, user: &str, now: Secs) -> Result<Vec<SessionKey>, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.revoke_user(user, now)),
+            Store::Memory(m, log) => {
+                let keys = m.revoke_user(user, now);
+                if let Some(log) = log {
+                    for k in &keys {
+                        persist(log, k, now);
+                    }
+                }
+                Ok(keys)
+            }
+            Store::Redis(r) => r.revoke_user(user, now).await,
         }
     }
 
     pub async fn sessions_of(&self, user: &str) -> Result<Vec<(SessionKey, SessionRecord)>, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.sessions_of(user)),
+            Store::Memory(m, _) => Ok(m.sessions_of(user)),
+            Store::Redis(r) => r.sessions_of(user).await,
         }
     }
 
     pub async fn sweep(&self, now: Secs) -> usize {
         match self {
-            Store::Memory(m) => m.sweep(now),
+            Store::Memory(m, _) => m.sweep(now),
+            Store::Redis(r) => r.sweep(now).await,
         }
     }
 
     pub fn len(&self) -> usize {
         match self {
-            Store::Memory(m) => m.len(),
+            Store::Memory(m, _) => m.len(),
+            Store::Redis(r) => r.len(),
         }
     }
 
@@ -151,7 +212,16 @@ impl Store {
 
     pub fn counts(&self) -> memory::StoreCounts {
         match self {
-            Store::Memory(m) => m.counts(),
+            Store::Memory(m, _) => m.counts(),
+            Store::Redis(r) => r.counts(),
         }
+    }
+}
+
+/// Writes a revocation through to disk. A failure is logged, not returned: the revocation
+/// holds in memory, and failing the request would not make the disk work.
+fn persist(log: &persist::RevocationLog, key: &SessionKey, now: Secs) {
+    if let Err(e) = log.revoked(key, now) {
+        tracing::error!(error = %e, "revocation not written to the state directory; it will not survive a restart");
     }
 }

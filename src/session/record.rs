@@ -264,6 +264,28 @@ impl UserBaseline {
     }
 }
 
+/// Raw forms for the shared store's wire encoding (`session::redis`): the in-memory
+/// types stay opaque to everything else.
+impl Prefix {
+    pub(crate) fn to_bits(self) -> u64 {
+        (u64::from(self.0[0]) << 32) | u64::from(self.0[1])
+    }
+
+    pub(crate) fn from_bits(bits: u64) -> Prefix {
+        Prefix([(bits >> 32) as u32, bits as u32])
+    }
+}
+
+impl Ja4Digest {
+    pub(crate) fn to_bits(self) -> u32 {
+        self.0
+    }
+
+    pub(crate) fn from_bits(bits: u32) -> Ja4Digest {
+        Ja4Digest(bits)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ pub mod oidc;
 pub mod return_to;
 
 pub mod table;
+pub mod wire;
 
 pub use challenge::Pending;
 pub use table::{BeginError, ChallengeLimits, Challenges, Rate};

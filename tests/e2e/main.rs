@@ -8,6 +8,7 @@ mod idp;
 mod lifetimes;
 mod malformed;
 mod proxy;
+mod redis;
 mod reload;
 mod stepup;
 mod support;
