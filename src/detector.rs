@@ -192,9 +192,13 @@ impl Detector {
         let authenticated_at = prior.and_then(|r| r.authenticated_at).max(jwt_auth);
         // Judged as every method it may act as and every spelling of its path: the
         // strictest matching route wins.
-        let methods = method::judged(req.method, req.headers, req.query).unwrap_or_default();
-        let normal = path::normalise(req.path).unwrap_or(std::borrow::Cow::Borrowed(req.path));
-        let route = self.policy.strictest_route(std::iter::once(req.method).chain(methods.iter()), &[req.path, &normal]);
+        let route = if self.policy.routes.is_empty() {
+            None
+        } else {
+            let methods = method::judged(req.method, req.headers, req.query).unwrap_or_default();
+            let normal = path::normalise(req.path).unwrap_or(std::borrow::Cow::Borrowed(req.path));
+            self.policy.strictest_route(std::iter::once(req.method).chain(methods.iter()), &[req.path, &normal])
+        };
         let verdict = policy::evaluate(signals, &self.policy, route, authenticated_at, req.now);
 
         let tag = obs.address_tag();

@@ -3,13 +3,19 @@
 //! headers, a `_method` query parameter). Bodies are not read: a console whose framework
 //! takes `_method` from a form body lists POST on its sensitive routes.
 
-use http::header::HeaderMap;
+use http::header::{HeaderMap, HeaderName};
 use http::Method;
 
-const OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-method-override", "x-http-method"];
+/// Header names parsed once, not on every lookup.
+const OVERRIDE_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-http-method"),
+];
 
-/// At most the request's own method and one per override source.
-pub const MAX_METHODS: usize = 1 + OVERRIDE_HEADERS.len() + 1;
+/// At most the request's own method and one per override source (three headers and
+/// the query).
+pub const MAX_METHODS: usize = 1 + 3 + 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MethodError {
@@ -60,7 +66,7 @@ pub fn judged(method: &Method, headers: &HeaderMap, query: Option<&str>) -> Resu
     }
     let mut out = Methods::default();
     out.push(method.clone());
-    for name in OVERRIDE_HEADERS {
+    for name in &OVERRIDE_HEADERS {
         for v in headers.get_all(name) {
             if let Some(m) = overriding(v.as_bytes()) {
                 out.push(m);

@@ -103,7 +103,7 @@ pub fn read<'a>(headers: &'a HeaderMap, cookies: &'a [String], bearer: bool) -> 
             }
             // A session cookie after a ',' or whitespace inside this pair: a lenient parser
             // sees a pair of its own there.
-            if hidden_cookie(pair, cookies) {
+            if pair.contains([',', ' ', '\t']) && hidden_cookie(pair, cookies) {
                 return Err(Ambiguity::HiddenCookie);
             }
             let Some((name, value)) = pair.split_once('=') else { continue };
