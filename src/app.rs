@@ -23,7 +23,7 @@ pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
-    Audit(#[from] crate::audit::AuditOpenError),
+    Shared(#[from] crate::state::SharedError),
     #[error(transparent)]
     HashKey(#[from] crate::session::key::HashKeyError),
 }
@@ -61,7 +61,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = crate::metrics::Metrics::new();
     let generated_key = crate::session::HashKey::generate()?;
     let snapshot = Snapshot::build(config, 1, &metrics, &generated_key)?;
-    let shared = Arc::new(Shared::new(snapshot, metrics, generated_key)?);
+    let shared = Arc::new(Shared::new(snapshot, metrics, generated_key).await?);
     let proxy_listener = TcpListener::bind(proxy_bind).await.map_err(|source| StartError::Bind { addr: proxy_bind, source })?;
     let admin_listener = TcpListener::bind(admin_bind).await.map_err(|source| StartError::Bind { addr: admin_bind, source })?;
     let bound = |l: &TcpListener, addr| l.local_addr().map_err(|source| StartError::Bind { addr, source });
