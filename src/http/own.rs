@@ -201,7 +201,7 @@ async fn backchannel_logout(req: Request<Incoming>, snap: &Snapshot, shared: &Sh
     let Some(token) = query_param(&text, "logout_token") else {
         return answer::json(StatusCode::BAD_REQUEST, "{\"error\":\"invalid_request\"}\n");
     };
-    let logout = match idp.verify_logout_token(&token, u64::from(now)).await {
+    let logout = match idp.verify_logout_token(&token, u64::from(now), shared.store.as_redis()).await {
         Ok(l) => l,
         Err(f) => {
             shared.metrics.step_ups.with_label_values(&["logout", f.as_str()]).inc();
