@@ -232,3 +232,22 @@ async fn a_frozen_redis_fails_no_request_and_still_challenges_a_vpn() {
     let (code, body) = admin_text(&b, "/readyz").await;
     assert_eq!((code, body.as_str()), (200, "ready\n"));
 }
+
+#[tokio::test]
+async fn with_on_error_refuse_a_session_redis_cannot_give_is_answered_503() {
+    let Some(r) = private("replica refuse test", &[]) else { return };
+    let server = r._server.as_ref().unwrap();
+    let d = Deployment::redis(&r.url, "refuse", "command_timeout = \"200ms\"\non_error = \"refuse\"\n");
+    let a = d.replica().await;
+    assert_eq!(status(&a, HOME, "known").await, 200);
+    server.signal("-STOP");
+    assert_eq!(status(&a, HOME, "stranger").await, 503, "no history, refused as chosen");
+    assert_eq!(status(&a, HOME, "known").await, 200, "what the cache knows still holds");
+    assert!(a.metric("tether_store_degraded_total").await >= 1.0);
+    let (code, body) = admin_text(&a, "/readyz").await;
+    assert_eq!(code, 200);
+    assert!(body.contains("refused"), "{body}");
+    server.signal("-CONT");
+    let back = eventually(Duration::from_secs(15), async || status(&a, HOME, "stranger").await == 200).await;
+    assert!(back.is_some(), "answered again once Redis is back");
+}
