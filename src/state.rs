@@ -124,7 +124,7 @@ pub enum SharedError {
 async fn open_store(config: &Config, now: crate::session::Secs) -> Result<Store, SharedError> {
     let limits = config.session.limits;
     match (&config.store, &config.session.state_dir) {
-        (StoreConfig::Redis(cfg), _) => Store::redis(cfg.clone(), limits).await.map_err(SharedError::Store),
+        (StoreConfig::Redis(cfg), _) => Store::redis((**cfg).clone(), limits).await.map_err(SharedError::Store),
         (StoreConfig::Memory, Some(dir)) => {
             std::fs::create_dir_all(dir).map_err(|source| SharedError::StateDir { path: dir.clone(), source })?;
             Store::memory_persistent(limits, dir, now).map_err(SharedError::Store)

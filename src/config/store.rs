@@ -14,7 +14,8 @@ pub enum Store {
     /// The embedded store (its revocations on disk with `session.state_dir`).
     #[default]
     Memory,
-    Redis(RedisConfig),
+    // Boxed: read once per config, and it keeps `Config` small.
+    Redis(Box<RedisConfig>),
 }
 
 /// Upper bounds on the timeouts: a store slower than this is better treated as down.
@@ -34,7 +35,7 @@ pub(super) fn read(s: &Section<'_>) -> Option<Store> {
             s.ignore(&keys);
             Some(Store::Memory)
         }
-        "redis" => read_redis(s).map(Store::Redis),
+        "redis" => read_redis(s).map(|r| Store::Redis(Box::new(r))),
         other => {
             s.problem("backend", Problem::Invalid { expected: "\"memory\" or \"redis\"", found: other.to_owned() });
             s.ignore(&keys);
