@@ -251,3 +251,32 @@ async fn with_on_error_refuse_a_session_redis_cannot_give_is_answered_503() {
     let back = eventually(Duration::from_secs(15), async || status(&a, HOME, "stranger").await == 200).await;
     assert!(back.is_some(), "answered again once Redis is back");
 }
+
+#[tokio::test]
+async fn a_revocation_at_one_replica_closes_the_sessions_tunnel_at_the_other() {
+    use futures_util::{SinkExt, StreamExt};
+    let Some(r) = shared("replica tunnel test") else { return };
+    let d = Deployment::redis(&r.url, "tunnel", "");
+    let (a, b) = (d.replica().await, d.replica().await);
+    let tls = tls_connect(b.addr(), &b.certs, "localhost", &[b"http/1.1"]).await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("wss://localhost:{}/ws", b.addr().port())).unwrap();
+    req.headers_mut().insert("cookie", "session=tunnelled".parse().unwrap());
+    req.headers_mut().insert("user-agent", CHROME.parse().unwrap());
+    let (mut ws, _) = tokio::time::timeout(HANG_GUARD, tokio_tungstenite::client_async(req, tls)).await.unwrap().unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text("hello")).await.unwrap();
+    assert!(ws.next().await.unwrap().is_ok(), "the tunnel works");
+    let start = Instant::now();
+    revoke(&a, "tunnelled").await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(m)) if !m.is_close() => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the tunnel at B stayed open after a revocation at A");
+    eprintln!("revocation at A closed the tunnel at B after {:?}", start.elapsed());
+    assert_eq!(b.metric("tether_tunnels_closed_total{reason=\"revoked\"}").await, 1.0);
+}
