@@ -231,6 +231,16 @@ async fn a_frozen_redis_fails_no_request_and_still_challenges_a_vpn() {
     assert!(back.is_some(), "state shared again once Redis answers");
     let (code, body) = admin_text(&b, "/readyz").await;
     assert_eq!((code, body.as_str()), (200, "ready\n"));
+
+    // Then Redis goes away for good: still no request fails, the VPN is still challenged.
+    server.signal("-KILL");
+    for i in 0..4 {
+        let s = Instant::now();
+        assert_eq!(status(&b, HOME, &format!("owner{i}")).await, 200, "owner{i} with Redis gone");
+        eprintln!("Redis gone: owner{i} answered in {:?}", s.elapsed());
+    }
+    assert_eq!(status(&b, HOME, "newcomer-after").await, 200);
+    assert_eq!(status(&a, MULLVAD, "owner1").await, 303);
 }
 
 #[tokio::test]
