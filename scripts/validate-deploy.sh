@@ -115,6 +115,9 @@ materialize() {
   openssl rand -hex 32 >"$dir/secrets/session.key"
   openssl rand -hex 24 >"$dir/secrets/admin.token"
   openssl rand -hex 24 >"$dir/secrets/client.secret"
+  # The shipped store's Redis is not reachable here: tether starts degraded (it
+  # connects lazily), which the live checks exercise as well.
+  openssl rand -hex 24 >"$dir/secrets/redis.password"
   DIR=$dir SOURCE=$2 python3 - <<'PY'
 import os, re, yaml
 d, source = os.environ["DIR"], os.environ["SOURCE"]

@@ -19,7 +19,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::audit::{Event, EventKind};
-use crate::session::{SessionKey, SessionRecord};
+use crate::session::redis::OnError;
+use crate::session::{SessionKey, SessionRecord, StoreError};
 use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
@@ -65,7 +66,7 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<By
     match path.as_str() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         // A snapshot exists only once config, certificates, databases and lists loaded.
-        "/readyz" => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(StatusCode::OK, readiness(shared).await),
         "/metrics" => {
             shared.observe_state();
             let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.render())));
@@ -73,6 +74,22 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<By
             resp
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `/readyz`'s body: still 200 while the shared store is degraded (a store outage must
+/// not take every replica out of the balancer at once), but naming it. A degraded store
+/// is pinged here, so a recovered Redis is noticed even when no request comes.
+async fn readiness(shared: &Shared) -> &'static str {
+    let Some(redis) = shared.store.as_redis() else { return "ready\n" };
+    if redis.health().degraded {
+        let _ = redis.ping().await;
+    }
+    match (redis.health().degraded, redis.on_error()) {
+        (false, _) if redis.is_listening() => "ready\n",
+        (false, _) => "ready (degraded: not subscribed to the shared store's invalidations yet)\n",
+        (true, OnError::NetworkOnly) => "ready (degraded: shared store unreachable; sessions without a cached copy are judged by network-only rules)\n",
+        (true, OnError::Refuse) => "ready (degraded: shared store unreachable; sessions without a cached copy are refused)\n",
     }
 }
 
@@ -162,6 +179,12 @@ async fn api_route(req: &Request<Incoming>, api: &str, shared: &Arc<Shared>) -> 
                     shared.tunnels.close(&key);
                     audit_revocation(shared, key, None);
                     json_reply(StatusCode::OK, json!({"revoked": [key.hex().as_str()], "was_tracked": known}))
+                }
+                // The shared store holds it at this replica but could not share it: this
+                // replica's tunnels close, and the caller is told to retry.
+                Err(StoreError::Degraded) => {
+                    shared.tunnels.close(&key);
+                    json_reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "store unavailable", "revoked_here_only": [key.hex().as_str()]}))
                 }
                 Err(_) => json_reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "store unavailable"})),
             }

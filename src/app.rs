@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::reload::unix_now;
+use crate::session::redis::Invalidation;
 pub use crate::reload::ReloadError;
 use crate::shutdown::{self, Shutdown, Trigger};
 use crate::state::{Shared, Snapshot, SnapshotError};
@@ -23,7 +24,7 @@ pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
-    Audit(#[from] crate::audit::AuditOpenError),
+    Shared(#[from] crate::state::SharedError),
     #[error(transparent)]
     HashKey(#[from] crate::session::key::HashKeyError),
 }
@@ -61,7 +62,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = crate::metrics::Metrics::new();
     let generated_key = crate::session::HashKey::generate()?;
     let snapshot = Snapshot::build(config, 1, &metrics, &generated_key)?;
-    let shared = Arc::new(Shared::new(snapshot, metrics, generated_key)?);
+    let shared = Arc::new(Shared::new(snapshot, metrics, generated_key).await?);
     let proxy_listener = TcpListener::bind(proxy_bind).await.map_err(|source| StartError::Bind { addr: proxy_bind, source })?;
     let admin_listener = TcpListener::bind(admin_bind).await.map_err(|source| StartError::Bind { addr: admin_bind, source })?;
     let bound = |l: &TcpListener, addr| l.local_addr().map_err(|source| StartError::Bind { addr, source });
@@ -70,7 +71,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop, stopped) = shutdown::channel();
     let proxy = tokio::spawn(server::run(proxy_listener, shared.clone(), stopped.clone()));
     let admin = tokio::spawn(admin::run(admin_listener, shared.clone(), stopped.clone()));
-    tokio::spawn(sweep_sessions(shared.clone(), stopped));
+    tokio::spawn(sweep_sessions(shared.clone(), stopped.clone()));
+    if let Some(events) = shared.store.as_redis().map(|r| r.subscribe()) {
+        tokio::spawn(follow_invalidations(shared.clone(), events, stopped));
+    }
     tracing::info!(%proxy_addr, %admin_addr, tls = shared.snapshot().tls.is_some(), "tether listening");
     Ok(Running { proxy_addr, admin_addr, shared, stop, proxy, admin })
 }
@@ -87,6 +91,34 @@ async fn sweep_sessions(shared: Arc<Shared>, mut stop: Shutdown) {
                 shared.metrics.sessions.set(shared.store.len() as i64);
             }
             _ = stop.stopped() => return,
+        }
+    }
+}
+
+/// Acts on the shared store's invalidations at this replica's open tunnels: a revoked
+/// session's close at once; a change tether cannot pin to one tunnel (a user revoked, a
+/// session's step-up state, missed messages) has every tunnel judged again, which
+/// closes those no longer allowed. Each event may arrive twice (the revoking replica
+/// hears its own); closing and re-judging are idempotent.
+async fn follow_invalidations(shared: Arc<Shared>, mut events: tokio::sync::broadcast::Receiver<Invalidation>, mut stop: Shutdown) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            _ = stop.stopped() => return,
+        };
+        match event {
+            Ok(Invalidation::Revoked(key)) => {
+                shared.tunnels.close(&key);
+            }
+            Ok(Invalidation::Session(key)) if shared.tunnels.contains(&key) => shared.rejudge_tunnels(),
+            Ok(Invalidation::Session(_)) => {}
+            Ok(Invalidation::User(_) | Invalidation::All) | Err(RecvError::Lagged(_)) => {
+                if !shared.tunnels.is_empty() {
+                    shared.rejudge_tunnels();
+                }
+            }
+            Err(RecvError::Closed) => return,
         }
     }
 }

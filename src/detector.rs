@@ -17,6 +17,7 @@ use crate::session::credential::{self, Ambiguity, Credential};
 use crate::session::jwt::{JwksError, JwtOutcome, JwtVerifier, VerifiedClaims};
 use crate::session::key::HashKeyError;
 use crate::session::record::{address_tag, Client, Ja4Digest, SessionRecord, RECENT_ADDRESSES};
+use crate::session::redis::OnError;
 use crate::session::{HashKey, Loaded, Secs, SessionKey, Store, StoreError};
 
 /// Everything about one request the detector looks at.
@@ -49,6 +50,9 @@ pub struct Decision {
     pub new_address: bool,
     /// Shown on block pages and logged with the decision, to find one from the other.
     pub reference: Option<u64>,
+    /// Judged without the session's history (the shared store could not be read):
+    /// network-only rules, nothing written.
+    pub degraded: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,13 +172,34 @@ impl Detector {
     pub async fn judge(&self, store: &Store, req: &Request<'_>, identity: &Identity) -> Result<Decision, StoreError> {
         let Identity { key, previous_key, jwt_invalid, auth_time: jwt_auth, ref user, unrecognised } = *identity;
         let user = user.clone();
-        let mut loaded = if unrecognised { Loaded::default() } else { store.load(&key, user.as_deref(), req.now).await? };
-        if loaded.record.is_none() {
+        // With `on_error = "network_only"`, a history the shared store cannot give is
+        // judged as a first sight by the network rules and not written back; with
+        // `refuse`, the error goes to the caller.
+        let blind_ok = store.as_redis().is_some_and(|r| r.on_error() == OnError::NetworkOnly);
+        let mut degraded = false;
+        let mut loaded = if unrecognised {
+            Loaded::default()
+        } else {
+            match store.load(&key, user.as_deref(), req.now).await {
+                Ok(l) => l,
+                Err(StoreError::Degraded) if blind_ok => {
+                    degraded = true;
+                    Loaded::default()
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if loaded.record.is_none() && !degraded {
             // During a hash-key rotation the session may still sit under its old key.
             if let Some(old) = previous_key {
-                let previous = store.load(&old, user.as_deref(), req.now).await?;
-                loaded.record = previous.record;
-                loaded.revoked |= previous.revoked;
+                match store.load(&old, user.as_deref(), req.now).await {
+                    Ok(previous) => {
+                        loaded.record = previous.record;
+                        loaded.revoked |= previous.revoked;
+                    }
+                    Err(StoreError::Degraded) if blind_ok => degraded = true,
+                    Err(e) => return Err(e),
+                }
             }
         }
         let prior = loaded.record.as_ref();
@@ -208,7 +233,14 @@ impl Detector {
         if unrecognised {
             // Nothing is written for a credential that cannot be read.
         } else if verdict.enforced() && verdict.action == Action::Revoke {
-            store.revoke(key, req.now).await?;
+            match store.revoke(key, req.now).await {
+                // Not shared, but it holds at this replica (the store keeps it and counts
+                // the failure); the request is refused either way.
+                Ok(_) | Err(StoreError::Degraded) => {}
+                Err(e) => return Err(e),
+            }
+        } else if degraded {
+            // Judged blind: writing would replace the real history when Redis is back.
         } else if !loaded.revoked {
             // Only contexts the policy allowed teach the user's baseline: a thief's
             // network must never become "usual".
@@ -224,7 +256,7 @@ impl Detector {
                 }
             }
         }
-        Ok(Decision { session: key, user, verdict, bound: prior.is_none(), new_address, reference: None })
+        Ok(Decision { session: key, user, verdict, bound: prior.is_none() && !degraded, new_address, reference: None, degraded })
     }
 
     /// The session key, and the verified claims when the credential is a JWT. A verified

@@ -121,6 +121,9 @@ pub struct Metrics {
     pub audit_dropped: IntCounter,
     pub audit_write_errors: IntCounter,
     pub store_errors: IntCounter,
+    pub store_degraded: IntCounter,
+    pub store_degraded_operations: IntCounter,
+    pub store_revocations: IntGauge,
     pub step_ups: IntCounterVec,
     pub revocations: IntCounterVec,
 }
@@ -167,6 +170,9 @@ impl Metrics {
             audit_dropped: IntCounter::new("tether_audit_dropped_total", "Audit events dropped because the writer fell behind.").expect(VALID),
             audit_write_errors: IntCounter::new("tether_audit_write_errors_total", "Audit lines that could not be written.").expect(VALID),
             store_errors: IntCounter::new("tether_store_errors_total", "Requests let through unjudged because the session store failed, and step-up outcomes it could not record.").expect(VALID),
+            store_degraded: IntCounter::new("tether_store_degraded_total", "Decisions made without the session's history because the shared store could not be read: judged by network-only rules, or refused (store.on_error).").expect(VALID),
+            store_degraded_operations: IntCounter::new("tether_store_degraded_operations_total", "Shared store calls that failed or timed out (the store answered from its cache or not at all).").expect(VALID),
+            store_revocations: IntGauge::new("tether_store_revocations", "Revocations in force in the store (the shared set as of its last sweep).").expect(VALID),
             step_ups: IntCounterVec::new(Opts::new("tether_step_ups_total", "Step-up challenges by stage and result."), &["stage", "result"]).expect(VALID),
             revocations: IntCounterVec::new(Opts::new("tether_revocations_total", "Sessions revoked, by source."), &["source"]).expect(VALID),
             config_generation: IntGauge::new("tether_config_generation", "Generation of the snapshot in force; increases with every successful reload.").expect(VALID),
@@ -218,7 +224,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 31] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 34] = [
             Box::new(self.connections_closed.clone()),
             Box::new(self.tunnels_open.clone()),
             Box::new(self.tunnels_closed.clone()),
@@ -231,6 +237,9 @@ impl Metrics {
             Box::new(self.audit_dropped.clone()),
             Box::new(self.audit_write_errors.clone()),
             Box::new(self.store_errors.clone()),
+            Box::new(self.store_degraded.clone()),
+            Box::new(self.store_degraded_operations.clone()),
+            Box::new(self.store_revocations.clone()),
             Box::new(self.step_ups.clone()),
             Box::new(self.revocations.clone()),
             Box::new(self.config_reloads.clone()),

@@ -72,6 +72,14 @@ fn warn_restart_only(old: &Config, new: &Config) {
     if old.limits.max_connections != new.limits.max_connections {
         tracing::warn!(key = "limits.max_connections", "changed in the file; takes effect only at restart");
     }
+    // The store holds every session: it is never swapped under running requests.
+    // (Compared through `Debug`, which is only compared here, never printed.)
+    if format!("{:?}", old.store) != format!("{:?}", new.store) {
+        tracing::warn!(key = "store", "changed in the file; takes effect only at restart");
+    }
+    if old.session.state_dir != new.session.state_dir {
+        tracing::warn!(key = "session.state_dir", "changed in the file; takes effect only at restart");
+    }
 }
 
 pub(crate) fn unix_now() -> i64 {

@@ -8,9 +8,9 @@ use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 
 use crate::audit::{AuditLog, AuditOpenError};
-use crate::config::Config;
+use crate::config::{Config, Store as StoreConfig};
 use crate::detector::{Detector, DetectorError};
-use crate::session::{HashKey, Store};
+use crate::session::{HashKey, Store, StoreError};
 use crate::stepup::oidc::{IdpClient, OidcSetupError};
 use crate::stepup::Challenges;
 use crate::intel::{Intel, IntelError};
@@ -107,6 +107,32 @@ impl AdminToken {
     }
 }
 
+/// Why the process-wide state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    #[error(transparent)]
+    Audit(#[from] AuditOpenError),
+    #[error("store: {0}")]
+    Store(#[source] StoreError),
+    #[error("session.state_dir {}: {source}", path.display())]
+    StateDir { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// The store the config names: Redis; else the embedded store, its revocations kept in
+/// `session.state_dir` when set. Redis is connected lazily, so a Redis that is down
+/// does not stop the start (requests are judged degraded until it answers).
+async fn open_store(config: &Config, now: crate::session::Secs) -> Result<Store, SharedError> {
+    let limits = config.session.limits;
+    match (&config.store, &config.session.state_dir) {
+        (StoreConfig::Redis(cfg), _) => Store::redis((**cfg).clone(), limits).await.map_err(SharedError::Store),
+        (StoreConfig::Memory, Some(dir)) => {
+            std::fs::create_dir_all(dir).map_err(|source| SharedError::StateDir { path: dir.clone(), source })?;
+            Store::memory_persistent(limits, dir, now).map_err(SharedError::Store)
+        }
+        (StoreConfig::Memory, None) => Ok(Store::memory(limits)),
+    }
+}
+
 /// State shared by every connection for the life of the process: what must survive a
 /// reload (sessions, pending challenges, the generated hash key, the audit writer).
 pub struct Shared {
@@ -120,7 +146,8 @@ pub struct Shared {
     pub generated_key: HashKey,
     /// The config file, for reloads asked through the admin API.
     pub config_path: std::sync::OnceLock<std::path::PathBuf>,
-    /// Bumped after each reload, so long-lived tunnels re-check their session.
+    /// Bumped after each reload (and touched when the shared store reports changes it
+    /// cannot name), so long-lived tunnels re-check their session.
     pub reloaded: tokio::sync::watch::Sender<u64>,
     /// Open tunnels by session, so a revocation closes them at once.
     pub tunnels: crate::session::tunnels::OpenTunnels,
@@ -129,10 +156,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(first: Snapshot, metrics: Metrics, generated_key: HashKey) -> Result<Shared, AuditOpenError> {
+    /// Builds the store the first snapshot's config names (read once: the store is not
+    /// swapped by a reload) and the rest of the process-wide state.
+    pub async fn new(first: Snapshot, metrics: Metrics, generated_key: HashKey) -> Result<Shared, SharedError> {
         let generation = AtomicU64::new(first.generation);
         first.observe(&metrics);
-        let store = Store::memory(first.config.session.limits);
+        let store = open_store(&first.config, crate::session::now()).await?;
+        let challenges = match store.as_redis() {
+            Some(redis) => Challenges::default().sharing(redis.challenges()),
+            None => Challenges::default(),
+        };
         let audit = AuditLog::start(&first.config.audit.sink, metrics.audit_dropped.clone(), metrics.audit_write_errors.clone())?;
         Ok(Shared {
             snapshot: ArcSwap::from_pointee(first),
@@ -140,7 +173,7 @@ impl Shared {
             metrics,
             store,
             audit,
-            challenges: Challenges::default(),
+            challenges,
             generated_key,
             config_path: std::sync::OnceLock::new(),
             reloaded: tokio::sync::watch::Sender::new(0),
@@ -157,6 +190,17 @@ impl Shared {
         m.store_evictions.inc_by(counts.evictions.saturating_sub(m.store_evictions.get()));
         m.tunnels_open.set(self.tunnels.len() as i64);
         m.challenges_pending.set(self.challenges.len() as i64);
+        m.store_revocations.set(counts.revocations as i64);
+        if let Some(redis) = self.store.as_redis() {
+            let failed = redis.degraded_operations();
+            m.store_degraded_operations.inc_by(failed.saturating_sub(m.store_degraded_operations.get()));
+        }
+    }
+
+    /// Asks every open tunnel to judge its session again (the shared store says sessions
+    /// changed elsewhere and it cannot say which), without changing the generation.
+    pub fn rejudge_tunnels(&self) {
+        self.reloaded.send_modify(|_| {});
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

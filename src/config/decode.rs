@@ -230,6 +230,12 @@ impl<'t> Section<'t> {
         }
     }
 
+    /// Marks keys as known without reading them (a section whose other keys decide
+    /// that these do not apply, and say so once).
+    pub(crate) fn ignore(&self, keys: &[&'static str]) {
+        self.seen.borrow_mut().extend_from_slice(keys);
+    }
+
     /// Whether the key is present at all, whatever its type.
     pub(crate) fn has(&self, key: &str) -> bool {
         self.table.is_some_and(|t| t.contains_key(key))

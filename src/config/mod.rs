@@ -14,6 +14,7 @@ mod listen;
 mod policy;
 mod session;
 mod step_up;
+mod store;
 mod upstream;
 
 use std::fmt;
@@ -29,11 +30,12 @@ pub use limits::Limits;
 pub use listen::{Listen, TlsFiles};
 pub use session::Session;
 pub use step_up::{ClientAuth, ClientSecret, IdpEndpoints, StepUp};
+pub use store::Store;
 pub use upstream::Upstream;
 
 /// The sections a config file may hold; anything else at the top level is an error.
 const SECTIONS: &[&str] =
-    &["listen", "upstream", "admin", "limits", "intel", "session", "policy", "step_up", "audit"];
+    &["listen", "upstream", "admin", "limits", "intel", "session", "policy", "step_up", "store", "audit"];
 
 /// One thing wrong with a config file.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,7 @@ pub struct Config {
     pub session: Session,
     pub policy: Policy,
     pub step_up: Option<StepUp>,
+    pub store: Store,
     pub audit: Audit,
 }
 
@@ -125,6 +128,7 @@ impl Config {
         let session = file.section("session", session::read);
         let policy = file.section("policy", policy::read);
         let step_up = file.section("step_up", step_up::read);
+        let store = file.section("store", store::read);
         let audit = file.section("audit", audit::read);
 
         let config = || {
@@ -137,6 +141,7 @@ impl Config {
                 session: session?,
                 policy: policy?,
                 step_up: step_up?,
+                store: store?,
                 audit: audit?,
             })
         };

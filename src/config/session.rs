@@ -23,6 +23,9 @@ pub struct Session {
     /// A header naming the user, set by a trusted auth layer (believed from trusted hops only).
     pub user_header: Option<HeaderName>,
     pub limits: StoreLimits,
+    /// Where the embedded store keeps its revocations across restarts (a writable
+    /// directory; created at start if missing). Unset: revocations live in memory only.
+    pub state_dir: Option<PathBuf>,
     pub jwt: Option<JwtConfig>,
 }
 
@@ -47,10 +50,13 @@ pub(super) fn read(s: &Section<'_>) -> Option<Session> {
         max_sessions: s.integer("max_sessions", 1, 100_000_000).map_or(d.max_sessions, |n| n as usize),
         max_users: s.integer("max_users", 1, 10_000_000).map_or(d.max_users, |n| n as usize),
     };
+    // An output directory: resolved, not checked here (it may not exist yet, and
+    // `check-config` runs where the volume is not mounted).
+    let state_dir = s.string("state_dir").map(|d| s.resolve(d));
     let jwt_section = s.sub("jwt");
     let jwt = if jwt_section.is_present() { read_jwt(&jwt_section).map(Some) } else { Some(None) };
     jwt_section.finish();
-    Some(Session { cookies, bearer, hash_key_file: hash_key_file.ok()?, user_header, limits, jwt: jwt? })
+    Some(Session { cookies, bearer, hash_key_file: hash_key_file.ok()?, user_header, limits, state_dir, jwt: jwt? })
 }
 
 /// `[session.jwt]`: sessions carried as JWTs signed by a key set on disk.

@@ -228,3 +228,39 @@ fn redirect_uri_must_end_in_the_callback_path() {
     assert_eq!(paths(&err), ["step_up.redirect_uri"]);
     assert!(err.to_string().contains(crate::paths::CALLBACK), "{err}");
 }
+
+#[test]
+fn store_section_reads_redis_and_names_every_bad_key() {
+    let base = "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:8080\"\n";
+    let cfg = parse(base).unwrap();
+    assert!(matches!(cfg.store, Store::Memory));
+    assert!(cfg.session.state_dir.is_none());
+
+    let good = format!(
+        "{base}[session]\nstate_dir = \"state\"\n[store]\nbackend = \"redis\"\nurl = \"redis://10.0.0.5:6379/2\"\nkey_prefix = \"t1:\"\ncommand_timeout = \"100ms\"\npool_size = 4\non_error = \"refuse\"\n"
+    );
+    let cfg = parse(&good).unwrap();
+    assert_eq!(cfg.session.state_dir.as_deref(), Some(Path::new("/nonexistent-base/state")));
+    let Store::Redis(r) = cfg.store else { panic!("redis expected") };
+    assert_eq!(r.url, "redis://10.0.0.5:6379/2");
+    assert_eq!(r.key_prefix, "t1:");
+    assert_eq!(r.command_timeout, std::time::Duration::from_millis(100));
+    assert_eq!(r.connect_timeout, crate::session::redis::RedisConfig::default().connect_timeout);
+    assert_eq!(r.pool_size, 4);
+    assert_eq!(r.on_error, crate::session::redis::OnError::Refuse);
+
+    let bad = format!(
+        "{base}[store]\nbackend = \"redis\"\nurl = \"http://x\"\nca_file = \"missing.pem\"\nkey_prefix = \"has space\"\npool_size = 0\non_error = \"shrug\"\ncommand_timeout = \"soon\"\ncolour = 1\n"
+    );
+    let err = parse(&bad).unwrap_err();
+    let p = paths(&err);
+    for expected in ["store.url", "store.ca_file", "store.key_prefix", "store.pool_size", "store.on_error", "store.command_timeout", "store.colour"] {
+        assert!(p.contains(&expected), "missing {expected} in {p:?}");
+    }
+    let err = parse(&format!("{base}[store]\nbackend = \"redis\"\n")).unwrap_err();
+    assert_eq!(paths(&err), ["store.url"]);
+    let err = parse(&format!("{base}[store]\nbackend = \"etcd\"\n")).unwrap_err();
+    assert_eq!(paths(&err), ["store.backend"]);
+    let err = parse(&format!("{base}[store]\nurl = \"redis://x\"\n")).unwrap_err();
+    assert_eq!(paths(&err), ["store.url"], "redis settings with the memory backend are named");
+}

@@ -24,6 +24,9 @@ pub enum ProxyError {
     BadRequest(BadRequest),
     #[error("no such tether endpoint")]
     OwnPathNotFound,
+    /// The shared store could not be read and `store.on_error = "refuse"`.
+    #[error("the session store cannot be read")]
+    StoreUnavailable,
 }
 
 /// Why a request was refused as malformed; a closed set, so no free text leaks.
@@ -61,6 +64,7 @@ impl ProxyError {
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::OwnPathNotFound => StatusCode::NOT_FOUND,
+            ProxyError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -74,7 +78,8 @@ impl ProxyError {
             | ProxyError::BodyIdle
             | ProxyError::Misdirected
             | ProxyError::BadRequest(_)
-            | ProxyError::OwnPathNotFound => None,
+            | ProxyError::OwnPathNotFound
+            | ProxyError::StoreUnavailable => None,
         }
     }
 

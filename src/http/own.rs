@@ -94,7 +94,7 @@ async fn callback(req: &Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBo
     let result = async {
         let idp = snap.idp.as_ref().ok_or(CallbackFailure::NotConfigured)?;
         let state = query_param(query, "state").ok_or(CallbackFailure::State(crate::stepup::challenge::StateError::Forged))?;
-        let pending = shared.challenges.take(&snap.detector.hash_key, &state, now).map_err(CallbackFailure::State)?;
+        let pending = shared.challenges.redeem(&snap.detector.hash_key, &state, now).await.map_err(CallbackFailure::State)?;
         failed_session = Some(pending.session);
         // The browser finishing the flow must hold the challenged session; it is re-bound
         // to *this* request's context, so luring someone else through the flow gains a
@@ -134,7 +134,7 @@ async fn callback(req: &Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBo
             if let Some(sid) = &claims.sid {
                 let _ = shared.store.index_session(&sid_alias(sid), pending.session).await;
             }
-            shared.challenges.clear_session(&pending.session);
+            shared.challenges.clear(&pending.session).await;
             shared.metrics.step_ups.with_label_values(&["callback", "completed"]).inc();
             event.session = Some(pending.session);
             event.user = user;
@@ -201,7 +201,7 @@ async fn backchannel_logout(req: Request<Incoming>, snap: &Snapshot, shared: &Sh
     let Some(token) = query_param(&text, "logout_token") else {
         return answer::json(StatusCode::BAD_REQUEST, "{\"error\":\"invalid_request\"}\n");
     };
-    let logout = match idp.verify_logout_token(&token, u64::from(now)).await {
+    let logout = match idp.verify_logout_token(&token, u64::from(now), shared.store.as_redis()).await {
         Ok(l) => l,
         Err(f) => {
             shared.metrics.step_ups.with_label_values(&["logout", f.as_str()]).inc();

@@ -42,7 +42,7 @@ use crate::net::{client_addr, ConnFacts, Protocol};
 use crate::audit::{Event, EventKind};
 use crate::policy::{method, path, Action};
 use crate::session::credential::Ambiguity;
-use crate::session::Secs;
+use crate::session::{Secs, StoreError};
 use crate::state::{Shared, Snapshot};
 
 const X_TETHER_JA4: &str = "x-tether-ja4";
@@ -126,7 +126,7 @@ async fn respond(
     if req.uri().path().starts_with(own::OWN_PREFIX) {
         return own::serve(req, &cx).await;
     }
-    let decision = judge(&req, &cx).await;
+    let decision = judge(&req, &cx).await?;
     answer_or_forward(req, &cx, decision).await
 }
 
@@ -202,34 +202,58 @@ fn refuse(req: &Request<Incoming>, cx: &Context<'_>, reason: &'static str) -> Re
     answer::close_if(answer::json(StatusCode::BAD_REQUEST, format!("{{\"error\":\"ambiguous_request\",\"reason\":\"{reason}\"}}\n")), cx.unread_body)
 }
 
-/// The detector's decision, recorded; `None` for a request without a session.
-async fn judge(req: &Request<Incoming>, cx: &Context<'_>) -> Option<Decision> {
-    let identity = cx.identity.as_ref()?;
-    judge_identified(cx.shared, cx.snap, &cx.detector_request(req), identity, cx.security_started).await
+/// The detector's decision, recorded; `None` for a request without a session (or let
+/// through unjudged). Refused when the shared store cannot be read and the operator
+/// chose `store.on_error = "refuse"`.
+async fn judge(req: &Request<Incoming>, cx: &Context<'_>) -> Result<Option<Decision>, ProxyError> {
+    let Some(identity) = cx.identity.as_ref() else { return Ok(None) };
+    match judge_identified(cx.shared, cx.snap, &cx.detector_request(req), identity, cx.security_started).await {
+        Judged::Decided(d) => Ok(Some(d)),
+        Judged::Unjudged => Ok(None),
+        Judged::Refused => Err(ProxyError::StoreUnavailable),
+    }
+}
+
+/// What became of a request the detector was asked to judge.
+pub(super) enum Judged {
+    Decided(Decision),
+    /// The store failed: let through unjudged, counted.
+    Unjudged,
+    /// The shared store could not be read and `store.on_error = "refuse"`: counted.
+    Refused,
 }
 
 /// Judges an identified request under `snap` and records the decision; the one path for
 /// live requests and re-judged tunnels alike. A store failure is counted and the request
 /// let through unjudged: judged without history it would be a "new context", and tether
 /// must never turn "unknown" into "suspicious" for every user at once (the metric
-/// alerts).
+/// alerts). A shared store that cannot be read is the exception the operator chose
+/// (`store.on_error`): judged by network-only rules, or refused; counted either way.
 pub(super) async fn judge_identified(
     shared: &Shared,
     snap: &Snapshot,
     req: &DetectorRequest<'_>,
     identity: &Identity,
     started: Instant,
-) -> Option<Decision> {
+) -> Judged {
     let mut decision = match snap.detector.judge(&shared.store, req, identity).await {
         Ok(d) => d,
+        // The detector returns this only when the operator chose to refuse.
+        Err(StoreError::Degraded) => {
+            shared.metrics.store_degraded.inc();
+            return Judged::Refused;
+        }
         Err(_) => {
             shared.metrics.store_errors.inc();
-            return None;
+            return Judged::Unjudged;
         }
     };
+    if decision.degraded {
+        shared.metrics.store_degraded.inc();
+    }
     decision.reference = (decision.verdict.action != Action::Allow).then(step_up::reference);
     record::decision(shared, snap, &decision, req, started.elapsed());
-    Some(decision)
+    Judged::Decided(decision)
 }
 
 /// Acts on the decision: a challenge or a block answered by tether, else the upstream.

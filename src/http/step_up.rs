@@ -56,7 +56,7 @@ pub(super) async fn challenge(req: &Request<Incoming>, d: &Decision, cx: &Contex
                 .map(|p| return_to::validate(p, RETURN_BOUND).unwrap_or_else(|| "/".to_owned()));
             let scheme = if cx.conn.tls.is_some() { "https" } else { "http" };
             let redirect_uri = cfg.redirect_uri.clone().unwrap_or_else(|| format!("{scheme}://{host}{CALLBACK}"));
-            let issued = match shared.challenges.begin(
+            let issued = match shared.challenges.issue(
                 &snap.detector.hash_key,
                 d.session,
                 d.user.clone(),
@@ -64,7 +64,9 @@ pub(super) async fn challenge(req: &Request<Incoming>, d: &Decision, cx: &Contex
                 redirect_uri.clone(),
                 cx.client,
                 cx.now,
-            ) {
+            )
+            .await
+            {
                 Ok(issued) => issued,
                 Err(BeginError::RateLimited { retry_after }) => {
                     // Over a rate the request is refused, never let through.

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use super::service::{judge_identified, Context as RequestContext};
+use super::service::{judge_identified, Context as RequestContext, Judged};
 use crate::detector::Request as DetectorRequest;
 use crate::fingerprint::Fingerprint;
 use crate::intel::NetInfo;
@@ -87,9 +87,9 @@ impl Recheck {
             Err(_) => return false,
         };
         match judge_identified(&self.shared, &snap, &req, &identity, started).await {
-            Some(d) => d.verdict.effective() == Action::Allow,
+            Judged::Decided(d) => d.verdict.effective() == Action::Allow,
             // A store failure is not a reason to cut a working session.
-            None => true,
+            Judged::Unjudged | Judged::Refused => true,
         }
     }
 }

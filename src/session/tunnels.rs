@@ -59,6 +59,11 @@ impl OpenTunnels {
         signals.len()
     }
 
+    /// Whether `session` has an open tunnel here.
+    pub fn contains(&self, session: &SessionKey) -> bool {
+        self.open.iter().any(|e| e.value().0 == *session)
+    }
+
     pub fn len(&self) -> usize {
         self.open.len()
     }

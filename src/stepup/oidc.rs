@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use crate::config::{ClientAuth, ClientSecret, IdpEndpoints, StepUp};
 use crate::jwt::{self, Claim, Expiry, KeySet, Rejected, Rules, Unusable};
 use crate::net::tls::{self, TlsError};
+use crate::session::redis::RedisStore;
 
 /// Bound on any IdP response body (discovery, keys, tokens).
 const MAX_BODY: usize = 1 << 20;
@@ -409,10 +410,20 @@ impl IdpClient {
         check_id_token(&claims, &rules, expect)
     }
 
-    /// Verifies an OpenID Connect back-channel logout token; each one is accepted once.
-    pub async fn verify_logout_token(&self, token: &str, now: u64) -> Result<Logout, Failure> {
+    /// Verifies an OpenID Connect back-channel logout token; each one is accepted once:
+    /// across every replica when they share a store (the IdP may deliver a replay to
+    /// another one), else at this replica. While the shared store cannot answer, this
+    /// replica's memory still refuses what it has seen.
+    pub async fn verify_logout_token(&self, token: &str, now: u64, shared: Option<&RedisStore>) -> Result<Logout, Failure> {
         let (claims, meta) = self.signed_claims(token).await?;
         let (logout, jti) = check_logout_token(&claims, &meta.issuer, &self.cfg.client_id, now)?;
+        if let Some(store) = shared {
+            match store.remember_logout(&jti).await {
+                Ok(true) => return Ok(logout),
+                Ok(false) => return Err(Failure::Replayed),
+                Err(_) => {}
+            }
+        }
         self.seen_logouts.lock().unwrap_or_else(|p| p.into_inner()).admit(jti, now)?;
         Ok(logout)
     }

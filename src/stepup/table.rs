@@ -20,7 +20,17 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use super::challenge::{mint, verify_state, Issued, Pending, StateError, CHALLENGE_TTL, STATE_ID};
+use super::wire::{decode_pending, encode_pending};
+use crate::session::redis::RedisChallenges;
 use crate::session::{HashKey, Secs, SessionKey};
+
+/// A challenge answered after its lifetime is refused, wherever it was kept.
+fn expired(pending: Pending, now: Secs) -> Result<Pending, StateError> {
+    if now.saturating_sub(pending.created) > CHALLENGE_TTL {
+        return Err(StateError::Expired);
+    }
+    Ok(pending)
+}
 
 type Id = [u8; STATE_ID];
 
@@ -123,6 +133,8 @@ struct Table {
 pub struct Challenges {
     table: Mutex<Table>,
     limits: ChallengeLimits,
+    /// The shared store's challenges, when replicas share one.
+    shared: Option<RedisChallenges>,
 }
 
 impl Default for Challenges {
@@ -133,14 +145,23 @@ impl Default for Challenges {
 
 impl Challenges {
     pub fn new(limits: ChallengeLimits) -> Challenges {
-        Challenges { table: Mutex::new(Table::default()), limits }
+        Challenges { table: Mutex::new(Table::default()), limits, shared: None }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Issues a challenge for `session`, started by a request from `client`.
+    /// Keeps pending challenges in the shared store (a callback may land on any
+    /// replica); this table then holds only those issued while the store could not
+    /// answer. Rates stay per replica.
+    pub fn sharing(mut self, shared: RedisChallenges) -> Challenges {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Issues a challenge for `session`, started by a request from `client`, into this
+    /// replica's table.
     #[allow(clippy::too_many_arguments)]
     pub fn begin(
         &self,
@@ -152,12 +173,65 @@ impl Challenges {
         client: IpAddr,
         now: Secs,
     ) -> Result<Issued, BeginError> {
+        let (id, pending, issued) = self.mint_pending(key, session, user, return_to, redirect_uri, client, now)?;
+        self.keep(id, pending, now);
+        Ok(issued)
+    }
+
+    /// Issues a challenge where a callback will find it: the shared store when there is
+    /// one and it answers, else this replica's table.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn issue(
+        &self,
+        key: &HashKey,
+        session: SessionKey,
+        user: Option<Arc<str>>,
+        return_to: Option<String>,
+        redirect_uri: String,
+        client: IpAddr,
+        now: Secs,
+    ) -> Result<Issued, BeginError> {
+        let Some(shared) = &self.shared else {
+            return self.begin(key, session, user, return_to, redirect_uri, client, now);
+        };
+        let (id, pending, issued) = self.mint_pending(key, session, user, return_to, redirect_uri, client, now)?;
+        if let Ok(value) = encode_pending(&pending) {
+            if shared.put(&id, &session, value, CHALLENGE_TTL, self.limits.per_session).await.is_ok() {
+                return Ok(issued);
+            }
+        }
+        // The store could not take it: this replica keeps it, so a callback that comes
+        // back here still completes.
+        self.keep(id, pending, now);
+        Ok(issued)
+    }
+
+    /// Rate-limits and mints a challenge without keeping it.
+    #[allow(clippy::too_many_arguments)]
+    fn mint_pending(
+        &self,
+        key: &HashKey,
+        session: SessionKey,
+        user: Option<Arc<str>>,
+        return_to: Option<String>,
+        redirect_uri: String,
+        client: IpAddr,
+        now: Secs,
+    ) -> Result<(Id, Pending, Issued), BeginError> {
         let limits = self.limits;
         // Secrets are minted outside the lock.
         let (id, verifier, issued) = mint(key).ok_or(BeginError::NoRandomness)?;
         let return_to = return_to.filter(|r| r.len() <= limits.max_return);
+        self.lock().admit(client, &limits, now).map_err(|retry_after| BeginError::RateLimited { retry_after })?;
+        let pending = Pending { session, user, verifier, nonce: issued.nonce.clone(), return_to, redirect_uri, created: now };
+        Ok((id, pending, issued))
+    }
+
+    /// Keeps a minted challenge in this replica's table.
+    fn keep(&self, id: Id, pending: Pending, now: Secs) {
+        let limits = self.limits;
+        let session = pending.session;
         let mut t = self.lock();
-        t.admit(client, &limits, now).map_err(|retry_after| BeginError::RateLimited { retry_after })?;
         t.expire(now);
         // This session's oldest challenge gives way to the new one.
         let siblings = t.by_session.entry(session).or_default();
@@ -171,24 +245,49 @@ impl Challenges {
                 break;
             }
         }
-        t.pending.insert(id, Pending { session, user, verifier, nonce: issued.nonce.clone(), return_to, redirect_uri, created: now });
+        t.pending.insert(id, pending);
         t.order.push_back(id);
         t.compact();
-        Ok(issued)
     }
 
-    /// Checks the state's signature, then takes the challenge (once: a replay finds
-    /// nothing). Its siblings stay until one succeeds ([`Challenges::clear_session`]).
+    /// Checks the state's signature, then takes the challenge from this replica's table
+    /// (once: a replay finds nothing). Its siblings stay until one succeeds
+    /// ([`Challenges::clear_session`]).
     pub fn take(&self, key: &HashKey, state: &str, now: Secs) -> Result<Pending, StateError> {
         let id = verify_state(key, state)?;
+        self.take_id(&id, now)
+    }
+
+    fn take_id(&self, id: &Id, now: Secs) -> Result<Pending, StateError> {
         let mut t = self.lock();
-        let pending = t.pending.remove(&id).ok_or(StateError::Unknown)?;
-        t.unlink(&pending.session, &id);
+        let pending = t.pending.remove(id).ok_or(StateError::Unknown)?;
+        t.unlink(&pending.session, id);
         drop(t);
-        if now.saturating_sub(pending.created) > CHALLENGE_TTL {
-            return Err(StateError::Expired);
+        expired(pending, now)
+    }
+
+    /// Checks the state's signature, then takes the challenge wherever it was kept: the
+    /// shared store (once across every replica), else this replica's table.
+    pub async fn redeem(&self, key: &HashKey, state: &str, now: Secs) -> Result<Pending, StateError> {
+        let Some(shared) = &self.shared else {
+            return self.take(key, state, now);
+        };
+        let id = verify_state(key, state)?;
+        match shared.take(&id).await {
+            // A value this version cannot read is as good as unknown.
+            Ok(Some(value)) => decode_pending(&value).map_err(|_| StateError::Unknown).and_then(|p| expired(p, now)),
+            // Issued here while the store could not take it, or not at all.
+            Ok(None) | Err(_) => self.take_id(&id, now),
         }
-        Ok(pending)
+    }
+
+    /// A step-up of `session` succeeded: its other pending challenges are void, here and
+    /// in the shared store (best effort: they expire within `CHALLENGE_TTL` anyway).
+    pub async fn clear(&self, session: &SessionKey) {
+        self.clear_session(session);
+        if let Some(shared) = &self.shared {
+            let _ = shared.clear_session(session).await;
+        }
     }
 
     /// A step-up of `session` succeeded: its other pending challenges are void.

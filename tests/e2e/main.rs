@@ -9,6 +9,7 @@ mod lifetimes;
 mod malformed;
 mod proxy;
 mod redis;
+mod replicas;
 mod reload;
 mod stepup;
 mod support;

@@ -16,7 +16,7 @@ use tether::session::redis::{Invalidation, RedisConfig};
 use tether::session::{Secs, SessionKey, SessionRecord, Store, StoreError, StoreLimits, UserBaseline};
 
 /// A private `redis-server`, stopped (and resumed first, if frozen) when dropped.
-struct Server {
+pub(super) struct Server {
     child: Child,
     url: String,
     _dir: tempfile::TempDir,
@@ -69,7 +69,7 @@ impl Server {
         false
     }
 
-    fn signal(&self, sig: &str) {
+    pub(super) fn signal(&self, sig: &str) {
         let _ = Command::new("kill").args([sig, &self.child.id().to_string()]).status();
     }
 }
@@ -83,9 +83,9 @@ impl Drop for Server {
 }
 
 /// Where a test's Redis is: the shared one, or a private one it owns.
-struct Target {
-    url: String,
-    _server: Option<Server>,
+pub(super) struct Target {
+    pub(super) url: String,
+    pub(super) _server: Option<Server>,
 }
 
 fn unavailable(what: &str) -> Option<Target> {
@@ -96,14 +96,14 @@ fn unavailable(what: &str) -> Option<Target> {
     None
 }
 
-fn shared(what: &str) -> Option<Target> {
+pub(super) fn shared(what: &str) -> Option<Target> {
     if let Ok(url) = std::env::var("TETHER_TEST_REDIS_URL") {
         return Some(Target { url, _server: None });
     }
     private(what, &[])
 }
 
-fn private(what: &str, extra: &[&str]) -> Option<Target> {
+pub(super) fn private(what: &str, extra: &[&str]) -> Option<Target> {
     match Server::start(extra) {
         Some(s) => Some(Target { url: s.url.clone(), _server: Some(s) }),
         None => unavailable(what),
@@ -116,7 +116,7 @@ fn config(url: &str, test: &str) -> RedisConfig {
     RedisConfig { url: url.to_owned(), key_prefix: format!("t{nonce:08x}:{test}:"), ..RedisConfig::default() }
 }
 
-fn rand_u32() -> u32 {
+pub(super) fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
     getrandom::fill(&mut b).expect("randomness");
     u32::from_le_bytes(b)
@@ -165,7 +165,7 @@ fn record(at: Secs, user: Option<&str>, country: &str) -> SessionRecord {
 }
 
 /// Polls `f` until it holds or `within` passes; returns how long it took.
-async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> Option<Duration> {
+pub(super) async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < within {
         if f().await {
