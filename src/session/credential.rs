@@ -89,31 +89,27 @@ pub struct Found<'a> {
 pub fn read<'a>(headers: &'a HeaderMap, cookies: &'a [String], bearer: bool) -> Result<Found<'a>, Ambiguity> {
     let mut found = Found::default();
     let mut cookie: Option<Credential<'a>> = None;
+    // Bytes throughout: the cookie list is ASCII in practice, and a byte that is not
+    // changes nothing about where its separators are.
     for header in headers.get_all(COOKIE) {
-        let Ok(text) = std::str::from_utf8(header.as_bytes()) else {
-            // Opaque bytes in a Cookie header: if a session cookie hides in them it is
-            // unreadable; judge as a first sight rather than guess.
-            found.unrecognised |= cookies.iter().any(|n| contains_ignore_case(header.as_bytes(), n.as_bytes()));
-            continue;
-        };
-        for pair in text.split(';') {
-            let pair = pair.trim_matches(is_space);
+        for pair in header.as_bytes().split(|&b| b == b';') {
+            let pair = trim(pair);
             if pair.is_empty() {
                 continue;
             }
             // A session cookie after a ',' or whitespace inside this pair: a lenient parser
             // sees a pair of its own there.
-            if pair.contains([',', ' ', '\t']) && hidden_cookie(pair, cookies) {
+            if pair.iter().any(|&b| is_separator(b)) && hidden_cookie(pair, cookies) {
                 return Err(Ambiguity::HiddenCookie);
             }
-            let Some((name, value)) = pair.split_once('=') else { continue };
-            let Some(configured) = session_name(name.trim_matches(is_space), cookies) else { continue };
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else { continue };
+            let Some(configured) = session_name(trim(&pair[..eq]), cookies) else { continue };
             if let Some(Credential::Cookie { name: seen, .. }) = &cookie {
                 return Err(if *seen == configured { Ambiguity::RepeatedCookie } else { Ambiguity::TwoSessionCookies });
             }
-            let value = value.trim_matches(is_space);
-            let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
-            if value.contains([',', ' ', '\t']) {
+            let value = trim(&pair[eq + 1..]);
+            let value = value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value);
+            if value.iter().any(|&b| is_separator(b)) {
                 return Err(Ambiguity::SeparatorInValue);
             }
             if value.is_empty() {
@@ -150,40 +146,44 @@ pub fn read<'a>(headers: &'a HeaderMap, cookies: &'a [String], bearer: bool) -> 
     Ok(found)
 }
 
-fn is_space(c: char) -> bool {
-    c == ' ' || c == '\t'
+fn is_separator(b: u8) -> bool {
+    b == b',' || b == b' ' || b == b'\t'
+}
+
+fn trim(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
 }
 
 /// The configured name `name` spells, compared as a lenient framework would.
-fn session_name<'a>(name: &str, cookies: &'a [String]) -> Option<&'a str> {
-    let decoded = percent_decode(name);
+fn session_name<'a>(name: &[u8], cookies: &'a [String]) -> Option<&'a str> {
+    let decoded: Cow<'_, [u8]> = if name.contains(&b'%') { percent_encoding::percent_decode(name).into() } else { Cow::Borrowed(name) };
     cookies.iter().find(|c| c.as_bytes().eq_ignore_ascii_case(&decoded)).map(String::as_str)
 }
 
-fn hidden_cookie(pair: &str, cookies: &[String]) -> bool {
-    pair.split([',', ' ', '\t']).skip(1).any(|token| token.split_once('=').is_some_and(|(n, _)| session_name(n, cookies).is_some()))
+fn hidden_cookie(pair: &[u8], cookies: &[String]) -> bool {
+    pair.split(|&b| is_separator(b))
+        .skip(1)
+        .any(|token| token.iter().position(|&b| b == b'=').is_some_and(|eq| session_name(&token[..eq], cookies).is_some()))
 }
 
 /// Unquoted, percent-decoded, `+` read as space.
-fn canonical_value(value: &str) -> Cow<'_, [u8]> {
-    if !value.contains(['%', '+']) {
-        return Cow::Borrowed(value.as_bytes());
+fn canonical_value(value: &[u8]) -> Cow<'_, [u8]> {
+    if !value.iter().any(|&b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(value);
     }
-    let mut out = percent_decode(value).into_owned();
+    let mut out: Vec<u8> = percent_encoding::percent_decode(value).collect();
     for b in out.iter_mut() {
         if *b == b'+' {
             *b = b' ';
         }
     }
     Cow::Owned(out)
-}
-
-fn percent_decode(s: &str) -> Cow<'_, [u8]> {
-    percent_encoding::percent_decode_str(s).into()
-}
-
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// `Bearer` and a token, split at any run of spaces or tabs; `None` for another scheme or
