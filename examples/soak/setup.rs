@@ -57,7 +57,7 @@ pub(crate) async fn prepare(s: &Settings) -> Result<Files, String> {
 /// a config that really differs. Written beside and renamed, as an operator's tool would.
 pub(crate) fn write_config(s: &Settings, f: &Files, upstream: SocketAddr, variant: u64) -> Result<(), String> {
     let g = &f.geolite;
-    let threshold = if variant % 2 == 0 { 50 } else { 55 };
+    let threshold = if variant.is_multiple_of(2) { 50 } else { 55 };
     let text = format!(
         r#"# Written by the soak generator.
 [listen]
