@@ -272,6 +272,17 @@ async fn a_flood_of_fresh_cookies_cannot_wash_out_a_binding() {
     assert!(t.metric("tether_store_evictions_total").await >= 1.0);
 }
 
+/// Delivers a step-up callback with `query` for session `cookie`, from the VPN exit.
+async fn callback(t: &Tether, cookie: &str, query: &str) -> http::response::Parts {
+    let req = get(t, &format!("/.tether/callback?{query}"))
+        .header("cookie", format!("session={cookie}"))
+        .header("user-agent", CHROME)
+        .header("accept", "text/html")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    h1_from(t, "127.0.2.10", req).await.0
+}
+
 /// The state parameter of a step-up redirect.
 fn state_of(location: &str) -> String {
     location.split(['?', '&']).find_map(|kv| kv.strip_prefix("state=")).unwrap().to_owned()
@@ -291,13 +302,7 @@ async fn an_idp_outage_never_counts_against_the_user() {
         let state = state_of(parts.headers["location"].to_str().unwrap());
         // Alternately: the code exchange fails in transport, and the IdP says it is down.
         let query = if attempt % 2 == 0 { format!("code=abc&state={state}") } else { format!("error=temporarily_unavailable&state={state}") };
-        let req = get(&t, &format!("/.tether/callback?{query}"))
-            .header("cookie", "session=owner")
-            .header("user-agent", CHROME)
-            .header("accept", "text/html")
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap();
-        let (parts, _) = h1_from(&t, "127.0.2.10", req).await;
+        let parts = callback(&t, "owner", &query).await;
         assert_eq!(parts.status, 503, "attempt {attempt}: the user is asked to retry");
     }
     let lines = audit_until(&t, |l| l.iter().filter(|x| x["event"] == "step_up_failed").count() >= 5).await;
@@ -312,13 +317,7 @@ async fn an_idp_outage_never_counts_against_the_user() {
             break;
         }
         let state = state_of(parts.headers["location"].to_str().unwrap());
-        let req = get(&t, &format!("/.tether/callback?error=access_denied&state={state}"))
-            .header("cookie", "session=owner")
-            .header("user-agent", CHROME)
-            .header("accept", "text/html")
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap();
-        let (parts, _) = h1_from(&t, "127.0.2.10", req).await;
+        let parts = callback(&t, "owner", &format!("error=access_denied&state={state}")).await;
         assert_eq!(parts.status, 403);
     }
     assert!(revoked, "failures of the user's own never revoked the session");
@@ -335,13 +334,7 @@ async fn a_challenge_answered_after_its_lifetime_is_expired() {
     assert_eq!(parts.status, 303);
     let state = state_of(parts.headers["location"].to_str().unwrap());
     t.running.shared.clock.shift(601);
-    let req = get(&t, &format!("/.tether/callback?code=abc&state={state}"))
-        .header("cookie", "session=late")
-        .header("user-agent", CHROME)
-        .header("accept", "text/html")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let (parts, _) = h1_from(&t, "127.0.2.10", req).await;
+    let parts = callback(&t, "late", &format!("code=abc&state={state}")).await;
     assert_eq!(parts.status, 403);
     audit_event(&t, "step_up_failed", "detail", "state_expired").await;
 }
