@@ -78,7 +78,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { path } => match Config::load(&path) {
-            Ok(_) => {
+            Ok(config) => {
+                for w in config.warnings() {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }

@@ -22,6 +22,8 @@ use crate::upstream::UpstreamClient;
 pub struct Snapshot {
     pub config: Config,
     pub tls: Option<Arc<ServerConfig>>,
+    /// The listener's leaf certificate: the hosts it names may be a step-up's redirect.
+    pub tls_leaf: Option<rustls::pki_types::CertificateDer<'static>>,
     pub trusted: TrustedProxies,
     pub upstream: UpstreamClient,
     /// `None` without an `[intel]` section.
@@ -54,9 +56,13 @@ pub enum SnapshotError {
 impl Snapshot {
 
     pub fn build(config: Config, generation: u64, metrics: &Metrics, generated_key: &HashKey) -> Result<Snapshot, SnapshotError> {
-        let tls = match &config.listen.tls {
-            Some(files) => Some(tls::server_config(&files.cert, &files.key).map_err(SnapshotError::ListenerTls)?),
-            None => None,
+        let (tls, tls_leaf) = match &config.listen.tls {
+            Some(files) => {
+                let server = tls::server_config(&files.cert, &files.key).map_err(SnapshotError::ListenerTls)?;
+                let leaf = tls::load_certs(&files.cert).map_err(SnapshotError::ListenerTls)?.into_iter().next();
+                (Some(server), leaf)
+            }
+            None => (None, None),
         };
         let upstream = UpstreamClient::new(&config.upstream, &config.limits).map_err(SnapshotError::UpstreamTls)?;
         let trusted = TrustedProxies::new(config.listen.trusted_proxies.clone());
@@ -70,7 +76,7 @@ impl Snapshot {
             Some(path) => Some(AdminToken::read(path).map_err(|source| SnapshotError::AdminToken { path: path.clone(), source })?),
             None => None,
         };
-        Ok(Snapshot { config, tls, trusted, upstream, intel, detector, idp, admin_token, generation })
+        Ok(Snapshot { config, tls, tls_leaf, trusted, upstream, intel, detector, idp, admin_token, generation })
     }
 
     /// Sets the gauges that describe the snapshot in force. State observes into the

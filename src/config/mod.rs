@@ -99,6 +99,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// Settings that are valid but weaker than they look, each with its key path.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(su) = &self.step_up {
+            if su.redirect_uri.is_none() && su.public_hosts.is_empty() && self.listen.tls.is_none() {
+                out.push(
+                    "step_up.redirect_uri: neither it nor step_up.public_hosts is set on a plaintext listener, so the step-up callback is built from whatever Host a request names"
+                        .to_owned(),
+                );
+            }
+        }
+        out
+    }
+
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|source| {

@@ -46,6 +46,9 @@ pub struct StepUp {
     pub ca_file: Option<PathBuf>,
     /// The callback URL registered at the IdP; derived from the request's host when unset.
     pub redirect_uri: Option<String>,
+    /// Hosts a derived redirect URI may name (besides those the listener's certificate
+    /// names); lower case, without a port.
+    pub public_hosts: Vec<String>,
     /// The ID token claim compared with the challenged session's user.
     pub user_claim: String,
     /// Failed step-ups after which the session is revoked.
@@ -120,6 +123,7 @@ pub(super) fn read(s: &Section<'_>) -> Option<Option<StepUp>> {
     let max_failures = s.integer("max_failures", 1, 100).map_or(3, |n| n as u8);
     let ca_file = s.optional_file("ca_file");
     let redirect_uri = s.string("redirect_uri").map(str::to_owned);
+    let public_hosts = s.string_array("public_hosts").unwrap_or_default().into_iter().map(|h| h.to_ascii_lowercase()).collect();
     if let Some(r) = &redirect_uri {
         if !r.ends_with(paths::CALLBACK) || r.parse::<Uri>().ok().and_then(|u| u.authority().cloned()).is_none() {
             s.problem("redirect_uri", Problem::Invalid { expected: concat!("an absolute URL ending in ", paths::callback!()), found: r.clone() });
@@ -136,6 +140,7 @@ pub(super) fn read(s: &Section<'_>) -> Option<Option<StepUp>> {
         required_amr,
         ca_file: ca_file.ok()?,
         redirect_uri,
+        public_hosts,
         user_claim,
         max_failures,
         allow_insecure_http,

@@ -10,6 +10,7 @@ use super::body::ProxyBody;
 use super::own::CALLBACK;
 use super::service::Context;
 use crate::detector::Decision;
+use crate::state::Snapshot;
 use crate::stepup::{return_to, BeginError};
 
 /// Longest return path kept with a challenge (the challenge table's own bound).
@@ -55,7 +56,17 @@ pub(super) async fn challenge(req: &Request<Incoming>, d: &Decision, cx: &Contex
                 .then(|| req.uri().path_and_query().map_or("/", |p| p.as_str()))
                 .map(|p| return_to::validate(p, RETURN_BOUND).unwrap_or_else(|| "/".to_owned()));
             let scheme = if cx.conn.tls.is_some() { "https" } else { "http" };
-            let redirect_uri = cfg.redirect_uri.clone().unwrap_or_else(|| format!("{scheme}://{host}{CALLBACK}"));
+            let redirect_uri = match &cfg.redirect_uri {
+                Some(uri) => uri.clone(),
+                // A derived callback names only a host tether serves for real: one the
+                // listener's certificate names or `public_hosts` lists. Any other Host
+                // (chosen by the client, SNI and all) gets the 401 challenge instead.
+                None if public_host(host, snap, cfg) => format!("{scheme}://{host}{CALLBACK}"),
+                None => {
+                    shared.metrics.step_ups.with_label_values(&["challenge", "401"]).inc();
+                    return answer::challenge(&www_authenticate(acr));
+                }
+            };
             let issued = match shared.challenges.issue(
                 &snap.detector.hash_key,
                 d.session,
@@ -96,6 +107,28 @@ pub(super) async fn challenge(req: &Request<Incoming>, d: &Decision, cx: &Contex
             answer::challenge(&www_authenticate(acr))
         }
     }
+}
+
+/// Whether a derived redirect URI may name `host` (`Host` header, perhaps with a port):
+/// it is in `step_up.public_hosts`, or the listener's certificate names it; on a
+/// plaintext listener with neither configured, any host (check-config warns).
+fn public_host(host: &str, snap: &Snapshot, cfg: &crate::config::StepUp) -> bool {
+    let name = strip_port(host);
+    if cfg.public_hosts.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        return true;
+    }
+    match &snap.tls_leaf {
+        Some(leaf) => crate::net::tls::names_host(leaf, name),
+        None => cfg.public_hosts.is_empty(),
+    }
+}
+
+/// `host` without its `:port` (an IPv6 literal keeps its brackets off).
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h)
 }
 
 /// 403, as HTML for a browser and JSON otherwise, naming the decision's reference.

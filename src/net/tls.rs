@@ -68,3 +68,35 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, TlsError> 
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
+
+/// Whether `cert` (a leaf certificate, DER) names `host` (wildcards as TLS reads them).
+/// A host that is not a DNS name or an address is named by no certificate.
+pub fn names_host(cert: &CertificateDer<'_>, host: &str) -> bool {
+    let Ok(name) = rustls_pki_types::ServerName::try_from(host) else { return false };
+    let Ok(leaf) = webpki::EndEntityCert::try_from(cert) else { return false };
+    leaf.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_names_its_hosts_only() {
+        let ck = rcgen::generate_simple_self_signed(vec!["admin.example.com".into(), "*.console.example".into(), "127.0.0.1".into()]).unwrap();
+        let der = ck.cert.der().clone();
+        for (host, want) in [
+            ("admin.example.com", true),
+            ("ADMIN.example.com", true),
+            ("a.console.example", true),
+            ("127.0.0.1", true),
+            ("evil.example", false),
+            ("a.b.console.example", false),
+            ("admin.example.com.evil.example", false),
+            ("", false),
+            ("admin.example.com/x", false),
+        ] {
+            assert_eq!(names_host(&der, host), want, "{host}");
+        }
+    }
+}

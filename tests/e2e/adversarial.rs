@@ -171,3 +171,42 @@ async fn http2_cookie_crumbs_reach_the_upstream_as_one_header() {
     let echo = json(&body);
     assert_eq!(seen(&echo, "cookie"), vec!["a=1; session=crumbs; b=2"]);
 }
+
+/// Raw HTTP/1.1 over plain TCP from `src`; the status and the whole answer.
+async fn raw_plain(addr: SocketAddr, src: &str, head: &str) -> (u16, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(src.parse().unwrap(), 0)).unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let bytes = read_to_close(&mut tcp).await;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    (text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0), text)
+}
+
+/// The step-up callback a redirect names is a host tether really serves: one
+/// `step_up.public_hosts` lists or the listener's certificate names, never whatever Host
+/// the client sent.
+#[tokio::test]
+async fn the_step_up_callback_never_names_a_host_the_client_chose() {
+    let up = spawn_upstream(None).await;
+    let c = certs();
+    let sections = detector_sections("enforce", "").replace("client_id = \"tether\"\n", "client_id = \"tether\"\npublic_hosts = [\"admin.example\"]\n");
+    let text = format!("[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{up}\"\n{sections}");
+    let t = start_text(&text, c).await;
+    let get = |host: &str| format!("GET /app HTTP/1.1\r\nhost: {host}\r\nuser-agent: {CHROME}\r\naccept: text/html\r\ncookie: session=fresh-{host}\r\nconnection: close\r\n\r\n");
+    // A first sight from a VPN exit: a step-up.
+    let (status, answer) = raw_plain(t.addr(), MULLVAD, &get("admin.example")).await;
+    assert_eq!(status, 303, "{answer}");
+    assert!(answer.contains("redirect_uri=http%3A%2F%2Fadmin.example%2F.tether%2Fcallback"), "{answer}");
+    let (status, answer) = raw_plain(t.addr(), MULLVAD, &get("evil.example")).await;
+    assert_eq!(status, 401, "a client-chosen Host got a redirect: {answer}");
+    assert!(!answer.contains("evil.example"));
+
+    // check-config warns when a plaintext listener has neither setting.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tether.toml");
+    std::fs::write(&path, format!("[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n{}", detector_sections("enforce", ""))).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether")).arg("check-config").arg(&path).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: step_up.redirect_uri"), "{}", String::from_utf8_lossy(&out.stderr));
+}
