@@ -75,6 +75,8 @@ pub struct Identity {
     jwt_invalid: bool,
     /// A verified JWT's `auth_time`.
     auth_time: Option<Secs>,
+    /// A verified JWT's `iat`: a user revocation after it revokes the token.
+    issued_at: Option<Secs>,
     /// From the verified JWT, else a trusted hop's header, else the input itself.
     pub user: Option<Arc<str>>,
     /// Something credential-shaped tether cannot read: judged as a first sight by the
@@ -148,6 +150,7 @@ impl Detector {
                 previous_key: None,
                 jwt_invalid: false,
                 auth_time: None,
+                issued_at: None,
                 user: None,
                 unrecognised: true,
             }));
@@ -164,13 +167,15 @@ impl Detector {
         // Computed here because the raw credential is not kept; only during a hash-key
         // rotation, so the usual request pays nothing for it.
         let previous_key = self.hash_key.previous_session_key(credential.domain(), credential.secret());
-        let auth_time = claims.and_then(|c| c.auth_time).map(|t| t.min(u64::from(u32::MAX)) as Secs);
-        Ok(Some(Identity { key, previous_key, jwt_invalid, auth_time, user, unrecognised: false }))
+        let secs = |t: u64| t.min(u64::from(u32::MAX)) as Secs;
+        let auth_time = claims.as_ref().and_then(|c| c.auth_time).map(secs);
+        let issued_at = claims.as_ref().and_then(|c| c.issued_at.or(c.auth_time)).map(secs);
+        Ok(Some(Identity { key, previous_key, jwt_invalid, auth_time, issued_at, user, unrecognised: false }))
     }
 
     /// Judges an identified request: store read, signals, evaluation, store write.
     pub async fn judge(&self, store: &Store, req: &Request<'_>, identity: &Identity) -> Result<Decision, StoreError> {
-        let Identity { key, previous_key, jwt_invalid, auth_time: jwt_auth, ref user, unrecognised } = *identity;
+        let Identity { key, previous_key, jwt_invalid, auth_time: jwt_auth, issued_at, ref user, unrecognised } = *identity;
         let user = user.clone();
         // With `on_error = "network_only"`, a history the shared store cannot give is
         // judged as a first sight by the network rules and not written back; with
@@ -208,7 +213,10 @@ impl Detector {
         let client = client_of(req);
         let obs = Observed { now: req.now, ip: req.ip, net: req.net, client, jwt_invalid };
         let mut signals = policy::derive(&obs, prior, loaded.baseline.as_ref(), &self.policy);
-        if loaded.revoked {
+        // A token issued no later than its user's revocation is revoked with the user,
+        // whether or not tether ever saw it.
+        let user_revoked = matches!((issued_at, loaded.user_revoked_at), (Some(iat), Some(at)) if iat <= at);
+        if loaded.revoked || user_revoked {
             signals.insert(Signal::Revoked);
         }
         if loaded.history_lost {
@@ -241,7 +249,7 @@ impl Detector {
             }
         } else if degraded {
             // Judged blind: writing would replace the real history when Redis is back.
-        } else if !loaded.revoked {
+        } else if !loaded.revoked && !user_revoked {
             // Only contexts the policy allowed teach the user's baseline: a thief's
             // network must never become "usual".
             let mut baseline = loaded.baseline.unwrap_or_default();
@@ -444,4 +452,82 @@ pub fn audit_events(d: &Decision, req: &Request<'_>, audit_allowed: bool) -> imp
     });
     let new_address = (d.new_address && !d.bound).then(|| base(EventKind::NewAddress));
     bound.into_iter().chain(decision).chain(new_address)
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+
+    use super::*;
+    use crate::session::StoreLimits;
+
+    const NOW: Secs = 1_800_000_000;
+
+    /// A detector verifying ES256 session JWTs, and a key to sign them with.
+    fn jwt_detector(dir: &std::path::Path) -> (Detector, EncodingKey) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let enc = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        std::fs::write(dir.join("jwks.json"), serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
+        let text = format!(
+            "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[session]\ncookies = [\"session\"]\n[session.jwt]\nissuer = \"https://sso.example\"\naudience = \"console\"\nalgorithms = [\"ES256\"]\njwks_file = \"{}\"\n",
+            dir.join("jwks.json").display()
+        );
+        std::fs::write(dir.join("tether.toml"), text).unwrap();
+        let config = Config::load(&dir.join("tether.toml")).unwrap();
+        (Detector::build(&config, &HashKey::new([7; 32], None)).unwrap(), enc)
+    }
+
+    fn token(enc: &EncodingKey, jti: &str, iat: Secs) -> String {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("k1".into());
+        let claims = serde_json::json!({"iss": "https://sso.example", "aud": "console", "sub": "alice", "jti": jti, "iat": iat, "exp": NOW + 3600});
+        encode(&h, &claims, enc).unwrap()
+    }
+
+    fn headers(name: &str, value: String) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        h
+    }
+
+    async fn decide(det: &Detector, store: &Store, h: &HeaderMap, now: Secs) -> Decision {
+        let net = NetInfo::unknown();
+        let req = Request {
+            now,
+            ip: "192.0.2.10".parse().unwrap(),
+            net: &net,
+            method: &Method::GET,
+            path: "/",
+            query: None,
+            headers: h,
+            fingerprint: None,
+            peer_trusted: false,
+            asserted_user: None,
+        };
+        det.decide(store, &req).await.unwrap().expect("a session")
+    }
+
+    #[tokio::test]
+    async fn a_jwt_is_one_session_in_any_header_and_dies_with_its_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let (det, enc) = jwt_detector(dir.path());
+        let store = Store::memory(StoreLimits::default());
+        let t = token(&enc, "a1", NOW - 60);
+        let as_cookie = decide(&det, &store, &headers("cookie", format!("session={t}")), NOW).await;
+        let as_bearer = decide(&det, &store, &headers("authorization", format!("Bearer {t}")), NOW).await;
+        assert_eq!(as_cookie.session, as_bearer.session);
+        assert!(!as_bearer.bound, "the same token in another header is no new session");
+
+        store.revoke_user("alice", NOW + 10).await.unwrap();
+        // A token of alice's issued before the revocation, never seen by tether: revoked.
+        let unseen = token(&enc, "a2", NOW - 30);
+        let d = decide(&det, &store, &headers("authorization", format!("Bearer {unseen}")), NOW + 20).await;
+        assert!(d.verdict.signals.contains(Signal::Revoked), "{:?}", d.verdict);
+        // One issued after it (alice signed in again): not revoked.
+        let fresh = token(&enc, "a3", NOW + 15);
+        let d = decide(&det, &store, &headers("authorization", format!("Bearer {fresh}")), NOW + 20).await;
+        assert!(!d.verdict.signals.contains(Signal::Revoked), "{:?}", d.verdict);
+    }
 }

@@ -56,6 +56,8 @@ pub struct VerifiedClaims {
     /// issue time. A token sent in another header, or with its ECDSA signature malleated,
     /// is the same session.
     pub canonical: Arc<str>,
+    /// `iat`: a user revoked after it revokes this token too.
+    pub issued_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +114,7 @@ pub fn check_claims(claims: &Value, rules: &SessionRules<'_>, now: u64) -> Resul
     };
     Ok(VerifiedClaims {
         canonical,
+        issued_at: c.iat,
         user: claims.get(rules.user_claim).and_then(Value::as_str).map(Arc::from),
         sid: c.sid.map(Arc::from),
         auth_time: c.auth_time,

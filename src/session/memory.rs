@@ -43,6 +43,9 @@ pub struct MemoryStore {
     user_sessions: DashMap<Arc<str>, Vec<SessionKey>>,
     /// Revoked sessions and when their revocation may be forgotten.
     revoked: DashMap<SessionKey, Secs>,
+    /// Users revoked as a whole, and when: every session or token of theirs from before
+    /// is revoked. Kept `absolute_ttl`, bounded by `max_users`.
+    revoked_users: DashMap<Arc<str>, Secs>,
     tombstones: Tombstones,
     /// One eviction at a time; the others go on (the bound overshoots by at most the
     /// requests in flight).
@@ -67,6 +70,7 @@ impl MemoryStore {
             users: DashMap::new(),
             user_sessions: DashMap::new(),
             revoked: DashMap::new(),
+            revoked_users: DashMap::new(),
             tombstones: Tombstones::new(limits.max_sessions),
             evicting: AtomicBool::new(false),
             evictions: AtomicU64::new(0),
@@ -89,7 +93,10 @@ impl MemoryStore {
         };
         let user = user.or(record.as_ref().and_then(|r| r.user.as_deref()));
         let baseline = user.and_then(|u| self.users.get(u).map(|b| *b));
-        Loaded { record, baseline, revoked, history_lost }
+        let user_revoked_at = user.and_then(|u| self.revoked_users.get(u).map(|at| *at));
+        // A session of a revoked user that began before the revocation.
+        let revoked = revoked || matches!((&record, user_revoked_at), (Some(r), Some(at)) if r.created < at);
+        Loaded { record, baseline, revoked, history_lost, user_revoked_at }
     }
 
     pub fn store(&self, key: SessionKey, record: SessionRecord, learned: Option<(&Arc<str>, &UserBaseline)>) {
@@ -212,6 +219,8 @@ impl MemoryStore {
         let before = self.sessions.len();
         self.sessions.retain(|_, r| !self.expired(r, now));
         self.revoked.retain(|_, until| *until > now);
+        let horizon = now.saturating_sub(self.limits.absolute_ttl);
+        self.revoked_users.retain(|_, at| *at > horizon);
         // Concurrent inserts may outnumber what the sweep removed.
         before.saturating_sub(self.sessions.len())
     }
@@ -247,6 +256,13 @@ impl MemoryStore {
 
     /// Revokes every session indexed under `user`; returns their keys.
     pub fn revoke_user(&self, user: &str, now: Secs) -> Vec<SessionKey> {
+        if self.revoked_users.len() >= self.limits.max_users && !self.revoked_users.contains_key(user) {
+            let horizon = now.saturating_sub(self.limits.absolute_ttl);
+            self.revoked_users.retain(|_, at| *at > horizon);
+        }
+        if self.revoked_users.len() < self.limits.max_users || self.revoked_users.contains_key(user) {
+            self.revoked_users.insert(Arc::from(user), now);
+        }
         let mut keys: Vec<SessionKey> = self.user_sessions.get(user).map(|l| l.clone()).unwrap_or_default();
         // Also sessions whose record names the user but fell out of the bounded index.
         keys.extend(self.sessions.iter().filter(|e| e.user.as_deref() == Some(user)).map(|e| *e.key()));

@@ -69,6 +69,9 @@ pub struct Loaded {
     /// No record, but the store evicted this session when it was full: its history was
     /// lost, so this is not a first sight.
     pub history_lost: bool,
+    /// When the session's user was last revoked as a whole: a token of that user issued
+    /// before it is revoked too, even one tether never saw.
+    pub user_revoked_at: Option<Secs>,
 }
 
 /// The session store. An enum rather than a trait object so the hot path stays static

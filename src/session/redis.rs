@@ -371,8 +371,8 @@ impl RedisStore {
         let mut call = inner.scripts.load.prepare_invoke();
         call.key(k.session(key)).key(&k.revoked).key(&k.revoked_users);
         call.arg(&k.prefix).arg(key.hex().as_str()).arg(now).arg(user.unwrap_or(""));
-        let reply = inner.run(async move { call.invoke_async::<(Option<Vec<u8>>, Option<Vec<u8>>, i64, i64)>(&mut conn).await }).await;
-        let (record, baseline, revoked, lost) = match reply {
+        let reply = inner.run(async move { call.invoke_async::<(Option<Vec<u8>>, Option<Vec<u8>>, i64, i64, i64)>(&mut conn).await }).await;
+        let (record, baseline, revoked, lost, user_at) = match reply {
             Ok(r) => r,
             Err(e) => {
                 // What this replica knows still holds; without it, the caller judges blind
@@ -414,7 +414,8 @@ impl RedisStore {
                 },
             );
         }
-        Ok(inner.unexpired(Loaded { record, baseline, revoked: false, history_lost: lost != 0 }, now))
+        let user_revoked_at = u32::try_from(user_at).ok();
+        Ok(inner.unexpired(Loaded { record, baseline, revoked: false, history_lost: lost != 0, user_revoked_at }, now))
     }
 
     pub async fn store(&self, key: SessionKey, record: SessionRecord, learned: Option<(&Arc<str>, &UserBaseline)>) -> Result<(), StoreError> {

@@ -86,7 +86,7 @@ impl Cache {
             (_, Some(_)) => return Hit::Miss,
             (_, None) => None,
         };
-        let loaded = Loaded { record: Some(e.record), baseline, revoked: false, history_lost: false };
+        let loaded = Loaded { record: Some(e.record), baseline, revoked: false, history_lost: false, user_revoked_at: None };
         let age = e.fetched.elapsed();
         if age <= self.ttl && e.epoch == self.epoch() {
             Hit::Fresh(loaded)

@@ -14,7 +14,7 @@
 /// history lost).
 ///
 /// KEYS: session, revoked, revoked-users. ARGV: prefix, session hex, now, user or "".
-/// Returns {record|nil, baseline|nil, revoked 0/1, history_lost 0/1}.
+/// Returns {record|nil, baseline|nil, revoked 0/1, history_lost 0/1, user revoked at or -1}.
 pub const LOAD: &str = r#"
 local now = tonumber(ARGV[3])
 local rec = redis.call('GET', KEYS[1])
@@ -30,17 +30,19 @@ if rec and #rec >= 13 and string.byte(rec, 1) == 1 then
 end
 local base = false
 local lost = 0
+local user_at = -1
 if user ~= '' then
   base = redis.call('GET', ARGV[1] .. 'u:' .. user)
+  local at = redis.call('ZSCORE', KEYS[3], user)
+  if at then user_at = tonumber(at) end
   if created then
-    local at = redis.call('ZSCORE', KEYS[3], user)
     if at and created < tonumber(at) then revoked = 1 end
   elseif not rec then
     local deadline = redis.call('ZSCORE', ARGV[1] .. 'x:' .. user, ARGV[2])
     if deadline and tonumber(deadline) > now then lost = 1 end
   end
 end
-return {rec or false, base or false, revoked, lost}
+return {rec or false, base or false, revoked, lost, user_at}
 "#;
 
 /// Store: writes the record unless the session is revoked or the stored binding is one
