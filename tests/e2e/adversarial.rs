@@ -210,3 +210,15 @@ async fn the_step_up_callback_never_names_a_host_the_client_chose() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("warning: step_up.redirect_uri"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The upstream receives the path as the client sent it: an encoded slash in an object id
+/// keeps working, while the route was judged on the normalised form.
+#[tokio::test]
+async fn the_upstream_receives_the_path_as_sent() {
+    let t = start().await;
+    bind(&t, "ids").await;
+    let (status, body) = raw(t.addr(), &t.certs, HOME, &request(&t, "GET", "/items/a%2Fb?x=1", "cookie: session=ids\r\n")).await;
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(body.trim_start_matches(|c: char| c != '{')).unwrap_or_default();
+    assert_eq!(echo["path"], "/items/a%2Fb?x=1", "{body}");
+}
