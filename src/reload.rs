@@ -29,6 +29,10 @@ pub async fn reload_in_background(shared: Arc<Shared>, path: std::path::PathBuf)
 }
 
 pub fn reload(shared: &Shared, path: &Path) -> Result<u64, ReloadError> {
+    // Held from reading the file to installing the snapshot, on a blocking thread (never
+    // across an `.await`): reloads are serialised, each reads the file as it is when its
+    // turn comes, and the last to run installs the newest file.
+    let _turn = shared.reloading.lock().unwrap_or_else(|p| p.into_inner());
     let result = build_next(shared, path);
     match &result {
         Ok(generation) => {

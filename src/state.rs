@@ -155,6 +155,9 @@ pub struct Shared {
     /// Bumped after each reload (and touched when the shared store reports changes it
     /// cannot name), so long-lived tunnels re-check their session.
     pub reloaded: tokio::sync::watch::Sender<u64>,
+    /// One reload at a time: two at once (SIGHUP and the file watcher both see a change)
+    /// would take the same generation, and the older read could install last.
+    pub reloading: std::sync::Mutex<()>,
     /// Open tunnels by session, so a revocation closes them at once.
     pub tunnels: crate::session::tunnels::OpenTunnels,
     /// The clock every lifetime is measured by (tests move it).
@@ -183,6 +186,7 @@ impl Shared {
             generated_key,
             config_path: std::sync::OnceLock::new(),
             reloaded: tokio::sync::watch::Sender::new(0),
+            reloading: std::sync::Mutex::new(()),
             tunnels: Default::default(),
             clock: Default::default(),
         })

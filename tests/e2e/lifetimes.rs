@@ -338,3 +338,26 @@ async fn a_challenge_answered_after_its_lifetime_is_expired() {
     assert_eq!(parts.status, 403);
     audit_event(&t, "step_up_failed", "detail", "state_expired").await;
 }
+
+/// Reloads asked for at once (SIGHUP and the file watcher both see one change) run one
+/// after the other: each takes its own generation and none is lost.
+#[tokio::test]
+async fn concurrent_reloads_take_one_generation_each() {
+    let t = tether_with("").await;
+    let path = t.certs.dir.path().join("tether.toml");
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n{}",
+        detector_sections("enforce", "")
+    );
+    std::fs::write(&path, text).unwrap();
+    let first = t.running.shared.snapshot().generation;
+    let reloads: Vec<_> = (0..8).map(|_| tether::reload::reload_in_background(t.running.shared.clone(), path.clone())).collect();
+    let mut generations = Vec::new();
+    for r in futures_util::future::join_all(reloads).await {
+        generations.push(r.expect("reload"));
+    }
+    generations.sort();
+    generations.dedup();
+    assert_eq!(generations.len(), 8, "two reloads shared a generation: {generations:?}");
+    assert_eq!(t.running.shared.snapshot().generation, first + 8);
+}
