@@ -5,8 +5,9 @@
 #
 #   benches/load/run.sh                     # builds tether (release), then measures
 #   TETHER_BIN=target/release/tether benches/load/run.sh
+#   STORE=redis benches/load/run.sh         # adds a tether with the shared store on a private redis-server
 #
-# Knobs (environment): WARMUP=3 DURATION=10 ROUNDS=3 THREADS=2 CONNS=50 KEEP_TMP=1
+# Knobs (environment): WARMUP=3 DURATION=10 ROUNDS=3 THREADS=2 CONNS=50 STORE=memory KEEP_TMP=1
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -17,6 +18,7 @@ DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-50}
+STORE=${STORE:-memory}
 WORKERS=$(nproc)
 UA='Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36'
 COOKIE='session=load-test'
@@ -25,6 +27,7 @@ for v in WARMUP DURATION ROUNDS THREADS CONNS; do
   [[ ${!v} =~ ^[1-9][0-9]{0,3}$ ]] || { echo "error: $v must be a positive integer below 10000" >&2; exit 2; }
 done
 (( ROUNDS <= 9 && DURATION <= 120 && WARMUP <= 30 )) || { echo "error: ROUNDS<=9, DURATION<=120, WARMUP<=30" >&2; exit 2; }
+[[ $STORE == memory || $STORE == redis ]] || { echo "error: STORE must be memory or redis" >&2; exit 2; }
 
 started=$SECONDS
 log() { printf '[%4ds] %s\n' "$((SECONDS - started))" "$*" >&2; }
@@ -33,13 +36,16 @@ log() { printf '[%4ds] %s\n' "$((SECONDS - started))" "$*" >&2; }
 missing=()
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [[ $STORE == redis ]]; then
+  { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || missing+=(redis-server)
+fi
 for t in openssl curl ss; do command -v "$t" >/dev/null 2>&1 || { echo "error: $t is required" >&2; exit 2; }; done
 if ((${#missing[@]})); then
   SUDO=()
   if ((EUID != 0)); then command -v sudo >/dev/null 2>&1 && SUDO=(sudo) || { echo "error: need root to install ${missing[*]}" >&2; exit 2; }; fi
   log "installing ${missing[*]} with apt-get"
   timeout 600 "${SUDO[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive timeout 900 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends nginx wrk >/dev/null
+  DEBIAN_FRONTEND=noninteractive timeout 900 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
 
@@ -116,6 +122,11 @@ pick_port PORT_UP
 pick_port PORT_TETHER
 pick_port PORT_ADMIN
 pick_port PORT_NGINX
+if [[ $STORE == redis ]]; then
+  pick_port PORT_REDIS
+  pick_port PORT_TETHER_R
+  pick_port PORT_ADMIN_R
+fi
 
 # --- 3. certificate ------------------------------------------------------------------
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
@@ -173,9 +184,10 @@ PID_UP=${PIDS[-1]}
 wait_until "$PID_UP" "upstream nginx" "http://127.0.0.1:$PORT_UP/"
 
 # --- 5. tether -----------------------------------------------------------------------
-cat >"$TMP/tether.toml" <<EOF
+tether_conf() { # tether_conf PORT ADMIN_PORT AUDIT_FILE: the common configuration
+  cat <<EOF
 [listen]
-addr = "127.0.0.1:$PORT_TETHER"
+addr = "127.0.0.1:$1"
 tls_cert = "cert.pem"
 tls_key = "key.pem"
 
@@ -183,7 +195,7 @@ tls_key = "key.pem"
 url = "http://127.0.0.1:$PORT_UP"
 
 [admin]
-addr = "127.0.0.1:$PORT_ADMIN"
+addr = "127.0.0.1:$2"
 
 [limits]
 drain_timeout = "2s"
@@ -200,14 +212,54 @@ cookies = ["session"]
 mode = "enforce"
 
 [audit]
-path = "audit.jsonl"
+path = "$3"
 EOF
+}
+tether_conf "$PORT_TETHER" "$PORT_ADMIN" audit.jsonl >"$TMP/tether.toml"
 "$BIN" check-config "$TMP/tether.toml"
 "$BIN" run --config "$TMP/tether.toml" >"$TMP/tether.log" 2>&1 &
 PID_TETHER=$!
 PIDS+=("$PID_TETHER")
 wait_until "$PID_TETHER" "tether" "http://127.0.0.1:$PORT_ADMIN/readyz" ||
   { tail -20 "$TMP/tether.log" >&2; exit 1; }
+
+# --- 5b. tether with the shared store (STORE=redis) ----------------------------------
+# A private redis-server on loopback, without persistence, in the temp dir; a second
+# tether, configured like the first, keeps its sessions there.
+if [[ $STORE == redis ]]; then
+  mkdir -p "$TMP/redis"
+  redis-server --bind 127.0.0.1 --port "$PORT_REDIS" --save '' --appendonly no \
+    --dir "$TMP/redis" --logfile "$TMP/redis/redis.log" --daemonize no --protected-mode yes &
+  PID_REDIS=$!
+  PIDS+=("$PID_REDIS")
+  for ((i = 0; ; i++)); do
+    alive "$PID_REDIS" || { tail -20 "$TMP/redis/redis.log" >&2; echo "error: redis-server exited during start-up" >&2; exit 1; }
+    [[ $(timeout 2 redis-cli -h 127.0.0.1 -p "$PORT_REDIS" ping 2>/dev/null) == PONG ]] && break
+    ((i < 150)) || { echo "error: redis-server not ready after 15 s" >&2; exit 1; }
+    sleep 0.1
+  done
+  {
+    tether_conf "$PORT_TETHER_R" "$PORT_ADMIN_R" audit-redis.jsonl
+    cat <<EOF
+
+[store]
+backend = "redis"
+url = "redis://127.0.0.1:$PORT_REDIS"
+EOF
+  } >"$TMP/tether-redis.toml"
+  "$BIN" check-config "$TMP/tether-redis.toml"
+  "$BIN" run --config "$TMP/tether-redis.toml" >"$TMP/tether-redis.log" 2>&1 &
+  PID_TETHER_R=$!
+  PIDS+=("$PID_TETHER_R")
+  wait_until "$PID_TETHER_R" "tether (redis store)" "http://127.0.0.1:$PORT_ADMIN_R/readyz" ||
+    { tail -20 "$TMP/tether-redis.log" >&2; exit 1; }
+  for ((i = 0; ; i++)); do # readyz names a degraded store; wait (at most 10 s) until it does not
+    ready=$(curl -s --max-time 1 "http://127.0.0.1:$PORT_ADMIN_R/readyz" || true)
+    [[ $ready == ready* && $ready != *degraded* ]] && break
+    ((i < 100)) || { echo "error: tether with the redis store is not ready: $ready" >&2; exit 1; }
+    sleep 0.1
+  done
+fi
 
 # --- 6. nginx as the peer proxy ------------------------------------------------------
 mkdir -p "$TMP/peer"
@@ -249,7 +301,9 @@ PID_NGINX=${PIDS[-1]}
 wait_until "$PID_NGINX" "peer nginx" -k "https://localhost:$PORT_NGINX/"
 
 # Smoke checks, without the cookie so that no session is bound by curl's TLS client.
-for u in "https://localhost:$PORT_TETHER/" "https://localhost:$PORT_NGINX/"; do
+smoke=("https://localhost:$PORT_TETHER/" "https://localhost:$PORT_NGINX/")
+[[ $STORE == redis ]] && smoke+=("https://localhost:$PORT_TETHER_R/")
+for u in "${smoke[@]}"; do
   body=$(curl -sk --max-time 5 --http1.1 -A "$UA" "$u")
   [[ $body == ok ]] || { echo "error: $u answered '$body', expected 'ok'" >&2; exit 1; }
 done
@@ -285,8 +339,12 @@ LABEL[tether]="tether  TLS, session cookie"
 LABEL[nginx]="nginx   TLS, proxy_pass"
 LABEL[upstream]="upstream direct, plain http"
 LABEL[nocookie]="tether  TLS, no cookie"
+if [[ $STORE == redis ]]; then
+  URL[redis]="https://localhost:$PORT_TETHER_R/"; PID_OF[redis]=$PID_TETHER_R; COOKIE_OF[redis]=yes
+  LABEL[redis]="tether  TLS, cookie, Redis"
+fi
 
-declare -A RPS P50 P99 CPU
+declare -A RPS P50 P99 CPU REDIS_CPU
 bad=0
 cookie_requests=0 # requests wrk completed towards tether with the cookie (warm-ups included)
 
@@ -313,8 +371,10 @@ measure() { # measure TARGET RUN: warm-up, then one measured run
   wrk_once "$t" "$WARMUP" "$TMP/warmup-$t-$r.txt"
   check_errors "$t" "$TMP/warmup-$t-$r.txt"
   c0=$(cpu_ticks "${PID_OF[$t]}")
+  [[ $t == redis ]] && rc0=$(cpu_ticks "$PID_REDIS")
   wrk_once "$t" "$DURATION" "$out"
   c1=$(cpu_ticks "${PID_OF[$t]}")
+  [[ $t == redis ]] && rc1=$(cpu_ticks "$PID_REDIS")
   check_errors "$t" "$out"
   req=$(field "$out" requests)
   dur=$(field "$out" duration_us)
@@ -322,14 +382,22 @@ measure() { # measure TARGET RUN: warm-up, then one measured run
   P50[$t]+="$(field "$out" p50_us) "
   P99[$t]+="$(field "$out" p99_us) "
   CPU[$t]+="$(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN{printf "%.1f", n ? c / hz * 1e6 / n : 0}') "
+  [[ $t == redis ]] && REDIS_CPU[$t]+="$(awk -v c=$((rc1 - rc0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN{printf "%.2f", n ? c / hz * 1e6 / n : 0}') "
   log "$t run $r: $(awk -v n="$req" -v d="$dur" 'BEGIN{printf "%.0f", n / (d / 1e6)}') req/s, p50 $(field "$out" p50_us) us, p99 $(field "$out" p99_us) us"
 }
 
-est=$(((ROUNDS * 3 + 1) * (WARMUP + DURATION)))
-log "measuring: $ROUNDS rounds of tether / nginx / upstream, and tether without cookie once (~${est}s)"
+if [[ $STORE == redis ]]; then
+  est=$(((ROUNDS * 4 + 1) * (WARMUP + DURATION)))
+  log "measuring: $ROUNDS rounds of tether / tether with Redis / nginx / upstream, and tether without cookie once (~${est}s)"
+else
+  est=$(((ROUNDS * 3 + 1) * (WARMUP + DURATION)))
+  log "measuring: $ROUNDS rounds of tether / nginx / upstream, and tether without cookie once (~${est}s)"
+fi
 for ((r = 1; r <= ROUNDS; r++)); do
   # Alternate which proxy goes first, so neither always follows the other.
   if ((r % 2)); then order=(tether nginx upstream); else order=(nginx tether upstream); fi
+  # With the shared store, its tether runs between the two proxies (second in every round).
+  [[ $STORE == redis ]] && order=("${order[0]}" redis "${order[@]:1}")
   for t in "${order[@]}"; do
     measure "$t" "$r"
     # The run without the cookie follows the last round's tether run directly, so the
@@ -340,6 +408,12 @@ done
 
 # --- 8. tether's own account ---------------------------------------------------------
 curl -sf --max-time 5 "http://127.0.0.1:$PORT_ADMIN/metrics" >"$TMP/metrics.txt"
+if [[ $STORE == redis ]]; then
+  curl -sf --max-time 5 "http://127.0.0.1:$PORT_ADMIN_R/metrics" >"$TMP/metrics-redis.txt"
+  timeout 5 redis-cli -h 127.0.0.1 -p "$PORT_REDIS" info commandstats >"$TMP/redis/commandstats.txt" || true
+  timeout 5 redis-cli -h 127.0.0.1 -p "$PORT_REDIS" info stats >"$TMP/redis/stats.txt" || true
+  timeout 5 redis-cli -h 127.0.0.1 -p "$PORT_REDIS" dbsize >"$TMP/redis/dbsize.txt" || true
+fi
 
 # --- report --------------------------------------------------------------------------
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
@@ -352,13 +426,16 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo
 echo "== tether load benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ), tether $commit) =="
 echo "machine: $(nproc) cores ($cpu_model); nginx $NGINX_VERSION with $WORKERS workers; $wrk_version"
+[[ $STORE == redis ]] && echo "store: $(redis-server --version | awk '{print $1, $2, $3}') on 127.0.0.1, no persistence, same cores; tether [store] defaults (cache_ttl 2s, pool_size 2)"
 echo "load: wrk -t$THREADS -c$CONNS, HTTP/1.1, ${WARMUP}s warm-up + ${DURATION}s measured, $ROUNDS runs each"
 echo "      (median shown; tether and nginx alternate), body \"ok\\n\" from an nginx upstream"
 echo "NOTE: wrk, the upstream nginx and the proxy under test all share the same $(nproc) cores;"
 echo "      these are relative numbers for this box, not a proxy's capacity on dedicated cores."
 echo
 printf '%-30s %10s %9s %9s %12s   %s\n' "target" "req/s" "p50 ms" "p99 ms" "CPU us/req" "req/s of each run"
-for t in upstream nginx tether nocookie; do
+targets=(upstream nginx tether nocookie)
+[[ $STORE == redis ]] && targets=(upstream nginx tether redis nocookie)
+for t in "${targets[@]}"; do
   read -r -a rs <<<"${RPS[$t]}"
   read -r -a a50 <<<"${P50[$t]}"
   read -r -a a99 <<<"${P99[$t]}"
@@ -379,6 +456,16 @@ awk -v t="$(median "${trs[@]}")" -v n="$(median "${nrs[@]}")" \
   printf "security path cost (no-cookie run vs the tether run just before it): %.1f%% fewer req/s, %+.1f CPU us/req\n", (1 - tl / nc) * 100, tcl - ncc
 }'
 echo "CPU us/req: user+system CPU of the front process(es) during the measured run (tether; nginx master+workers; the upstream for the direct row), per request"
+if [[ $STORE == redis ]]; then
+  read -r -a rrs <<<"${RPS[redis]}"; read -r -a r50 <<<"${P50[redis]}"; read -r -a r99 <<<"${P99[redis]}"
+  awk -v t="$(median "${trs[@]}")" -v r="$(median "${rrs[@]}")" \
+    -v t5="$(median "${t50[@]}")" -v r5="$(median "${r50[@]}")" \
+    -v t9="$(median "${t99[@]}")" -v r9="$(median "${r99[@]}")" 'BEGIN {
+    printf "tether Redis/memory store: req/s %.2f (below 1: Redis slower); p50 %.2f, p99 %.2f (above 1: Redis slower)\n", r / t, r5 / t5, r9 / t9
+  }'
+  read -r -a rcs <<<"${REDIS_CPU[redis]}"
+  echo "redis-server CPU us/req during the Redis row's measured runs (not in its CPU column): ${rcs[*]}"
+fi
 
 echo
 echo "-- tether /metrics after the runs --"
@@ -389,14 +476,43 @@ grep -E '^tether_sessions ' "$TMP/metrics.txt" || true
 awk '/^tether_decision_duration_seconds_sum/ {s = $NF} /^tether_decision_duration_seconds_count/ {c = $NF}
   END { if (c > 0) printf "tether_decision_duration_seconds: sum %.4f s / count %d = %.2f us per decision\n", s, c, s / c * 1e6 }' "$TMP/metrics.txt"
 echo "wrk completed $cookie_requests requests to tether with the cookie (warm-ups included; decisions also count requests in flight when wrk stopped)"
+audit_events() { grep -o '"event":"[a-z_]*"' "$1" 2>/dev/null | sed 's/"event"://; s/"//g' | sort | uniq -c | awk '{print $2 " " $1}' | paste -sd, || true; }
 echo "audit log events (session_bound = the one binding; allowed decisions are not audited by default):" \
-  "$(grep -o '"event":"[a-z_]*"' "$TMP/audit.jsonl" 2>/dev/null | sed 's/"event"://; s/"//g' | sort | uniq -c | awk '{print $2 " " $1}' | paste -sd, || true)"
+  "$(audit_events "$TMP/audit.jsonl")"
+if [[ $STORE == redis ]]; then
+  echo
+  echo "-- tether with the Redis store: /metrics after the runs --"
+  grep '^tether_decisions_total' "$TMP/metrics-redis.txt" || echo "(no tether_decisions_total series)"
+  grep -E '^tether_requests_total' "$TMP/metrics-redis.txt" || true
+  grep -E '^tether_signals_total' "$TMP/metrics-redis.txt" | awk '$NF != 0' || true
+  grep -E '^tether_store_(degraded|errors)' "$TMP/metrics-redis.txt" || true
+  awk '/^tether_decision_duration_seconds_sum/ {s = $NF} /^tether_decision_duration_seconds_count/ {c = $NF}
+    END { if (c > 0) printf "tether_decision_duration_seconds: sum %.4f s / count %d = %.2f us per decision\n", s, c, s / c * 1e6 }' "$TMP/metrics-redis.txt"
+  echo "audit log events: $(audit_events "$TMP/audit-redis.jsonl")"
+  echo "redis: $(sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p' "$TMP/redis/stats.txt") commands processed in all, $(tr -d '[:space:]' <"$TMP/redis/dbsize.txt") keys;" \
+    "$(sed -n 's/^cmdstat_\([a-z]*\):calls=\([0-9]*\).*/\1 \2/p' "$TMP/redis/commandstats.txt" | paste -sd, -)"
+  awk -v e="$(sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\).*/\1/p' "$TMP/redis/commandstats.txt")" \
+    '/^tether_decisions_total/ {d += $NF} END { if (e > 0) printf "       %d decisions for %d scripts (EVALSHA): one round trip per %.0f decisions; the rest came from tether'"'"'s cache\n", d, e, d / e }' \
+    "$TMP/metrics-redis.txt"
+fi
 
 non2xx=$(awk '/^tether_requests_total/ && !/status="2xx"/ {n += $NF} END {print n + 0}' "$TMP/metrics.txt")
 if ((non2xx)); then
   echo "!! tether answered $non2xx requests with a status other than 2xx; audit lines that are not allow:"
   grep -v '"action":"allow"' "$TMP/audit.jsonl" 2>/dev/null | grep '"event":"decision"' | head -5 || true
   bad=$((bad + non2xx))
+fi
+if [[ $STORE == redis ]]; then
+  non2xx=$(awk '/^tether_requests_total/ && !/status="2xx"/ {n += $NF} END {print n + 0}' "$TMP/metrics-redis.txt")
+  degraded=$(awk '/^tether_store_degraded(_operations)?_total / {n += $NF} END {print n + 0}' "$TMP/metrics-redis.txt")
+  if ((non2xx)); then
+    echo "!! tether with the Redis store answered $non2xx requests with a status other than 2xx"
+    bad=$((bad + non2xx))
+  fi
+  if ((degraded)); then
+    echo "!! tether with the Redis store counted $degraded degraded decisions or store calls"
+    bad=$((bad + degraded))
+  fi
 fi
 
 echo
