@@ -21,10 +21,29 @@ fuzz_target!(|data: &[u8]| {
     // Differential: the most lenient split finds only this one session cookie.
     let mut seen = 0;
     for h in headers.get_all("cookie") {
-        let Ok(text) = std::str::from_utf8(h.as_bytes()) else { continue };
-        for token in text.split([';', ',', ' ', '\t']) {
-            if let Some((n, _)) = token.split_once('=') {
-                let n = percent_encoding::percent_decode_str(n.trim()).collect::<Vec<u8>>();
+        // Bytes, as the reader works: a header need not be UTF-8. Whitespace around `=`
+        // belongs to the pair (`name = value`), as lenient parsers read it.
+        let raw = h.as_bytes();
+        let blank = |b: u8| b == b' ' || b == b'\t';
+        let mut before_eq = vec![false; raw.len()];
+        let mut next_is_eq = false;
+        for (i, &b) in raw.iter().enumerate().rev() {
+            if blank(b) {
+                before_eq[i] = next_is_eq;
+            } else {
+                next_is_eq = b == b'=';
+            }
+        }
+        let mut joined = Vec::with_capacity(raw.len());
+        for (i, &b) in raw.iter().enumerate() {
+            if blank(b) && (before_eq[i] || joined.last() == Some(&b'=')) {
+                continue;
+            }
+            joined.push(b);
+        }
+        for token in joined.split(|&b| matches!(b, b';' | b',' | b' ' | b'\t')) {
+            if let Some(eq) = token.iter().position(|&b| b == b'=') {
+                let n = percent_encoding::percent_decode(&token[..eq]).collect::<Vec<u8>>();
                 if cookies.iter().any(|c| c.as_bytes().eq_ignore_ascii_case(&n)) {
                     seen += 1;
                 }

@@ -166,8 +166,31 @@ fn session_name<'a>(name: &[u8], cookies: &'a [String]) -> Option<&'a str> {
     cookies.iter().find(|c| c.as_bytes().eq_ignore_ascii_case(&decoded)).map(String::as_str)
 }
 
+/// Whether a session cookie hides after a `,` or whitespace inside `pair`. Whitespace
+/// around `=` belongs to the cookie it separates (`x=1 session = V` is read as
+/// `session=V` by parsers that allow it), so it is dropped before the split.
 fn hidden_cookie(pair: &[u8], cookies: &[String]) -> bool {
-    pair.split(|&b| is_separator(b))
+    // One pass from the end marks the blanks that run up to an `=`; one from the start
+    // drops them and those right after an `=`. Linear, whatever the pair holds.
+    let blank = |b: u8| b == b' ' || b == b'\t';
+    let mut before_eq = vec![false; pair.len()];
+    let mut next_is_eq = false;
+    for (i, &b) in pair.iter().enumerate().rev() {
+        if blank(b) {
+            before_eq[i] = next_is_eq;
+        } else {
+            next_is_eq = b == b'=';
+        }
+    }
+    let mut joined = Vec::with_capacity(pair.len());
+    for (i, &b) in pair.iter().enumerate() {
+        if blank(b) && (before_eq[i] || joined.last() == Some(&b'=')) {
+            continue;
+        }
+        joined.push(b);
+    }
+    joined
+        .split(|&b| is_separator(b))
         .skip(1)
         .any(|token| token.iter().position(|&b| b == b'=').is_some_and(|eq| session_name(&token[..eq], cookies).is_some()))
 }
@@ -255,6 +278,8 @@ mod tests {
             ("comma before the session cookie", vec![("cookie", "x=1, session=V")], Ambiguity::HiddenCookie),
             ("space before the session cookie", vec![("cookie", "x=1 session=V")], Ambiguity::HiddenCookie),
             ("tab before the session cookie", vec![("cookie", "x=1\tsession=V")], Ambiguity::HiddenCookie),
+            ("spaces around its =", vec![("cookie", "x=1 session = V")], Ambiguity::HiddenCookie),
+            ("a blank name before it", vec![("cookie", "=x session =\t=V")], Ambiguity::HiddenCookie),
             ("comma after the session cookie", vec![("cookie", "session=V, x=1")], Ambiguity::SeparatorInValue),
             ("twice in one header", vec![("cookie", "session=DUMMY; session=V")], Ambiguity::RepeatedCookie),
             ("twice across headers", vec![("cookie", "session=DUMMY"), ("cookie", "session=V")], Ambiguity::RepeatedCookie),
