@@ -164,9 +164,10 @@ impl MemoryStore {
         if sample.is_empty() {
             return;
         }
-        // Twice the share wanted, so that the cut holds at least `count` despite sampling;
-        // `left` stops the eviction at `count`.
-        let nth = ((count * 2 * sample.len()).div_ceil(len)).clamp(1, sample.len()) - 1;
+        // The whole map sampled: the exact cut. Else twice the share wanted, so that the
+        // cut holds at least `count` despite sampling; `left` stops the eviction at `count`.
+        let wanted = if stride == 1 { count } else { (count * 2 * sample.len()).div_ceil(len) };
+        let nth = wanted.clamp(1, sample.len()) - 1;
         let (_, cut, _) = sample.select_nth_unstable(nth);
         let cut = *cut;
         drop(sample);
