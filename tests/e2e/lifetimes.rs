@@ -175,12 +175,12 @@ async fn ends(ws: &mut tokio_tungstenite::WebSocketStream<tokio_rustls::client::
 
 #[tokio::test]
 async fn an_idle_tunnel_is_closed_and_an_absolute_lifetime_holds() {
-    let t = tether_with("tunnel_idle_timeout = \"1s\"\n").await;
+    let t = tether_with("tunnel_idle_timeout = \"2s\"\n").await;
     let mut ws = open_ws(&t, "ws-idle").await;
     ends(&mut ws).await;
     assert_eq!(t.metric("tether_tunnels_closed_total{reason=\"idle\"}").await, 1.0);
 
-    let t = tether_with("tunnel_max_lifetime = \"1s\"\n").await;
+    let t = tether_with("tunnel_max_lifetime = \"2s\"\n").await;
     let mut ws = open_ws(&t, "ws-lifetime").await;
     ends(&mut ws).await;
     assert_eq!(t.metric("tether_tunnels_closed_total{reason=\"lifetime\"}").await, 1.0);
@@ -219,8 +219,11 @@ async fn a_flood_of_challenges_from_one_address_is_answered_429() {
         }
     }
     assert!(statuses.iter().all(|s| *s == 303 || *s == 429), "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 303).count(), 20, "{statuses:?}");
-    assert!(t.running.shared.challenges.len() <= 20);
+    // A burst of 20, then one every 3 s: a slow run may earn a token or two back.
+    let redirects = statuses.iter().filter(|s| **s == 303).count();
+    assert!((20..=23).contains(&redirects), "{statuses:?}");
+    assert!(statuses[..20].iter().all(|s| *s == 303), "{statuses:?}");
+    assert!(t.running.shared.challenges.len() <= redirects);
 }
 
 /// A flood of cookies against a small store: a binding in use is kept; one that went
