@@ -463,6 +463,21 @@ mod tests {
     }
 
     #[test]
+    fn user_baselines_age_out_least_recently_updated_first() {
+        let store = MemoryStore::new(StoreLimits { max_users: 100, ..limits(1000) });
+        for i in 0..150u32 {
+            let user: Arc<str> = Arc::from(format!("user{i}"));
+            let baseline = UserBaseline { updated: T0 + i, ..UserBaseline::default() };
+            store.store(key(i), record(T0 + i, T0 + i, Some(&user)), Some((&user, &baseline)));
+        }
+        assert!(store.counts().users <= 100, "{}", store.counts().users);
+        // The most recently updated users are kept, the stalest went first.
+        let baseline_of = |u: &str| store.load(&key(9999), Some(u), T0 + 200).baseline;
+        assert!(baseline_of("user149").is_some());
+        assert!(baseline_of("user0").is_none());
+    }
+
+    #[test]
     fn revocations_are_bounded_and_survive_session_eviction() {
         let store = MemoryStore::new(limits(50));
         store.store(key(1), record(T0, T0, Some("u")), None);
