@@ -11,7 +11,7 @@ use super::own::CALLBACK;
 use super::service::Context;
 use crate::detector::Decision;
 use crate::state::Snapshot;
-use crate::stepup::{return_to, BeginError};
+use crate::stepup::{return_to, BeginError, ChallengeRequest};
 
 /// Longest return path kept with a challenge (the challenge table's own bound).
 const RETURN_BOUND: usize = 1024;
@@ -67,17 +67,16 @@ pub(super) async fn challenge(req: &Request<Incoming>, d: &Decision, cx: &Contex
                     return answer::challenge(&www_authenticate(acr));
                 }
             };
-            let issued = match shared.challenges.issue(
-                &snap.detector.hash_key,
-                d.session,
-                d.user.clone(),
+            let request = ChallengeRequest {
+                key: &snap.detector.hash_key,
+                session: d.session,
+                user: d.user.clone(),
                 return_to,
-                redirect_uri.clone(),
-                cx.client,
-                cx.now,
-            )
-            .await
-            {
+                redirect_uri: redirect_uri.clone(),
+                client: cx.client,
+                now: cx.now,
+            };
+            let issued = match shared.challenges.issue(request).await {
                 Ok(issued) => issued,
                 Err(BeginError::RateLimited { retry_after }) => {
                     // Over a rate the request is refused, never let through.

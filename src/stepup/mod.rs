@@ -9,4 +9,4 @@ pub mod table;
 pub mod wire;
 
 pub use challenge::Pending;
-pub use table::{BeginError, ChallengeLimits, Challenges, Rate};
+pub use table::{BeginError, ChallengeLimits, ChallengeRequest, Challenges, Rate};

@@ -130,6 +130,18 @@ struct Table {
     global: Option<Bucket>,
 }
 
+/// What a new challenge is for: the session, its user when known, where the browser
+/// goes back to, the callback the IdP returns to, who asked and when.
+pub struct ChallengeRequest<'a> {
+    pub key: &'a HashKey,
+    pub session: SessionKey,
+    pub user: Option<Arc<str>>,
+    pub return_to: Option<String>,
+    pub redirect_uri: String,
+    pub client: IpAddr,
+    pub now: Secs,
+}
+
 pub struct Challenges {
     table: Mutex<Table>,
     limits: ChallengeLimits,
@@ -160,43 +172,24 @@ impl Challenges {
         self
     }
 
-    /// Issues a challenge for `session`, started by a request from `client`, into this
-    /// replica's table.
-    #[allow(clippy::too_many_arguments)]
-    pub fn begin(
-        &self,
-        key: &HashKey,
-        session: SessionKey,
-        user: Option<Arc<str>>,
-        return_to: Option<String>,
-        redirect_uri: String,
-        client: IpAddr,
-        now: Secs,
-    ) -> Result<Issued, BeginError> {
-        let (id, pending, issued) = self.mint_pending(key, session, user, return_to, redirect_uri, client, now)?;
+    /// Issues a challenge into this replica's table.
+    pub fn begin(&self, req: ChallengeRequest<'_>) -> Result<Issued, BeginError> {
+        let now = req.now;
+        let (id, pending, issued) = self.mint_pending(req)?;
         self.keep(id, pending, now);
         Ok(issued)
     }
 
     /// Issues a challenge where a callback will find it: the shared store when there is
     /// one and it answers, else this replica's table.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn issue(
-        &self,
-        key: &HashKey,
-        session: SessionKey,
-        user: Option<Arc<str>>,
-        return_to: Option<String>,
-        redirect_uri: String,
-        client: IpAddr,
-        now: Secs,
-    ) -> Result<Issued, BeginError> {
+    pub async fn issue(&self, req: ChallengeRequest<'_>) -> Result<Issued, BeginError> {
         let Some(shared) = &self.shared else {
-            return self.begin(key, session, user, return_to, redirect_uri, client, now);
+            return self.begin(req);
         };
-        let (id, pending, issued) = self.mint_pending(key, session, user, return_to, redirect_uri, client, now)?;
+        let now = req.now;
+        let (id, pending, issued) = self.mint_pending(req)?;
         if let Ok(value) = encode_pending(&pending) {
-            if shared.put(&id, &session, value, CHALLENGE_TTL, self.limits.per_session).await.is_ok() {
+            if shared.put(&id, &pending.session, value, CHALLENGE_TTL, self.limits.per_session).await.is_ok() {
                 return Ok(issued);
             }
         }
@@ -207,23 +200,21 @@ impl Challenges {
     }
 
     /// Rate-limits and mints a challenge without keeping it.
-    #[allow(clippy::too_many_arguments)]
-    fn mint_pending(
-        &self,
-        key: &HashKey,
-        session: SessionKey,
-        user: Option<Arc<str>>,
-        return_to: Option<String>,
-        redirect_uri: String,
-        client: IpAddr,
-        now: Secs,
-    ) -> Result<(Id, Pending, Issued), BeginError> {
+    fn mint_pending(&self, req: ChallengeRequest<'_>) -> Result<(Id, Pending, Issued), BeginError> {
         let limits = self.limits;
         // Secrets are minted outside the lock.
-        let (id, verifier, issued) = mint(key).ok_or(BeginError::NoRandomness)?;
-        let return_to = return_to.filter(|r| r.len() <= limits.max_return);
-        self.lock().admit(client, &limits, now).map_err(|retry_after| BeginError::RateLimited { retry_after })?;
-        let pending = Pending { session, user, verifier, nonce: issued.nonce.clone(), return_to, redirect_uri, created: now };
+        let (id, verifier, issued) = mint(req.key).ok_or(BeginError::NoRandomness)?;
+        let return_to = req.return_to.filter(|r| r.len() <= limits.max_return);
+        self.lock().admit(req.client, &limits, req.now).map_err(|retry_after| BeginError::RateLimited { retry_after })?;
+        let pending = Pending {
+            session: req.session,
+            user: req.user,
+            verifier,
+            nonce: issued.nonce.clone(),
+            return_to,
+            redirect_uri: req.redirect_uri,
+            created: req.now,
+        };
         Ok((id, pending, issued))
     }
 
@@ -405,7 +396,13 @@ mod tests {
     }
 
     fn begin(c: &Challenges, s: u32, from: u32, ret: Option<&str>, now: Secs) -> Result<Issued, BeginError> {
-        c.begin(&key(), session(s), None, ret.map(String::from), CB.into(), ip(from), now)
+        let key = key();
+        c.begin(ChallengeRequest { key: &key, session: session(s), user: None, return_to: ret.map(String::from), redirect_uri: CB.into(), client: ip(from), now })
+    }
+
+    fn begin_from(c: &Challenges, s: u32, from: IpAddr, now: Secs) -> Result<Issued, BeginError> {
+        let key = key();
+        c.begin(ChallengeRequest { key: &key, session: session(s), user: None, return_to: None, redirect_uri: CB.into(), client: from, now })
     }
 
     #[test]
@@ -484,9 +481,9 @@ mod tests {
         // IPv6: one /64 is one address.
         let v6 = |n: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, n));
         for n in 0..3 {
-            c.begin(&key(), session(100 + u32::from(n)), None, None, CB.into(), v6(n), 2000).unwrap();
+            begin_from(&c, 100 + u32::from(n), v6(n), 2000).unwrap();
         }
-        assert!(matches!(c.begin(&key(), session(200), None, None, CB.into(), v6(77), 2000), Err(BeginError::RateLimited { .. })));
+        assert!(matches!(begin_from(&c, 200, v6(77), 2000), Err(BeginError::RateLimited { .. })));
         // Globally: a flood from fresh addresses hits the global bucket.
         let refused = (0..100).filter(|i| begin(&c, 1000 + i, 1000 + i, None, 3000).is_err()).count();
         assert!(refused >= 85, "{refused}");
@@ -536,7 +533,16 @@ mod measure {
                 let mut k = [0u8; 16];
                 k[..4].copy_from_slice(&i.to_le_bytes());
                 let ip = IpAddr::V4(std::net::Ipv4Addr::from(i));
-                c.begin(&key, SessionKey(k), None, Some(ret.clone()), "https://admin.example/.tether/callback".into(), ip, 1000).unwrap();
+                let req = ChallengeRequest {
+                    key: &key,
+                    session: SessionKey(k),
+                    user: None,
+                    return_to: Some(ret.clone()),
+                    redirect_uri: "https://admin.example/.tether/callback".into(),
+                    client: ip,
+                    now: 1000,
+                };
+                c.begin(req).unwrap();
             }
             let after = rss();
             println!("{label}: {} challenges, {} bytes each", c.len(), (after - before) / c.len());
