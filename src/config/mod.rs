@@ -29,7 +29,7 @@ pub use audit::{Audit, AuditSink};
 pub use limits::Limits;
 pub use listen::{Listen, TlsFiles};
 pub use session::Session;
-pub use step_up::{ClientAuth, ClientSecret, IdpEndpoints, StepUp};
+pub use step_up::{ClientAuth, ClientSecret, IdpEndpoints, Identify, StepUp, UnknownOwner};
 pub use store::Store;
 pub use upstream::Upstream;
 
@@ -106,6 +106,16 @@ impl Config {
             if su.redirect_uri.is_none() && su.public_hosts.is_empty() && self.listen.tls.is_none() {
                 out.push(
                     "step_up.redirect_uri: neither it nor step_up.public_hosts is set on a plaintext listener, so the step-up callback is built from whatever Host a request names"
+                        .to_owned(),
+                );
+            }
+            let owner_source = self.session.jwt.is_some()
+                || self.session.user_header.is_some()
+                || self.upstream.user_response_header.is_some()
+                || su.identify == Identify::Silent;
+            if !owner_source && su.unknown_owner == UnknownOwner::Refuse {
+                out.push(
+                    "step_up: no source names a session's owner (session.jwt, session.user_header, upstream.user_response_header or step_up.identify = \"silent\"), so a step-up can never unlock a session: owners challenged on a VPN cannot prove themselves"
                         .to_owned(),
                 );
             }

@@ -55,6 +55,29 @@ pub struct StepUp {
     pub max_failures: u8,
     /// Accept `http://` IdP endpoints (tests only: codes and tokens would cross in clear).
     pub allow_insecure_http: bool,
+    pub identify: Identify,
+    pub unknown_owner: UnknownOwner,
+}
+
+crate::labels::labels! {
+    /// How tether learns the owner of a session nobody has named yet.
+    pub enum Identify {
+        /// Only from a verified JWT, a trusted hop's header or the console's response header.
+        Off = "off",
+        /// Also by sending a new browser session's first navigation to the IdP with
+        /// `prompt=none`: the owner's browser comes straight back with an ID token.
+        Silent = "silent",
+    }
+}
+
+crate::labels::labels! {
+    /// Whether a step-up may unlock a session whose owner tether does not know.
+    pub enum UnknownOwner {
+        /// No: the callback refuses, and the user signs in to the console again.
+        Refuse = "refuse",
+        /// Yes: whoever completes the step-up becomes the session's owner.
+        Adopt = "adopt",
+    }
 }
 
 /// A client secret; `Debug` never shows it.
@@ -121,6 +144,20 @@ pub(super) fn read(s: &Section<'_>) -> Option<Option<StepUp>> {
     let required_amr = s.string_array("required_amr").unwrap_or_default().into_iter().map(str::to_owned).collect();
     let user_claim = s.string("user_claim").unwrap_or("sub").to_owned();
     let max_failures = s.integer("max_failures", 1, 100).map_or(3, |n| n as u8);
+    let identify = match s.string("identify") {
+        None => Some(Identify::Off),
+        Some(v) => Identify::parse(v).or_else(|| {
+            s.problem("identify", Problem::Invalid { expected: "\"silent\" or \"off\"", found: v.to_owned() });
+            None
+        }),
+    };
+    let unknown_owner = match s.string("unknown_owner") {
+        None => Some(UnknownOwner::Refuse),
+        Some(v) => UnknownOwner::parse(v).or_else(|| {
+            s.problem("unknown_owner", Problem::Invalid { expected: "\"refuse\" or \"adopt\"", found: v.to_owned() });
+            None
+        }),
+    };
     let ca_file = s.optional_file("ca_file");
     let redirect_uri = s.string("redirect_uri").map(str::to_owned);
     let public_hosts = s.string_array("public_hosts").unwrap_or_default().into_iter().map(|h| h.to_ascii_lowercase()).collect();
@@ -144,6 +181,8 @@ pub(super) fn read(s: &Section<'_>) -> Option<Option<StepUp>> {
         user_claim,
         max_failures,
         allow_insecure_http,
+        identify: identify?,
+        unknown_owner: unknown_owner?,
     }))
 }
 

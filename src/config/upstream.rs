@@ -19,6 +19,9 @@ pub struct Upstream {
     pub forward_fingerprint: bool,
     /// Pass `X-Tether-Decision` / `X-Tether-Score` / `X-Tether-Signals` to the upstream.
     pub forward_decision: bool,
+    /// A response header in which the console names the session's user: recorded as
+    /// the session's owner the first time, and never passed to the client.
+    pub user_response_header: Option<http::HeaderName>,
 }
 
 pub(super) fn read(s: &Section<'_>) -> Option<Upstream> {
@@ -39,5 +42,6 @@ pub(super) fn read(s: &Section<'_>) -> Option<Upstream> {
     let preserve_host = s.boolean("preserve_host").unwrap_or(true);
     let forward_fingerprint = s.boolean("forward_fingerprint").unwrap_or(false);
     let forward_decision = s.boolean("forward_decision").unwrap_or(false);
-    Some(Upstream { url: url?, ca_file: ca_file.ok()?, preserve_host, forward_fingerprint, forward_decision })
+    let user_response_header = s.parsed::<http::HeaderName>("user_response_header", "a header name");
+    Some(Upstream { url: url?, ca_file: ca_file.ok()?, preserve_host, forward_fingerprint, forward_decision, user_response_header })
 }
