@@ -15,7 +15,7 @@ use crate::stepup::{return_to, BeginError, ChallengeRequest};
 
 /// Longest return path kept with a challenge (the challenge table's own bound).
 const RETURN_BOUND: usize = 1024;
-use crate::stepup::challenge::{www_authenticate, AuthorizationRequest};
+use crate::stepup::challenge::{www_authenticate, AuthorizationRequest, Kind};
 
 /// A random reference for a block page and its audit line.
 pub fn reference() -> u64 {
@@ -68,6 +68,7 @@ pub(super) async fn challenge(req: &Request<Incoming>, d: &Decision, cx: &Contex
                 }
             };
             let request = ChallengeRequest {
+                kind: Kind::StepUp,
                 key: &snap.detector.hash_key,
                 session: d.session,
                 user: d.user.clone(),
@@ -86,6 +87,7 @@ pub(super) async fn challenge(req: &Request<Incoming>, d: &Decision, cx: &Contex
                 Err(BeginError::NoRandomness) => return answer::challenge(&www_authenticate(acr)),
             };
             let url = AuthorizationRequest {
+                kind: Kind::StepUp,
                 endpoint: &endpoint,
                 client_id: &cfg.client_id,
                 redirect_uri: &redirect_uri,

@@ -17,9 +17,22 @@ pub const CHALLENGE_TTL: Secs = 600;
 pub(super) const STATE_ID: usize = 16;
 const STATE_MAC: usize = 16;
 
+crate::labels::labels! {
+    /// What a challenge asks of the IdP.
+    pub enum Kind {
+        /// Prove yourself now: a fresh login (`prompt=login`, `max_age=0`), which a
+        /// stolen IdP session cannot satisfy.
+        StepUp = "step_up",
+        /// Only say who you are (`prompt=none`): the IdP answers from its own session
+        /// without a login page, or with an error. No fresh authentication is demanded.
+        Identify = "identify",
+    }
+}
+
 /// What tether keeps until the callback.
 #[derive(Debug, Clone)]
 pub struct Pending {
+    pub kind: Kind,
     pub session: SessionKey,
     pub user: Option<Arc<str>>,
     pub verifier: String,
@@ -104,6 +117,7 @@ pub fn encode(value: &str, out: &mut String) {
 
 /// The parameters of an authorization request that a stolen session cannot satisfy.
 pub struct AuthorizationRequest<'a> {
+    pub kind: Kind,
     pub endpoint: &'a str,
     pub client_id: &'a str,
     pub redirect_uri: &'a str,
@@ -136,11 +150,17 @@ impl AuthorizationRequest<'_> {
         param("nonce", &self.issued.nonce, &mut u);
         param("code_challenge", &self.issued.code_challenge, &mut u);
         param("code_challenge_method", "S256", &mut u);
-        // A stolen IdP session would satisfy a plain login silently: force a new one.
-        param("prompt", "login", &mut u);
-        param("max_age", "0", &mut u);
-        if let Some(acr) = self.acr_values {
-            param("acr_values", acr, &mut u);
+        match self.kind {
+            Kind::StepUp => {
+                // A stolen IdP session would satisfy a plain login silently: force a new one.
+                param("prompt", "login", &mut u);
+                param("max_age", "0", &mut u);
+                if let Some(acr) = self.acr_values {
+                    param("acr_values", acr, &mut u);
+                }
+            }
+            // The IdP answers at once from its own session, or with `login_required`.
+            Kind::Identify => param("prompt", "none", &mut u),
         }
         if let Some(hint) = self.login_hint {
             param("login_hint", hint, &mut u);
@@ -179,6 +199,7 @@ mod tests {
     fn authorization_url_carries_every_parameter() {
         let issued = Issued { state: "st".into(), nonce: "no".into(), code_challenge: "cc".into() };
         let url = AuthorizationRequest {
+            kind: Kind::StepUp,
             endpoint: "https://sso.example/authorize",
             client_id: "tether",
             redirect_uri: "https://admin.example/.tether/callback",

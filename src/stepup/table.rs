@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use super::challenge::{mint, verify_state, Issued, Pending, StateError, CHALLENGE_TTL, STATE_ID};
+use super::challenge::{Kind, mint, verify_state, Issued, Pending, StateError, CHALLENGE_TTL, STATE_ID};
 use super::wire::{decode_pending, encode_pending};
 use crate::session::redis::RedisChallenges;
 use crate::session::{HashKey, Secs, SessionKey};
@@ -133,6 +133,7 @@ struct Table {
 /// What a new challenge is for: the session, its user when known, where the browser
 /// goes back to, the callback the IdP returns to, who asked and when.
 pub struct ChallengeRequest<'a> {
+    pub kind: Kind,
     pub key: &'a HashKey,
     pub session: SessionKey,
     pub user: Option<Arc<str>>,
@@ -207,6 +208,7 @@ impl Challenges {
         let return_to = req.return_to.filter(|r| r.len() <= limits.max_return);
         self.lock().admit(req.client, &limits, req.now).map_err(|retry_after| BeginError::RateLimited { retry_after })?;
         let pending = Pending {
+            kind: req.kind,
             session: req.session,
             user: req.user,
             verifier,
@@ -397,12 +399,12 @@ mod tests {
 
     fn begin(c: &Challenges, s: u32, from: u32, ret: Option<&str>, now: Secs) -> Result<Issued, BeginError> {
         let key = key();
-        c.begin(ChallengeRequest { key: &key, session: session(s), user: None, return_to: ret.map(String::from), redirect_uri: CB.into(), client: ip(from), now })
+        c.begin(ChallengeRequest { kind: Kind::StepUp, key: &key, session: session(s), user: None, return_to: ret.map(String::from), redirect_uri: CB.into(), client: ip(from), now })
     }
 
     fn begin_from(c: &Challenges, s: u32, from: IpAddr, now: Secs) -> Result<Issued, BeginError> {
         let key = key();
-        c.begin(ChallengeRequest { key: &key, session: session(s), user: None, return_to: None, redirect_uri: CB.into(), client: from, now })
+        c.begin(ChallengeRequest { kind: Kind::StepUp, key: &key, session: session(s), user: None, return_to: None, redirect_uri: CB.into(), client: from, now })
     }
 
     #[test]
@@ -534,6 +536,7 @@ mod measure {
                 k[..4].copy_from_slice(&i.to_le_bytes());
                 let ip = IpAddr::V4(std::net::Ipv4Addr::from(i));
                 let req = ChallengeRequest {
+                    kind: Kind::StepUp,
                     key: &key,
                     session: SessionKey(k),
                     user: None,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::challenge::Pending;
+use super::challenge::{Kind, Pending};
 use crate::session::redis::codec::{put_str, CodecError, Reader};
 use crate::session::{Secs, SessionKey};
 
@@ -16,7 +16,9 @@ pub fn encode_pending(p: &Pending) -> Result<Vec<u8>, CodecError> {
     // The session sits at bytes 2..17 (1-based): the take script reads it there.
     out.extend_from_slice(&p.session.0);
     out.extend_from_slice(&p.created.to_be_bytes());
-    out.push(u8::from(p.user.is_some()) | (u8::from(p.return_to.is_some()) << 1));
+    // Bit 2 marks an identification; a value without it (written before identifications
+    // existed too) is a step-up.
+    out.push(u8::from(p.user.is_some()) | (u8::from(p.return_to.is_some()) << 1) | (u8::from(p.kind == Kind::Identify) << 2));
     put_str(&mut out, p.user.as_deref().unwrap_or(""))?;
     put_str(&mut out, &p.verifier)?;
     put_str(&mut out, &p.nonce)?;
@@ -35,7 +37,7 @@ pub fn decode_pending(buf: &[u8]) -> Result<Pending, CodecError> {
     session.copy_from_slice(r.take(16)?);
     let created: Secs = r.u32()?;
     let flags = r.u8()?;
-    if flags > 3 {
+    if flags > 7 {
         return Err(CodecError::Invalid);
     }
     let user = r.str()?;
@@ -45,6 +47,7 @@ pub fn decode_pending(buf: &[u8]) -> Result<Pending, CodecError> {
     let redirect_uri = r.str()?.to_owned();
     r.end()?;
     Ok(Pending {
+        kind: if flags & 4 != 0 { Kind::Identify } else { Kind::StepUp },
         session: SessionKey(session),
         user: (flags & 1 != 0).then(|| Arc::from(user)),
         verifier,
@@ -61,6 +64,7 @@ mod tests {
 
     fn sample() -> Pending {
         Pending {
+            kind: Kind::StepUp,
             session: SessionKey([9; 16]),
             user: Some(Arc::from("alice")),
             verifier: "v".repeat(43),
@@ -72,8 +76,8 @@ mod tests {
     }
 
     fn same(p: &Pending, q: &Pending) -> bool {
-        (p.session, &p.user, &p.verifier, &p.nonce, &p.return_to, &p.redirect_uri, p.created)
-            == (q.session, &q.user, &q.verifier, &q.nonce, &q.return_to, &q.redirect_uri, q.created)
+        (p.kind, p.session, &p.user, &p.verifier, &p.nonce, &p.return_to, &p.redirect_uri, p.created)
+            == (q.kind, q.session, &q.user, &q.verifier, &q.nonce, &q.return_to, &q.redirect_uri, q.created)
     }
 
     #[test]
@@ -83,6 +87,8 @@ mod tests {
         assert!(same(&decode_pending(&v).unwrap(), &p));
         let bare = Pending { user: None, return_to: None, ..sample() };
         assert!(same(&decode_pending(&encode_pending(&bare).unwrap()).unwrap(), &bare));
+        let identify = Pending { kind: Kind::Identify, user: None, ..sample() };
+        assert!(same(&decode_pending(&encode_pending(&identify).unwrap()).unwrap(), &identify));
         for n in 0..v.len() {
             assert!(decode_pending(&v[..n]).is_err(), "cut at {n} accepted");
         }

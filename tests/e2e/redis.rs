@@ -284,6 +284,7 @@ async fn a_challenge_stored_at_one_replica_is_taken_once_at_the_other() {
     let (ca, cb) = (a.as_redis().unwrap().challenges(), b.as_redis().unwrap().challenges());
     let session = key(1);
     let pending = tether::stepup::Pending {
+        kind: tether::stepup::challenge::Kind::StepUp,
         session,
         user: Some(Arc::from("erin")),
         verifier: "v".repeat(43),
