@@ -35,6 +35,9 @@ fn record(at: u32) -> SessionRecord {
         bound_suspect: false,
         step_up_failures: 0,
         recent_addresses: [0; 4],
+        owner_source: Default::default(),
+        identify_at: 0,
+        proven: Default::default(),
     }
 }
 

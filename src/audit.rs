@@ -42,6 +42,14 @@ crate::labels::labels! {
         /// A request carrying something credential-shaped tether cannot read; judged as a
         /// first sight.
         UnrecognisedCredential = "unrecognised_credential",
+        /// A session's owner became known after its first sight (`detail`: the source).
+        OwnerLearned = "owner_learned",
+        /// A source named another owner than the session's: `detail` says whether the
+        /// name was refused or replaced a weakly learned owner, `claimed_user` the name.
+        OwnerConflict = "owner_conflict",
+        /// A silent identification came back without a user (`detail`: the reason); the
+        /// request is judged by the policy as it stands.
+        IdentifyFailed = "identify_failed",
     }
 }
 
@@ -64,6 +72,8 @@ pub struct Event {
     pub mode: Mode,
     /// A short machine-readable detail (a failure reason, who revoked).
     pub detail: Option<&'static str>,
+    /// Another user a source named for the session (an owner conflict).
+    pub claimed_user: Option<Arc<str>>,
     /// A reference shown to the client on a block page, to find this line.
     pub reference: Option<u64>,
 }
@@ -86,6 +96,7 @@ impl Event {
             reasons: Signals::default(),
             mode,
             detail: None,
+            claimed_user: None,
             reference: None,
         }
     }
@@ -146,6 +157,9 @@ impl Event {
         m.serialize_entry("mode", self.mode.as_str())?;
         if let Some(d) = self.detail {
             m.serialize_entry("detail", d)?;
+        }
+        if let Some(u) = &self.claimed_user {
+            m.serialize_entry("claimed_user", &**u)?;
         }
         if let Some(r) = self.reference {
             m.serialize_entry("ref", &format!("{r:016x}"))?;

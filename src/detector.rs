@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method};
 
 use crate::audit::{self, Event, EventKind};
-use crate::config::Config;
+use crate::config::{Config, UnknownOwner};
 use crate::policy::Mode;
 use crate::fingerprint::{classify, Fingerprint, UserAgent};
 use crate::intel::NetInfo;
@@ -16,7 +16,7 @@ use crate::policy::{self, method, path, Action, Observed, Policy, Signal, Verdic
 use crate::session::credential::{self, Ambiguity, Credential};
 use crate::session::jwt::{JwksError, JwtOutcome, JwtVerifier, VerifiedClaims};
 use crate::session::key::HashKeyError;
-use crate::session::record::{address_tag, Client, Ja4Digest, SessionRecord, RECENT_ADDRESSES};
+use crate::session::record::{address_tag, name_owner, Client, Ja4Digest, OwnerChange, OwnerSource, Proven, SessionRecord, RECENT_ADDRESSES};
 use crate::session::redis::OnError;
 use crate::session::{HashKey, Loaded, Secs, SessionKey, Store, StoreError};
 
@@ -36,6 +36,9 @@ pub struct Request<'a> {
     pub peer_trusted: bool,
     /// A user named by the input itself (a replayed audit line); `None` on the live path.
     pub asserted_user: Option<&'a str>,
+    /// This request may be sent to the IdP for a silent identification (a browser
+    /// navigation, with `step_up.identify = "silent"` and an IdP configured).
+    pub identify: bool,
 }
 
 /// The detector's answer for a request that carried a session.
@@ -53,6 +56,40 @@ pub struct Decision {
     /// Judged without the session's history (the shared store could not be read):
     /// network-only rules, nothing written.
     pub degraded: bool,
+    /// What the request's user did to the session's owner (a change is audited), and
+    /// where the owner it has now was learned.
+    pub owner_change: OwnerChange,
+    pub owner_source: OwnerSource,
+    /// Send this request for a silent identification before anything else: its owner is
+    /// unknown and the attempt is now recorded.
+    pub identify: bool,
+}
+
+/// What a verified step-up brings to [`Detector::complete_step_up`].
+#[derive(Debug, Clone, Copy)]
+pub struct Proof<'a> {
+    /// The ID token's `auth_time` (seconds).
+    pub auth_time: Secs,
+    /// The user the ID token names (`step_up.user_claim`).
+    pub user: Option<&'a Arc<str>>,
+    /// The session's owner when the challenge was issued.
+    pub challenged_owner: Option<&'a Arc<str>>,
+    pub unknown_owner: UnknownOwner,
+}
+
+/// A silent identification that failed is tried again no sooner than this.
+pub const IDENTIFY_RETRY: Secs = 3600;
+
+/// What a completed step-up did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// The session is unlocked in this context.
+    Completed,
+    /// Someone else than the session's owner authenticated (the owner is given): the
+    /// session is revoked.
+    WrongUser,
+    /// The owner is unknown and `step_up.unknown_owner = "refuse"`: nothing unlocked.
+    UnknownOwner,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +116,8 @@ pub struct Identity {
     issued_at: Option<Secs>,
     /// From the verified JWT, else a trusted hop's header, else the input itself.
     pub user: Option<Arc<str>>,
+    /// Where `user` came from.
+    pub user_source: OwnerSource,
     /// Something credential-shaped tether cannot read: judged as a first sight by the
     /// network rules, never stored, audited as `unrecognised_credential`.
     pub unrecognised: bool,
@@ -152,17 +191,25 @@ impl Detector {
                 auth_time: None,
                 issued_at: None,
                 user: None,
+                user_source: OwnerSource::Unknown,
                 unrecognised: true,
             }));
         };
         let (key, claims) = self.session_key(&credential, req.now);
         let jwt_invalid = claims.is_none() && self.jwt.is_some() && crate::session::jwt::looks_like_jwt(credential.secret());
         let mut user = claims.as_ref().and_then(|c| c.user.clone());
+        let mut user_source = if user.is_some() { OwnerSource::Jwt } else { OwnerSource::Unknown };
         if user.is_none() && req.peer_trusted {
             user = self.header_user(req.headers);
+            user_source = OwnerSource::UserHeader;
         }
         if user.is_none() {
+            // A replayed line's user was the owner the live proxy knew.
             user = req.asserted_user.map(Arc::from);
+            user_source = OwnerSource::UserHeader;
+        }
+        if user.is_none() {
+            user_source = OwnerSource::Unknown;
         }
         // Computed here because the raw credential is not kept; only during a hash-key
         // rotation, so the usual request pays nothing for it.
@@ -170,12 +217,12 @@ impl Detector {
         let secs = |t: u64| t.min(u64::from(u32::MAX)) as Secs;
         let auth_time = claims.as_ref().and_then(|c| c.auth_time).map(secs);
         let issued_at = claims.as_ref().and_then(|c| c.issued_at.or(c.auth_time)).map(secs);
-        Ok(Some(Identity { key, previous_key, jwt_invalid, auth_time, issued_at, user, unrecognised: false }))
+        Ok(Some(Identity { key, previous_key, jwt_invalid, auth_time, issued_at, user, user_source, unrecognised: false }))
     }
 
     /// Judges an identified request: store read, signals, evaluation, store write.
     pub async fn judge(&self, store: &Store, req: &Request<'_>, identity: &Identity) -> Result<Decision, StoreError> {
-        let Identity { key, previous_key, jwt_invalid, auth_time: jwt_auth, issued_at, ref user, unrecognised } = *identity;
+        let Identity { key, previous_key, jwt_invalid, auth_time: jwt_auth, issued_at, ref user, user_source, unrecognised } = *identity;
         let user = user.clone();
         // With `on_error = "network_only"`, a history the shared store cannot give is
         // judged as a first sight by the network rules and not written back; with
@@ -236,7 +283,27 @@ impl Detector {
 
         let tag = obs.address_tag();
         let new_address = prior.is_some_and(|r| !r.knows_address(tag));
-        let record = next_record(prior, &obs, client, user.clone(), authenticated_at, &verdict);
+        let mut record = next_record(prior, &obs, client, authenticated_at, &verdict);
+        let owner_change = match &user {
+            Some(u) => name_owner(&mut record, u, user_source),
+            None => OwnerChange::Unchanged,
+        };
+        let user = record.user.clone();
+        let owner_source = record.owner_source;
+        // Silent identification: only for a session whose owner nobody has named, at its
+        // first sight or from a context the policy allows (a suspicious sighting of a
+        // known session must prove itself by a step-up, not by whoever holds the browser),
+        // and at most once per IDENTIFY_RETRY.
+        let identify = req.identify
+            && !unrecognised
+            && !degraded
+            && user.is_none()
+            && (prior.is_none() || verdict.action == Action::Allow)
+            && verdict.action < Action::Block
+            && (record.identify_at == 0 || req.now.saturating_sub(record.identify_at) >= IDENTIFY_RETRY);
+        if identify {
+            record.identify_at = req.now;
+        }
 
         if unrecognised {
             // Nothing is written for a credential that cannot be read.
@@ -253,18 +320,22 @@ impl Detector {
             // Only contexts the policy allowed teach the user's baseline: a thief's
             // network must never become "usual".
             let mut baseline = loaded.baseline.unwrap_or_default();
+            let newly_owned = matches!(owner_change, OwnerChange::Learned | OwnerChange::Overrode(_));
+            // A newly known owner's baseline learns where the session was proven.
+            let taught = newly_owned && baseline.learn_proven(&record.proven, req.now);
+            let allowed = verdict.action == Action::Allow && baseline.learn(&record.last, client);
             let learned = match &user {
-                Some(u) if verdict.action == Action::Allow && baseline.learn(&record.last, client) => Some((u, &baseline)),
+                Some(u) if taught || allowed => Some((u, &baseline)),
                 _ => None,
             };
             store.store(key, record, learned).await?;
-            if prior.is_none() {
+            if prior.is_none() || newly_owned {
                 if let Some(u) = &user {
                     store.index_session(u, key).await?;
                 }
             }
         }
-        Ok(Decision { session: key, user, verdict, bound: prior.is_none() && !degraded, new_address, reference: None, degraded })
+        Ok(Decision { session: key, user, verdict, bound: prior.is_none() && !degraded, new_address, reference: None, degraded, owner_change, owner_source, identify })
     }
 
     /// The session key, and the verified claims when the credential is a JWT. A verified
@@ -286,21 +357,19 @@ impl Detector {
         }
     }
 
-    /// A completed step-up: the session is re-bound to the context it was proved in,
-    /// its pending demand and failure count cleared, its authentication time set, and the
-    /// context taught to the user's baseline.
-    pub async fn complete_step_up(
-        &self,
-        store: &Store,
-        key: SessionKey,
-        req: &Request<'_>,
-        auth_time: Secs,
-        user: Option<Arc<str>>,
-    ) -> Result<(), StoreError> {
-        let loaded = store.load(&key, user.as_deref(), req.now).await?;
+    /// A step-up whose ID token verified: unlocked only for the session's owner. The
+    /// owner is the session's (or, when its record is gone, the one it had when
+    /// challenged); an owner-less session is unlocked only under
+    /// `step_up.unknown_owner = "adopt"`, and its owner is then whoever authenticated.
+    ///
+    /// Completed, the session is re-bound to the context it was proved in, which joins
+    /// its proven contexts; its pending demand and failure count are cleared, its
+    /// authentication time set, and the context taught to the owner's baseline. Another
+    /// user authenticating revokes the session.
+    pub async fn complete_step_up(&self, store: &Store, key: SessionKey, req: &Request<'_>, proof: &Proof<'_>) -> Result<Completion, StoreError> {
+        let loaded = store.load(&key, proof.user.map(|u| &**u), req.now).await?;
         let client = client_of(req);
         let place = Observed { now: req.now, ip: req.ip, net: req.net, client, jwt_invalid: false }.place();
-        let user = user.or_else(|| loaded.record.as_ref().and_then(|r| r.user.clone()));
         let mut record = match loaded.record {
             Some(r) => r,
             None => SessionRecord {
@@ -309,34 +378,73 @@ impl Detector {
                 last: place,
                 previous: None,
                 created: req.now,
-                user: None,
+                user: proof.challenged_owner.cloned(),
                 authenticated_at: None,
                 step_up_pending: false,
                 bound_suspect: false,
                 step_up_failures: 0,
                 recent_addresses: [0; RECENT_ADDRESSES],
+                owner_source: OwnerSource::Unknown,
+                identify_at: 0,
+                proven: Proven::default(),
             },
         };
+        let owner = record.user.clone();
+        let newly_owned = match (&owner, proof.user) {
+            (Some(o), Some(u)) if o == u => false,
+            (Some(_), _) => {
+                store.revoke(key, req.now).await?;
+                return Ok(Completion::WrongUser);
+            }
+            (None, Some(u)) if proof.unknown_owner == UnknownOwner::Adopt => {
+                name_owner(&mut record, u, OwnerSource::StepUp);
+                true
+            }
+            (None, _) => return Ok(Completion::UnknownOwner),
+        };
+        let user = record.user.clone();
         record.bound = place;
         record.client = client;
         record.last = place;
         record.previous = None;
-        record.user = user.clone();
-        record.authenticated_at = Some(auth_time.max(record.authenticated_at.unwrap_or(0)));
+        record.authenticated_at = Some(proof.auth_time.max(record.authenticated_at.unwrap_or(0)));
         record.step_up_pending = false;
         record.bound_suspect = false;
         record.step_up_failures = 0;
         record.remember_address(address_tag(req.ip));
+        record.proven.add(&place, client.tls);
         let mut baseline = loaded.baseline.unwrap_or_default();
+        let taught = baseline.learn_proven(&record.proven, req.now);
         let learned = match &user {
-            Some(u) if baseline.learn(&place, client) => Some((u, &baseline)),
+            Some(u) if baseline.learn(&place, client) || taught => Some((u, &baseline)),
             _ => None,
         };
         store.store(key, record, learned).await?;
-        if let Some(u) = &user {
+        if let (Some(u), true) = (&user, newly_owned || loaded.baseline.is_none()) {
             store.index_session(u, key).await?;
         }
-        Ok(())
+        Ok(Completion::Completed)
+    }
+
+    /// Names the owner of a session from a source learned after its judgement (the
+    /// console's response header, a silent identification): the rule of
+    /// [`name_owner`]; a newly known owner's baseline learns the session's proven
+    /// contexts. A session the store no longer holds, or has revoked, learns nothing.
+    pub async fn learn_owner(&self, store: &Store, key: SessionKey, user: &Arc<str>, source: OwnerSource, now: Secs) -> Result<OwnerChange, StoreError> {
+        let loaded = store.load(&key, Some(user), now).await?;
+        let Some(mut record) = loaded.record.filter(|_| !loaded.revoked) else { return Ok(OwnerChange::Unchanged) };
+        let source_before = record.owner_source;
+        let change = name_owner(&mut record, user, source);
+        if let OwnerChange::Learned | OwnerChange::Overrode(_) = change {
+            let mut baseline = loaded.baseline.unwrap_or_default();
+            let taught = baseline.learn_proven(&record.proven, now);
+            store.store(key, record, taught.then_some((user, &baseline))).await?;
+            store.index_session(user, key).await?;
+        } else if record.owner_source != source_before {
+            // The same owner, now vouched for by a stronger source.
+            store.store(key, record, None).await?;
+        }
+        Ok(change)
     }
 
     /// A failed step-up; returns true when this failure revoked the session.
@@ -368,14 +476,7 @@ fn client_of(req: &Request<'_>) -> Client {
 }
 
 /// The session's memory after this request.
-fn next_record(
-    prior: Option<&SessionRecord>,
-    obs: &Observed<'_>,
-    client: Client,
-    user: Option<Arc<str>>,
-    authenticated_at: Option<Secs>,
-    verdict: &Verdict,
-) -> SessionRecord {
+fn next_record(prior: Option<&SessionRecord>, obs: &Observed<'_>, client: Client, authenticated_at: Option<Secs>, verdict: &Verdict) -> SessionRecord {
     let place = obs.place();
     let demanded = verdict.enforced() && verdict.action >= Action::StepUp;
     let tag = obs.address_tag();
@@ -383,18 +484,26 @@ fn next_record(
         None => {
             let mut recent = [0u32; RECENT_ADDRESSES];
             recent[0] = tag;
+            // Born in a context the policy (would have) allowed: that context is proven.
+            let mut proven = Proven::default();
+            if verdict.action < Action::StepUp {
+                proven.add(&place, client.tls);
+            }
             SessionRecord {
                 bound: place,
                 client,
                 last: place,
                 previous: None,
                 created: obs.now,
-                user,
+                user: None,
                 authenticated_at,
                 step_up_pending: demanded,
                 bound_suspect: demanded,
                 step_up_failures: 0,
                 recent_addresses: recent,
+                owner_source: OwnerSource::Unknown,
+                identify_at: 0,
+                proven,
             }
         }
         Some(p) => {
@@ -408,7 +517,6 @@ fn next_record(
                 }
                 r.last = place;
             }
-            r.user = user;
             r.authenticated_at = authenticated_at;
             r.step_up_pending = p.step_up_pending || demanded;
             // An allowed request re-baselines the client (a browser upgrade), so the
@@ -451,7 +559,29 @@ pub fn audit_events(d: &Decision, req: &Request<'_>, audit_allowed: bool) -> imp
         e
     });
     let new_address = (d.new_address && !d.bound).then(|| base(EventKind::NewAddress));
-    bound.into_iter().chain(decision).chain(new_address)
+    let owner = match &d.owner_change {
+        OwnerChange::Unchanged => None,
+        // At first sight the binding itself names the user.
+        OwnerChange::Learned if d.bound => None,
+        OwnerChange::Learned => Some(EventKind::OwnerLearned),
+        OwnerChange::Overrode(_) | OwnerChange::Refused(_) => Some(EventKind::OwnerConflict),
+    }
+    .map(|kind| {
+        let mut e = base(kind);
+        match &d.owner_change {
+            OwnerChange::Overrode(previous) => {
+                e.claimed_user = Some(previous.clone());
+                e.detail = Some("overrode_weaker_owner");
+            }
+            OwnerChange::Refused(named) => {
+                e.claimed_user = Some(named.clone());
+                e.detail = Some("refused");
+            }
+            _ => e.detail = Some(d.owner_source.as_str()),
+        }
+        e
+    });
+    bound.into_iter().chain(decision).chain(new_address).chain(owner)
 }
 
 #[cfg(test)]
@@ -505,6 +635,7 @@ mod tests {
             fingerprint: None,
             peer_trusted: false,
             asserted_user: None,
+            identify: false,
         };
         det.decide(store, &req).await.unwrap().expect("a session")
     }

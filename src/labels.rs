@@ -283,7 +283,8 @@ mod contract {
             labels(crate::audit::EventKind::ALL, crate::audit::EventKind::as_str),
             [
                 "session_bound", "decision", "new_address", "step_up_completed", "step_up_failed", "session_revoked",
-                "logout_received", "request_refused", "unrecognised_credential",
+                "logout_received", "request_refused", "unrecognised_credential", "owner_learned", "owner_conflict",
+                "identify_failed",
             ]
         );
         assert_eq!(
@@ -299,7 +300,7 @@ mod contract {
             [
                 "idp_unavailable", "idp_error", "token_exchange_failed", "bad_signature", "expired",
                 "wrong_issuer_or_audience", "malformed_token", "nonce_mismatch", "stale_auth_time", "acr_missing",
-                "amr_missing", "wrong_user", "replayed",
+                "amr_missing", "wrong_user", "unknown_owner", "replayed",
             ]
         );
         assert_eq!(labels(ReloadResult::ALL, ReloadResult::as_str), ["success", "failure"]);
@@ -307,7 +308,7 @@ mod contract {
         assert_eq!(labels(UpstreamErrorKind::ALL, UpstreamErrorKind::as_str), ["connect", "timeout", "protocol"]);
         assert_eq!(
             labels(RevocationSource::ALL, RevocationSource::as_str),
-            ["policy", "admin", "step_up_failures", "backchannel_logout"]
+            ["policy", "admin", "step_up_failures", "backchannel_logout", "wrong_user"]
         );
         assert_eq!(labels(StatusClass::ALL, StatusClass::as_str), ["1xx", "2xx", "3xx", "4xx", "5xx"]);
     }

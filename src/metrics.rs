@@ -64,6 +64,8 @@ crate::labels::labels! {
         StepUpFailures = "step_up_failures",
         /// An OIDC back-channel logout.
         BackchannelLogout = "backchannel_logout",
+        /// A step-up completed as another user than the session's owner.
+        WrongUser = "wrong_user",
     }
 }
 

@@ -44,6 +44,40 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
     build(status, Some(JSON), body)
 }
 
+/// A browser's form submission needs a step-up: a page (with the RFC 9470 header for
+/// any program reading it) that says why, and offers to re-authenticate and return to
+/// the form's page. The form is not resubmitted: its data is the user's to send again.
+pub fn step_up_page(authorize: &HeaderValue, www_authenticate: &str) -> Response<ProxyBody> {
+    let href = html_escape(authorize.to_str().unwrap_or("/"));
+    let body = format!(
+        "<!doctype html><title>Confirm it is you</title><h1>Confirm it is you</h1>\
+         <p>This action needs a fresh sign-in, because this session is being used from somewhere it has not been used before. \
+         Your form was <strong>not</strong> sent.</p>\
+         <p><a href=\"{href}\">Sign in again</a> and you will return to the form's page, where you can send it again.</p>\n"
+    );
+    let mut r = build(StatusCode::UNAUTHORIZED, Some(HTML), body);
+    if let Ok(v) = HeaderValue::from_str(www_authenticate) {
+        r.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// Escapes text for an HTML attribute or element.
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `303 See Other` to `location`: a GET to wherever the browser goes next.
 pub fn see_other(location: HeaderValue) -> Response<ProxyBody> {
     let mut r = build(StatusCode::SEE_OTHER, None, Bytes::new());

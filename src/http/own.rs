@@ -18,7 +18,13 @@ use crate::stepup::return_to;
 use crate::audit::{Event, EventKind};
 use crate::session::SessionKey;
 use crate::state::{Shared, Snapshot};
-use crate::stepup::oidc::{Expect, Failure};
+use crate::config::UnknownOwner;
+use crate::detector::{Completion, Proof};
+use crate::metrics::RevocationSource;
+use crate::session::record::{OwnerChange, OwnerSource};
+use crate::stepup::challenge::Kind;
+use crate::stepup::oidc::{Expect, Failure, IdClaims};
+use crate::stepup::Pending;
 
 /// Everything tether serves itself lives under `OWN_PREFIX` (spelled once, in `paths`).
 pub use crate::paths::{BACKCHANNEL_LOGOUT, CALLBACK, OWN_PREFIX};
@@ -84,18 +90,17 @@ pub(super) async fn serve(req: Request<Incoming>, cx: &Context<'_>) -> Result<Re
     }
 }
 
-/// `GET /.tether/callback?code=…&state=…`: completes a step-up.
+/// `GET /.tether/callback?code=…&state=…`: completes a step-up or an identification.
 async fn callback(req: &Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBody> {
     let (snap, shared) = (cx.snap, cx.shared);
-    let mode = snap.detector.mode();
     let query = req.uri().query().unwrap_or("");
     let now = cx.now;
-    let mut failed_session: Option<SessionKey> = None;
+    let mut taken: Option<Pending> = None;
     let result = async {
         let idp = snap.idp.as_ref().ok_or(CallbackFailure::NotConfigured)?;
         let state = query_param(query, "state").ok_or(CallbackFailure::State(crate::stepup::challenge::StateError::Forged))?;
         let pending = shared.challenges.redeem(&snap.detector.hash_key, &state, now).await.map_err(CallbackFailure::State)?;
-        failed_session = Some(pending.session);
+        let pending = taken.insert(pending);
         // The browser finishing the flow must hold the challenged session; it is re-bound
         // to *this* request's context, so luring someone else through the flow gains a
         // thief nothing.
@@ -111,76 +116,214 @@ async fn callback(req: &Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBo
         }
         let code = query_param(query, "code").ok_or(CallbackFailure::Oidc(Failure::IdpError))?;
         let id_token = idp.exchange(&code, &pending.verifier, &pending.redirect_uri).await.map_err(CallbackFailure::Oidc)?;
-        let expect = Expect { nonce: &pending.nonce, challenged_at: u64::from(pending.created), user: pending.user.as_deref(), now: u64::from(now) };
-        let claims = idp.verify_id_token(&id_token, &expect).await.map_err(CallbackFailure::Oidc)?;
-        Ok((pending, claims))
+        // Whose session it is, is judged against the session's record when the step-up
+        // completes (the owner may have become known since the challenge).
+        let expect = Expect { kind: pending.kind, nonce: &pending.nonce, challenged_at: u64::from(pending.created), user: None, now: u64::from(now) };
+        idp.verify_id_token(&id_token, &expect).await.map_err(CallbackFailure::Oidc)
     }
     .await;
 
-    let mut event = Event::new(EventKind::StepUpCompleted, mode);
+    let mut event = Event::new(EventKind::StepUpCompleted, snap.detector.mode());
     event.ip = Some(cx.client);
     event.net = Some(cx.net.clone().into_owned());
     event.ja4 = cx.fingerprint.map(|f| f.ja4);
     event.method = Some(req.method().to_string());
     event.path = Some(CALLBACK.to_owned());
-    match result {
-        Ok((pending, claims)) => {
-            let user: Option<Arc<str>> = pending.user.clone().or_else(|| claims.user.as_deref().map(Arc::from));
-            let auth_time = claims.auth_time.min(u64::from(u32::MAX)) as u32;
-            let place = cx.detector_request(req);
-            if snap.detector.complete_step_up(&shared.store, pending.session, &place, auth_time, user.clone()).await.is_err() {
-                shared.metrics.store_errors.inc();
+    match (taken, result) {
+        (Some(pending), result) if pending.kind == Kind::Identify => identified(cx, query, pending, result, event).await,
+        (Some(pending), Ok(claims)) => completed(req, cx, pending, claims, event).await,
+        (pending, Err(failure)) => failed(cx, pending.map(|p| p.session), failure, event).await,
+        // invariant: a verified token implies a redeemed challenge.
+        (None, Ok(_)) => failed(cx, None, CallbackFailure::State(crate::stepup::challenge::StateError::Unknown), event).await,
+    }
+}
+
+/// Where the browser goes after a callback: the challenge's return path, validated and
+/// rebuilt when the challenge began and checked again here so no stored spelling can
+/// leave the console's origin.
+fn back(pending: &Pending) -> Response<ProxyBody> {
+    let target = pending.return_to.as_deref().and_then(|p| return_to::validate(p, usize::MAX)).unwrap_or_else(|| "/".to_owned());
+    // The target is rebuilt from plain ASCII, so it is valid header text; "/" is only a
+    // fallback that keeps the answer a redirect.
+    answer::see_other(HeaderValue::from_str(&target).unwrap_or(HeaderValue::from_static("/")))
+}
+
+/// A silent identification came back. With a user, it names the session's owner (weakly:
+/// a stronger source overrides it); without one (`login_required` and the like, an
+/// unreachable IdP, a token that does not verify) nothing is learned. Either way the
+/// browser returns to where it was, and that request is judged by the policy as it
+/// stands: an identification never unlocks anything, and never counts as a failure.
+async fn identified(cx: &Context<'_>, query: &str, pending: Pending, result: Result<IdClaims, CallbackFailure>, mut event: Event) -> Response<ProxyBody> {
+    let (snap, shared) = (cx.snap, cx.shared);
+    event.session = Some(pending.session);
+    match result.map(|c| c.user) {
+        Ok(Some(user)) => {
+            let user: Arc<str> = Arc::from(user);
+            match snap.detector.learn_owner(&shared.store, pending.session, &user, OwnerSource::Silent, cx.now).await {
+                Ok(change) => {
+                    shared.metrics.step_ups.with_label_values(&["identify", "completed"]).inc();
+                    audit_owner_change(shared, event, &change, &user, OwnerSource::Silent);
+                }
+                Err(_) => shared.metrics.store_errors.inc(),
             }
+        }
+        Ok(None) => {}
+        Err(failure) => {
+            let reason = match failure {
+                // The IdP has no session for this browser (or wants an interaction):
+                // the usual answer for a user not signed in there.
+                CallbackFailure::Oidc(Failure::IdpError) => query_param(query, "error").map_or("idp_error", |e| identify_error(&e)),
+                other => other.as_str(),
+            };
+            shared.metrics.step_ups.with_label_values(&["identify", reason]).inc();
+            event.kind = EventKind::IdentifyFailed;
+            event.detail = Some(reason);
+            shared.audit.record(event);
+        }
+    }
+    back(&pending)
+}
+
+/// The OIDC error codes a `prompt=none` request is answered with (OpenID Connect Core
+/// §3.1.2.6), as audit details; anything else is `idp_error`.
+fn identify_error(error: &str) -> &'static str {
+    match error {
+        "login_required" => "login_required",
+        "interaction_required" => "interaction_required",
+        "consent_required" => "consent_required",
+        "account_selection_required" => "account_selection_required",
+        _ => "idp_error",
+    }
+}
+
+/// Audits what naming an owner did: learned, refused, or replacing a weaker owner.
+pub(super) fn audit_owner_change(shared: &Shared, mut event: Event, change: &OwnerChange, user: &Arc<str>, source: OwnerSource) {
+    match change {
+        OwnerChange::Unchanged => return,
+        OwnerChange::Learned => {
+            event.kind = EventKind::OwnerLearned;
+            event.user = Some(user.clone());
+            event.detail = Some(source.as_str());
+        }
+        OwnerChange::Overrode(previous) => {
+            event.kind = EventKind::OwnerConflict;
+            event.user = Some(user.clone());
+            event.claimed_user = Some(previous.clone());
+            event.detail = Some("overrode_weaker_owner");
+        }
+        OwnerChange::Refused(named) => {
+            event.kind = EventKind::OwnerConflict;
+            event.claimed_user = Some(named.clone());
+            event.detail = Some("refused");
+        }
+    }
+    shared.audit.record(event);
+}
+
+/// A step-up whose token verified: completed for the session's owner; refused for an
+/// owner-less session (unless adopted); another user revokes the session.
+async fn completed(req: &Request<Incoming>, cx: &Context<'_>, pending: Pending, claims: IdClaims, mut event: Event) -> Response<ProxyBody> {
+    let (snap, shared) = (cx.snap, cx.shared);
+    let user: Option<Arc<str>> = claims.user.as_deref().map(Arc::from);
+    let auth_time = claims.auth_time.min(u64::from(u32::MAX)) as u32;
+    let unknown_owner = snap.config.step_up.as_ref().map_or(UnknownOwner::Refuse, |s| s.unknown_owner);
+    let proof = Proof { auth_time, user: user.as_ref(), challenged_owner: pending.user.as_ref(), unknown_owner };
+    let place = cx.detector_request(req);
+    let completion = match snap.detector.complete_step_up(&shared.store, pending.session, &place, &proof).await {
+        Ok(c) => c,
+        Err(_) => {
+            shared.metrics.store_errors.inc();
+            // Nothing could be recorded, so nothing is unlocked: the user tries again.
+            return answer::page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Re-authentication not recorded",
+                "Your sign-in could not be recorded. Go back to the page you were on and try again in a moment.",
+            );
+        }
+    };
+    event.session = Some(pending.session);
+    match completion {
+        Completion::Completed => {
             if let Some(sid) = &claims.sid {
                 let _ = shared.store.index_session(&sid_alias(sid), pending.session).await;
             }
             shared.challenges.clear(&pending.session).await;
             shared.metrics.step_ups.with_label_values(&["callback", "completed"]).inc();
-            event.session = Some(pending.session);
             event.user = user;
             shared.audit.record(event);
-            // Validated and rebuilt when the challenge began; checked again here so no
-            // stored spelling can leave the console's origin.
-            let target = pending.return_to.and_then(|p| return_to::validate(&p, usize::MAX)).unwrap_or_else(|| "/".to_owned());
-            // The target is rebuilt from plain ASCII, so it is valid header text; "/" is
-            // only a fallback that keeps the answer a redirect.
-            answer::see_other(HeaderValue::from_str(&target).unwrap_or(HeaderValue::from_static("/")))
+            back(&pending)
         }
-        Err(failure) => {
-            shared.metrics.step_ups.with_label_values(&["callback", failure.as_str()]).inc();
+        Completion::UnknownOwner => {
+            shared.metrics.step_ups.with_label_values(&["callback", Failure::UnknownOwner.as_str()]).inc();
             event.kind = EventKind::StepUpFailed;
-            event.session = failed_session;
-            event.detail = Some(failure.as_str());
+            event.detail = Some(Failure::UnknownOwner.as_str());
+            event.claimed_user = user;
             shared.audit.record(event);
-            let max = snap.config.step_up.as_ref().map_or(3, |s| s.max_failures);
-            // An IdP that cannot be reached (or says it is down) is not the user's failure:
-            // it never counts toward `max_failures`, and the user is asked to retry.
-            if matches!(failure, CallbackFailure::Oidc(Failure::IdpUnavailable)) {
-                return answer::page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Sign-in service unavailable",
-                    "The sign-in service could not be reached. Go back to the page you were on and try again in a moment.",
-                );
-            }
-            // Only a failure tied to a real challenge counts against its session: a forged
-            // state names no session at all.
-            if let Some(key) = failed_session {
-                match snap.detector.fail_step_up(&shared.store, key, now, max).await {
-                    Ok(true) => {
-                        shared.tunnels.close(&key);
-                        shared.metrics.revocations.with_label_values(&["step_up_failures"]).inc();
-                        let mut e = Event::new(EventKind::SessionRevoked, mode);
-                        e.session = Some(key);
-                        e.detail = Some("step_up_failures");
-                        shared.audit.record(e);
-                    }
-                    Ok(false) => {}
-                    Err(_) => shared.metrics.store_errors.inc(),
-                }
-            }
-            answer::page(StatusCode::FORBIDDEN, "Re-authentication failed", "The re-authentication could not be verified. Start again from the page you were on.")
+            answer::page(
+                StatusCode::FORBIDDEN,
+                "Sign in to the console again",
+                "tether cannot tell whose session this is, so signing in at the identity provider cannot unlock it. Sign out of the console and sign in to it again.",
+            )
+        }
+        Completion::WrongUser => {
+            // A theft signal in its own right: the cookie's holder is someone else.
+            shared.metrics.step_ups.with_label_values(&["callback", Failure::WrongUser.as_str()]).inc();
+            event.kind = EventKind::StepUpFailed;
+            event.detail = Some(Failure::WrongUser.as_str());
+            event.claimed_user = user;
+            event.user = pending.user.clone();
+            shared.audit.record(event);
+            shared.tunnels.close(&pending.session);
+            shared.metrics.revocations.with_label_values(&[RevocationSource::WrongUser.as_str()]).inc();
+            let mut e = Event::new(EventKind::SessionRevoked, snap.detector.mode());
+            e.session = Some(pending.session);
+            e.user = pending.user.clone();
+            e.detail = Some(RevocationSource::WrongUser.as_str());
+            shared.audit.record(e);
+            answer::page(
+                StatusCode::FORBIDDEN,
+                "Signed in as someone else",
+                "The identity provider signed in a different user than this session belongs to, so the session has been ended. Sign in to the console again.",
+            )
         }
     }
+}
+
+/// A step-up that failed before its token could be judged against the session.
+async fn failed(cx: &Context<'_>, session: Option<SessionKey>, failure: CallbackFailure, mut event: Event) -> Response<ProxyBody> {
+    let (snap, shared) = (cx.snap, cx.shared);
+    shared.metrics.step_ups.with_label_values(&["callback", failure.as_str()]).inc();
+    event.kind = EventKind::StepUpFailed;
+    event.session = session;
+    event.detail = Some(failure.as_str());
+    shared.audit.record(event);
+    let max = snap.config.step_up.as_ref().map_or(3, |s| s.max_failures);
+    // An IdP that cannot be reached (or says it is down) is not the user's failure:
+    // it never counts toward `max_failures`, and the user is asked to retry.
+    if matches!(failure, CallbackFailure::Oidc(Failure::IdpUnavailable)) {
+        return answer::page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in service unavailable",
+            "The sign-in service could not be reached. Go back to the page you were on and try again in a moment.",
+        );
+    }
+    // Only a failure tied to a real challenge counts against its session: a forged
+    // state names no session at all.
+    if let Some(key) = session {
+        match snap.detector.fail_step_up(&shared.store, key, cx.now, max).await {
+            Ok(true) => {
+                shared.tunnels.close(&key);
+                shared.metrics.revocations.with_label_values(&["step_up_failures"]).inc();
+                let mut e = Event::new(EventKind::SessionRevoked, snap.detector.mode());
+                e.session = Some(key);
+                e.detail = Some("step_up_failures");
+                shared.audit.record(e);
+            }
+            Ok(false) => {}
+            Err(_) => shared.metrics.store_errors.inc(),
+        }
+    }
+    answer::page(StatusCode::FORBIDDEN, "Re-authentication failed", "The re-authentication could not be verified. Start again from the page you were on.")
 }
 
 /// `POST /.tether/backchannel-logout` with `logout_token`: revokes the sessions it names.

@@ -35,6 +35,8 @@ use super::own;
 use super::record;
 use super::step_up;
 use super::tunnel::{self, Recheck};
+use crate::config::Identify;
+use crate::session::record::OwnerSource;
 use crate::detector::{Decision, Identity, Request as DetectorRequest};
 use crate::fingerprint::{Fingerprint, Ja4};
 use crate::intel::NetInfo;
@@ -88,6 +90,9 @@ impl Context<'_> {
             fingerprint: self.fingerprint.as_ref(),
             peer_trusted: self.peer_trusted,
             asserted_user: None,
+            identify: self.snap.config.step_up.as_ref().is_some_and(|s| s.identify == Identify::Silent)
+                && self.snap.idp.is_some()
+                && super::step_up::is_browser_navigation(req),
         }
     }
 }
@@ -261,6 +266,13 @@ async fn answer_or_forward(req: Request<Incoming>, cx: &Context<'_>, decision: O
     let Some(d) = &decision else {
         return forward(req, cx, None).await;
     };
+    // A new browser session whose owner nobody has named goes to the IdP first, to be
+    // identified silently; it comes back to this same request, judged afresh.
+    if d.identify {
+        if let Some(resp) = step_up::identify(&req, d, cx).await {
+            return Ok(answer::close_if(resp, cx.unread_body));
+        }
+    }
     match d.verdict.effective() {
         Action::Allow => forward(req, cx, decision).await,
         Action::StepUp => Ok(answer::close_if(step_up::challenge(&req, d, cx).await, cx.unread_body)),
@@ -324,6 +336,7 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
         let Some(protocol) = protocol else {
             return Err(ProxyError::UpstreamProtocol);
         };
+        learn_owner_from_response(&mut parts.headers, cx, decision.as_ref()).await;
         parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(UPGRADE, protocol);
         cx.shared.metrics.upgrades.inc();
@@ -333,8 +346,40 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
 
     let (mut parts, body) = resp.into_parts();
     hygiene::strip_hop_by_hop(&mut parts.headers);
+    learn_owner_from_response(&mut parts.headers, cx, decision.as_ref()).await;
     let body = Guarded::new(body, limits.body_idle_timeout, u64::MAX);
     Ok(Response::from_parts(parts, ProxyBody::Upstream { body }))
+}
+
+/// `upstream.user_response_header`: the console names the session's user. The header is
+/// always removed before the client sees it; its user becomes the session's owner when
+/// it has none (or only a silently learned one), and a different name for a session that
+/// has a strong owner is refused. Either is audited. Only a single, plain value is
+/// believed; a response naming two users names none.
+async fn learn_owner_from_response(headers: &mut http::HeaderMap, cx: &Context<'_>, decision: Option<&Decision>) {
+    let Some(name) = &cx.snap.config.upstream.user_response_header else { return };
+    let named = {
+        let mut values = headers.get_all(name).iter();
+        let first = values.next().and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty() && v.len() <= 256);
+        let second = values.next();
+        first.filter(|_| second.is_none()).map(Arc::<str>::from)
+    };
+    headers.remove(name);
+    let (Some(user), Some(d)) = (named, decision) else { return };
+    if d.degraded || d.user.as_deref() == Some(&*user) || cx.identity.as_ref().is_some_and(|i| i.unrecognised) {
+        return;
+    }
+    let shared = cx.shared;
+    match cx.snap.detector.learn_owner(&shared.store, d.session, &user, OwnerSource::ResponseHeader, cx.now).await {
+        Ok(change) => {
+            let mut e = Event::new(EventKind::OwnerLearned, cx.snap.detector.mode());
+            e.session = Some(d.session);
+            e.user = d.user.clone();
+            e.ip = Some(cx.client);
+            own::audit_owner_change(shared, e, &change, &user, OwnerSource::ResponseHeader);
+        }
+        Err(_) => shared.metrics.store_errors.inc(),
+    }
 }
 
 /// The protocol a client asks to upgrade to, on HTTP/1.1 only (HTTP/2 has no Upgrade).

@@ -1,7 +1,7 @@
 //! The answers for a session the detector did not allow: a step-up challenge (an OIDC
 //! redirect for a browser navigation, an RFC 9470 `401` otherwise) or a block page.
 
-use http::header::{HeaderValue, ACCEPT};
+use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE, REFERER};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
@@ -34,80 +34,128 @@ fn wants_html<B>(req: &Request<B>) -> bool {
     req.headers().get_all(ACCEPT).iter().any(|v| v.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html")))
 }
 
-/// The step-up demand: an OIDC redirect for a browser navigation, the RFC 9470 `401`
-/// for anything else or when no redirect can be made.
+/// A browser form submission (a POST of a form, in a page): it cannot follow a redirect
+/// to a login page with its body, but the person behind it can read a page.
+fn is_browser_form_post<B>(req: &Request<B>) -> bool {
+    let form = req.headers().get(CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        let starts = |p: &[u8]| v.len() >= p.len() && v[..p.len()].eq_ignore_ascii_case(p);
+        starts(b"application/x-www-form-urlencoded") || starts(b"multipart/form-data")
+    });
+    let document = req.headers().get("sec-fetch-dest").is_none_or(|v| v.as_bytes() == b"document");
+    *req.method() == Method::POST && form && document && wants_html(req)
+}
+
+/// The step-up demand: an OIDC redirect for a browser navigation, a page offering the
+/// same for a browser's form submission, and the RFC 9470 `401` for anything else or
+/// when no redirect can be made.
 pub(super) async fn challenge(req: &Request<Incoming>, d: &Decision, cx: &Context<'_>) -> Response<ProxyBody> {
-    let (snap, shared) = (cx.snap, cx.shared);
-    let step_up = snap.config.step_up.as_ref();
-    let acr = step_up.and_then(|s| s.acr_values.as_deref());
-    let host = cx.host.as_ref().and_then(|h| h.to_str().ok());
-    let browser = is_browser_navigation(req);
-    let endpoint = match (&snap.idp, browser) {
-        // Discovery may need the network; an unreachable IdP means no redirect, and the
-        // client gets the 401 challenge instead (fail closed: never "allow").
-        (Some(idp), true) => idp.metadata().await.ok().map(|m| m.authorization_endpoint.clone()),
-        _ => None,
-    };
-    match (browser, step_up, endpoint, host) {
-        (true, Some(cfg), Some(endpoint), Some(host)) => {
-            // A GET returns to where it was; anything else is never replayed.
-            // Rebuilt, not echoed; one too long or unsafe returns to the start page.
-            let return_to = (req.method() == Method::GET)
-                .then(|| req.uri().path_and_query().map_or("/", |p| p.as_str()))
-                .map(|p| return_to::validate(p, RETURN_BOUND).unwrap_or_else(|| "/".to_owned()));
-            let scheme = if cx.conn.tls.is_some() { "https" } else { "http" };
-            let redirect_uri = match &cfg.redirect_uri {
-                Some(uri) => uri.clone(),
-                // A derived callback names only a host tether serves for real: one the
-                // listener's certificate names or `public_hosts` lists. Any other Host
-                // (chosen by the client, SNI and all) gets the 401 challenge instead.
-                None if public_host(host, snap, cfg) => format!("{scheme}://{host}{CALLBACK}"),
-                None => {
-                    shared.metrics.step_ups.with_label_values(&["challenge", "401"]).inc();
-                    return answer::challenge(&www_authenticate(acr));
-                }
-            };
-            let request = ChallengeRequest {
-                kind: Kind::StepUp,
-                key: &snap.detector.hash_key,
-                session: d.session,
-                user: d.user.clone(),
-                return_to,
-                redirect_uri: redirect_uri.clone(),
-                client: cx.client,
-                now: cx.now,
-            };
-            let issued = match shared.challenges.issue(request).await {
-                Ok(issued) => issued,
-                Err(BeginError::RateLimited { retry_after }) => {
-                    // Over a rate the request is refused, never let through.
-                    shared.metrics.step_ups.with_label_values(&["challenge", "rate_limited"]).inc();
-                    return answer::too_many(retry_after);
-                }
-                Err(BeginError::NoRandomness) => return answer::challenge(&www_authenticate(acr)),
-            };
-            let url = AuthorizationRequest {
-                kind: Kind::StepUp,
-                endpoint: &endpoint,
-                client_id: &cfg.client_id,
-                redirect_uri: &redirect_uri,
-                scope: "openid",
-                acr_values: acr,
-                login_hint: d.user.as_deref(),
-                issued: &issued,
+    let acr = cx.snap.config.step_up.as_ref().and_then(|s| s.acr_values.as_deref());
+    let (metrics, url) = (&cx.shared.metrics, authorization_url(req, d, cx, Kind::StepUp));
+    if is_browser_navigation(req) {
+        match url.await {
+            Ok(url) => {
+                metrics.step_ups.with_label_values(&["challenge", "redirect"]).inc();
+                return answer::see_other(url);
             }
-            .url();
-            shared.metrics.step_ups.with_label_values(&["challenge", "redirect"]).inc();
-            match HeaderValue::from_str(&url) {
-                Ok(v) => answer::see_other(v),
-                Err(_) => answer::challenge(&www_authenticate(acr)),
-            }
+            Err(Some(refused)) => return refused,
+            Err(None) => {}
         }
-        _ => {
-            shared.metrics.step_ups.with_label_values(&["challenge", "401"]).inc();
-            answer::challenge(&www_authenticate(acr))
+    } else if is_browser_form_post(req) {
+        match url.await {
+            Ok(url) => {
+                metrics.step_ups.with_label_values(&["challenge", "form_page"]).inc();
+                return answer::step_up_page(&url, &www_authenticate(acr));
+            }
+            Err(Some(refused)) => return refused,
+            Err(None) => {}
         }
     }
+    metrics.step_ups.with_label_values(&["challenge", "401"]).inc();
+    answer::challenge(&www_authenticate(acr))
+}
+
+/// A silent identification of the session's owner: a redirect to the IdP with
+/// `prompt=none`. `None` when none can be made (no IdP endpoint, a Host tether does not
+/// serve, over a rate): the request is then answered as the policy decided.
+pub(super) async fn identify(req: &Request<Incoming>, d: &Decision, cx: &Context<'_>) -> Option<Response<ProxyBody>> {
+    match authorization_url(req, d, cx, Kind::Identify).await {
+        Ok(url) => {
+            cx.shared.metrics.step_ups.with_label_values(&["identify", "redirect"]).inc();
+            Some(answer::see_other(url))
+        }
+        Err(_) => None,
+    }
+}
+
+/// Issues a challenge of `kind` and builds its authorization URL. `Err(None)` when no
+/// redirect can be made (the caller answers otherwise), `Err(Some(429))` over a rate.
+async fn authorization_url(req: &Request<Incoming>, d: &Decision, cx: &Context<'_>, kind: Kind) -> Result<HeaderValue, Option<Response<ProxyBody>>> {
+    let (snap, shared) = (cx.snap, cx.shared);
+    let cfg = snap.config.step_up.as_ref().ok_or(None)?;
+    let idp = snap.idp.as_ref().ok_or(None)?;
+    let host = cx.host.as_ref().and_then(|h| h.to_str().ok()).ok_or(None)?;
+    // Discovery may need the network; an unreachable IdP means no redirect, and the
+    // client gets the 401 challenge instead (fail closed: never "allow").
+    let endpoint = idp.metadata().await.map_err(|_| None)?.authorization_endpoint.clone();
+    let scheme = if cx.conn.tls.is_some() { "https" } else { "http" };
+    let redirect_uri = match &cfg.redirect_uri {
+        Some(uri) => uri.clone(),
+        // A derived callback names only a host tether serves for real: one the
+        // listener's certificate names or `public_hosts` lists. Any other Host (chosen
+        // by the client, SNI and all) gets no redirect.
+        None if public_host(host, snap, cfg) => format!("{scheme}://{host}{CALLBACK}"),
+        None => return Err(None),
+    };
+    let request = ChallengeRequest {
+        kind,
+        key: &snap.detector.hash_key,
+        session: d.session,
+        user: d.user.clone(),
+        return_to: Some(return_path(req, host)),
+        redirect_uri: redirect_uri.clone(),
+        client: cx.client,
+        now: cx.now,
+    };
+    let issued = match shared.challenges.issue(request).await {
+        Ok(issued) => issued,
+        Err(BeginError::RateLimited { retry_after }) => {
+            // Over a rate the request is refused, never let through.
+            shared.metrics.step_ups.with_label_values(&[if kind == Kind::Identify { "identify" } else { "challenge" }, "rate_limited"]).inc();
+            return Err(Some(answer::too_many(retry_after)));
+        }
+        Err(BeginError::NoRandomness) => return Err(None),
+    };
+    let url = AuthorizationRequest {
+        kind,
+        endpoint: &endpoint,
+        client_id: &cfg.client_id,
+        redirect_uri: &redirect_uri,
+        scope: "openid",
+        acr_values: cfg.acr_values.as_deref(),
+        login_hint: d.user.as_deref(),
+        issued: &issued,
+    }
+    .url();
+    HeaderValue::from_str(&url).map_err(|_| None)
+}
+
+/// Where the browser returns after the IdP: a GET to where it was; a form submission
+/// (never replayed) to the page that held the form, when the `Referer` names one on
+/// this host; anything else to the start page. Rebuilt, not echoed; one too long or
+/// unsafe returns to the start page too.
+fn return_path(req: &Request<Incoming>, host: &str) -> String {
+    let path = if req.method() == Method::GET {
+        req.uri().path_and_query().map(|p| p.as_str().to_owned())
+    } else {
+        req.headers()
+            .get(REFERER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|r| r.parse::<http::Uri>().ok())
+            .filter(|u| u.authority().is_some_and(|a| a.as_str().eq_ignore_ascii_case(host)))
+            .and_then(|u| u.path_and_query().map(|p| p.as_str().to_owned()))
+    };
+    path.and_then(|p| return_to::validate(&p, RETURN_BOUND)).unwrap_or_else(|| "/".to_owned())
 }
 
 /// Whether a derived redirect URI may name `host` (`Host` header, perhaps with a port):

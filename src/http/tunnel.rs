@@ -79,6 +79,8 @@ impl Recheck {
             fingerprint: self.fingerprint.as_ref(),
             peer_trusted: self.peer_trusted,
             asserted_user: None,
+            // A tunnel re-judged mid-stream is never redirected.
+            identify: false,
         };
         let identity = match snap.detector.identify(&req) {
             Ok(Some(identity)) => identity,

@@ -176,6 +176,7 @@ impl<'a> Replayer<'a> {
             fingerprint: fingerprint.as_ref(),
             peer_trusted: false,
             asserted_user: line.user.as_deref(),
+            identify: false,
         };
         let mode = self.detector.mode().as_str();
         match self.detector.decide(&self.store, &req).await {

@@ -115,7 +115,10 @@ pub fn derive(obs: &Observed<'_>, prior: Option<&SessionRecord>, baseline: Optio
     if obs.jwt_invalid {
         s.insert(Signal::JwtInvalid);
     }
-    if new_network_for_user(&now, prior, baseline) {
+    // A context the session was proven in (its clean birth, a completed step-up) is no
+    // change, whatever it is bound to now.
+    let proven = prior.is_some_and(|p| p.proven.covers(&now, obs.client.tls));
+    if !proven && new_network_for_user(&now, prior, baseline) {
         s.insert(Signal::NewNetworkForUser);
     }
     let Some(prior) = prior else {
@@ -127,17 +130,19 @@ pub fn derive(obs: &Observed<'_>, prior: Option<&SessionRecord>, baseline: Optio
     if step_up_pending(&now, &obs.client, prior) {
         s.insert(Signal::StepUpPending);
     }
-    if anonymizer_network(&now, &prior.bound) {
-        s.insert(Signal::AnonymizerNetwork);
-    }
-    if asn_change(&now, &prior.bound) {
-        s.insert(Signal::AsnChange);
-    }
-    if now.prefix != prior.bound.prefix {
-        s.insert(Signal::PrefixChange);
-    }
-    if matches!((now.country(), prior.bound.country()), (Some(a), Some(b)) if a != b) {
-        s.insert(Signal::CountryChange);
+    if !proven {
+        if anonymizer_network(&now, &prior.bound) {
+            s.insert(Signal::AnonymizerNetwork);
+        }
+        if asn_change(&now, &prior.bound) {
+            s.insert(Signal::AsnChange);
+        }
+        if now.prefix != prior.bound.prefix {
+            s.insert(Signal::PrefixChange);
+        }
+        if matches!((now.country(), prior.bound.country()), (Some(a), Some(b)) if a != b) {
+            s.insert(Signal::CountryChange);
+        }
     }
     if impossible_travel(&prior.last, &now, policy.max_travel_kmh) {
         s.insert(Signal::ImpossibleTravel);
@@ -151,7 +156,10 @@ pub fn derive(obs: &Observed<'_>, prior: Option<&SessionRecord>, baseline: Optio
     if ja4_change(prior.client.ja4, obs.client.ja4) {
         s.insert(Signal::Ja4Change);
     }
-    if concurrent_use(&now, prior, policy.concurrent_window_secs) {
+    // Moving between two proven contexts (an owner switching a VPN on and off) is not
+    // two people at once.
+    let between_proven = proven && prior.proven.covers(&prior.last, prior.client.tls);
+    if !between_proven && concurrent_use(&now, prior, policy.concurrent_window_secs) {
         s.insert(Signal::ConcurrentUse);
     }
     s
@@ -167,9 +175,11 @@ pub fn step_up_pending(now: &Place, client: &Client, prior: &SessionRecord) -> b
 
 /// An anonymizer the session was not bound in. (A session bound in one is caught at
 /// first sight, and stays caught through `step_up_pending` until someone proves
-/// themselves.)
+/// themselves.) Bound on an anonymizer, only its exit prefix counts as the same place:
+/// proving oneself on one VPN exit vouches for no other exit of that VPN.
 pub fn anonymizer_network(now: &Place, bound: &Place) -> bool {
-    now.category.is_anonymizer() && !now.same_network(bound)
+    let same = if bound.category.is_anonymizer() { now.prefix == bound.prefix } else { now.same_network(bound) };
+    now.category.is_anonymizer() && !same
 }
 
 /// A change of ASN, except into the organisation's own corporate egress.

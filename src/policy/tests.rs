@@ -80,6 +80,9 @@ fn bound_home(user: bool) -> (SessionRecord, UserBaseline) {
         bound_suspect: false,
         step_up_failures: 0,
         recent_addresses: [0; 4],
+        owner_source: Default::default(),
+        identify_at: 0,
+        proven: Default::default(),
     };
     let mut baseline = UserBaseline::default();
     baseline.learn(&place, client);

@@ -338,6 +338,9 @@ mod tests {
             bound_suspect: false,
             step_up_failures: 0,
             recent_addresses: [0; 4],
+            owner_source: Default::default(),
+            identify_at: 0,
+            proven: Default::default(),
         }
     }
 

@@ -134,6 +134,185 @@ pub struct SessionRecord {
     pub step_up_failures: u8,
     /// Recently used addresses (compact hashes), to record each new one in the audit log.
     pub recent_addresses: [u32; RECENT_ADDRESSES],
+    /// Where `user` was learned from.
+    pub owner_source: OwnerSource,
+    /// When a silent identification was last attempted (0: never).
+    pub identify_at: Secs,
+    /// Where the session was born and where it completed step-ups: returning to one of
+    /// them is not a change.
+    pub proven: Proven,
+}
+
+crate::labels::labels! {
+    /// Where a session's owner was learned. The last three are strong: the console or its
+    /// auth layer vouches for them. The first two are weak: a prompt=none identification
+    /// or a step-up adopted by an owner-less session names whoever holds the browser.
+    pub enum OwnerSource {
+        Unknown = "unknown",
+        Silent = "silent",
+        StepUp = "step_up",
+        ResponseHeader = "response_header",
+        UserHeader = "user_header",
+        Jwt = "jwt",
+    }
+}
+
+impl Default for OwnerSource {
+    fn default() -> Self {
+        OwnerSource::Unknown
+    }
+}
+
+impl OwnerSource {
+    /// Vouched for by the console or its auth layer.
+    pub fn is_strong(self) -> bool {
+        matches!(self, OwnerSource::ResponseHeader | OwnerSource::UserHeader | OwnerSource::Jwt)
+    }
+}
+
+/// What naming a session's owner did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnerChange {
+    /// The same owner, or no owner named.
+    Unchanged,
+    /// The first owner the session has.
+    Learned,
+    /// A strong source replaced a weakly learned, different owner (who is given).
+    Overrode(Arc<str>),
+    /// A different owner was named but the session keeps its own (the refused name).
+    Refused(Arc<str>),
+}
+
+/// Names `user` (learned from `source`) as the owner of `record`, by the rule: a first
+/// owner is taken; the same owner keeps the stronger source; a different one replaces
+/// the current owner only when it is strong and the current one weak, and is refused
+/// otherwise. Contexts proven under an owner who is replaced are forgotten, with the
+/// authentication they rested on.
+pub fn name_owner(record: &mut SessionRecord, user: &Arc<str>, source: OwnerSource) -> OwnerChange {
+    match &record.user {
+        None => {
+            record.user = Some(user.clone());
+            record.owner_source = source;
+            OwnerChange::Learned
+        }
+        Some(current) if current == user => {
+            if source.is_strong() && !record.owner_source.is_strong() {
+                record.owner_source = source;
+            }
+            OwnerChange::Unchanged
+        }
+        Some(current) if source.is_strong() && !record.owner_source.is_strong() => {
+            let previous = current.clone();
+            record.user = Some(user.clone());
+            record.owner_source = source;
+            record.proven = Proven::default();
+            record.authenticated_at = None;
+            OwnerChange::Overrode(previous)
+        }
+        Some(_) => OwnerChange::Refused(user.clone()),
+    }
+}
+
+/// Contexts a session keeps as proven.
+pub const PROVEN_CONTEXTS: usize = 3;
+/// A proven context is forgotten this long after it was proven (or last refreshed by a
+/// step-up there).
+pub const PROVEN_TTL: Secs = 7 * 24 * 3600;
+
+/// A context a session was proven in: its birth (when clean) or a completed step-up.
+/// An ordinary network is judged by its ASN and country; an anonymizer only by its exit
+/// prefix, so proving oneself on one VPN exit does not vouch for all of the VPN's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProvenContext {
+    pub prefix: Prefix,
+    asn: u32,
+    pub at: Secs,
+    country: [u8; 2],
+    pub category: Category,
+    pub tls: TlsClass,
+}
+
+impl ProvenContext {
+    pub fn new(place: &Place, tls: TlsClass) -> ProvenContext {
+        ProvenContext { prefix: place.prefix, asn: place.asn, at: place.at, country: place.country, category: place.category, tls }
+    }
+
+    pub fn asn(&self) -> Option<Asn> {
+        (self.asn != 0).then_some(Asn(self.asn))
+    }
+
+    pub fn country(&self) -> Option<Country> {
+        if self.country == [0, 0] {
+            return None;
+        }
+        std::str::from_utf8(&self.country).ok().and_then(Country::new)
+    }
+
+    /// Whether `place`, reached by a `tls` client, is this context.
+    pub fn covers(&self, place: &Place, tls: TlsClass) -> bool {
+        let network = if self.category.is_anonymizer() || place.category.is_anonymizer() {
+            self.prefix == place.prefix && self.category == place.category
+        } else {
+            match (self.asn, place.asn) {
+                (0, _) | (_, 0) => self.prefix == place.prefix,
+                (a, b) => a == b,
+            }
+        };
+        let country = self.country == [0, 0] || place.country == [0, 0] || self.country == place.country;
+        network && country && self.tls == tls
+    }
+
+    /// Raw parts for the shared store's encoding.
+    pub(crate) fn parts(&self) -> (u64, u32, [u8; 2]) {
+        (self.prefix.to_bits(), self.asn, self.country)
+    }
+
+    pub(crate) fn from_parts(prefix: u64, asn: u32, at: Secs, country: [u8; 2], category: Category, tls: TlsClass) -> ProvenContext {
+        ProvenContext { prefix: Prefix::from_bits(prefix), asn, at, country, category, tls }
+    }
+}
+
+/// A session's proven contexts: a few, each expiring; a new one takes the place of the
+/// same context or of the oldest. Fixed size, so copying a record never allocates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Proven([Option<ProvenContext>; PROVEN_CONTEXTS]);
+
+impl Proven {
+    /// Records that the session was proven at `place` by a `tls` client.
+    pub fn add(&mut self, place: &Place, tls: TlsClass) {
+        let new = ProvenContext::new(place, tls);
+        let slot = match self.0.iter().position(|c| c.is_some_and(|c| c.covers(place, tls) && c.prefix == new.prefix)) {
+            Some(same) => same,
+            None => match self.0.iter().position(Option::is_none) {
+                Some(free) => free,
+                None => self.0.iter().enumerate().min_by_key(|(_, c)| c.map_or(0, |c| c.at)).map_or(0, |(i, _)| i),
+            },
+        };
+        self.0[slot] = Some(new);
+    }
+
+    /// The contexts still in force at `now`.
+    pub fn live(&self, now: Secs) -> impl Iterator<Item = &ProvenContext> {
+        self.0.iter().flatten().filter(move |c| now.saturating_sub(c.at) <= PROVEN_TTL)
+    }
+
+    /// Whether `place`, reached by a `tls` client, is a context this session was proven in.
+    pub fn covers(&self, place: &Place, tls: TlsClass) -> bool {
+        self.live(place.at).any(|c| c.covers(place, tls))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ProvenContext> {
+        self.0.iter().flatten()
+    }
+
+    /// Rebuilds the set from stored contexts (at most [`PROVEN_CONTEXTS`] are kept).
+    pub fn from_contexts(contexts: impl IntoIterator<Item = ProvenContext>) -> Proven {
+        let mut p = Proven::default();
+        for (slot, c) in p.0.iter_mut().zip(contexts) {
+            *slot = Some(c);
+        }
+        p
+    }
 }
 
 /// Distinct recent addresses remembered per session.
@@ -248,17 +427,42 @@ impl UserBaseline {
 
     /// Adds a context the user was allowed (or proved themselves) in; returns whether the
     /// baseline changed.
+    /// An anonymizer's network and country are never learned: a VPN exit says nothing
+    /// about where its user is, and all of a VPN must not become "usual" for a user
+    /// (a session keeps the exit it was proven on in its own proven contexts instead).
     pub fn learn(&mut self, place: &Place, client: Client) -> bool {
         let mut changed = false;
-        if let Some(asn) = place.asn() {
-            changed |= self.networks.note(asn, place.at);
-        }
-        if let Some(c) = place.country() {
-            changed |= self.countries.note(c, place.at);
+        if !place.category.is_anonymizer() {
+            if let Some(asn) = place.asn() {
+                changed |= self.networks.note(asn, place.at);
+            }
+            if let Some(c) = place.country() {
+                changed |= self.countries.note(c, place.at);
+            }
         }
         changed |= self.clients.note(client, place.at);
         if changed {
             self.updated = place.at;
+        }
+        changed
+    }
+}
+
+impl UserBaseline {
+    /// Teaches the baseline a session's proven contexts (once its owner is known); the
+    /// anonymizer ones stay the session's own. Returns whether it changed.
+    pub fn learn_proven(&mut self, proven: &Proven, now: Secs) -> bool {
+        let mut changed = false;
+        for c in proven.live(now).filter(|c| !c.category.is_anonymizer()) {
+            if let Some(asn) = c.asn() {
+                changed |= self.networks.note(asn, c.at);
+            }
+            if let Some(country) = c.country() {
+                changed |= self.countries.note(country, c.at);
+            }
+        }
+        if changed {
+            self.updated = self.updated.max(now);
         }
         changed
     }

@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::challenge::Kind;
 use crate::config::{ClientAuth, ClientSecret, IdpEndpoints, StepUp};
 use crate::jwt::{self, Claim, Expiry, KeySet, Rejected, Rules, Unusable};
 use crate::net::tls::{self, TlsError};
@@ -99,6 +100,8 @@ crate::labels::labels! {
         AmrMissing = "amr_missing",
         #[error("a different user authenticated")]
         WrongUser = "wrong_user",
+        #[error("the session's owner is unknown, so no step-up can unlock it")]
+        UnknownOwner = "unknown_owner",
         #[error("the logout token was already used")]
         Replayed = "replayed",
     }
@@ -115,6 +118,9 @@ pub struct Metadata {
 
 /// What the ID token has to show.
 pub struct Expect<'a> {
+    /// An identification demands no fresh authentication, `acr` or `amr`: it only asks
+    /// who holds the browser.
+    pub kind: Kind,
     pub nonce: &'a str,
     /// When the challenge was issued (seconds).
     pub challenged_at: u64,
@@ -472,23 +478,32 @@ pub fn check_id_token(claims: &Value, rules: &IdTokenRules<'_>, expect: &Expect<
     if c.nonce.as_deref() != Some(expect.nonce) {
         return Err(Failure::NonceMismatch);
     }
-    // max_age=0 obliges the IdP to report auth_time; it must not predate the challenge.
-    let auth_time = c.auth_time.ok_or(Failure::StaleAuthTime)?;
-    if auth_time + LEEWAY_SECS < expect.challenged_at || auth_time > expect.now + LEEWAY_SECS {
-        return Err(Failure::StaleAuthTime);
-    }
-    if let Some(wanted) = rules.acr_values {
-        if !c.acr.as_deref().is_some_and(|acr| wanted.split_whitespace().any(|w| w == acr)) {
-            return Err(Failure::AcrMissing);
-        }
-    }
     let amr = c.amr.unwrap_or_default();
-    if !rules.required_amr.iter().all(|r| amr.contains(r)) {
-        return Err(Failure::AmrMissing);
-    }
+    let auth_time = match expect.kind {
+        Kind::StepUp => {
+            // max_age=0 obliges the IdP to report auth_time; it must not predate the
+            // challenge.
+            let auth_time = c.auth_time.ok_or(Failure::StaleAuthTime)?;
+            if auth_time + LEEWAY_SECS < expect.challenged_at || auth_time > expect.now + LEEWAY_SECS {
+                return Err(Failure::StaleAuthTime);
+            }
+            if let Some(wanted) = rules.acr_values {
+                if !c.acr.as_deref().is_some_and(|acr| wanted.split_whitespace().any(|w| w == acr)) {
+                    return Err(Failure::AcrMissing);
+                }
+            }
+            if !rules.required_amr.iter().all(|r| amr.contains(r)) {
+                return Err(Failure::AmrMissing);
+            }
+            auth_time
+        }
+        // Whenever the IdP's session began: nothing is unlocked by an identification.
+        Kind::Identify => c.auth_time.unwrap_or(0),
+    };
+    // A token that does not name its user cannot say whose session this is.
     let user = match rules.user_claim {
         "sub" => Some(c.sub.clone()),
-        name => c.rest.get(name).and_then(|v| v.as_str()).map(str::to_owned),
+        name => Some(c.rest.get(name).and_then(|v| v.as_str()).filter(|u| !u.is_empty()).ok_or(Failure::Malformed)?.to_owned()),
     };
     if let Some(expected) = expect.user {
         if user.as_deref() != Some(expected) {

@@ -161,6 +161,9 @@ fn record(at: Secs, user: Option<&str>, country: &str) -> SessionRecord {
         bound_suspect: false,
         step_up_failures: 0,
         recent_addresses: [0; 4],
+        owner_source: Default::default(),
+        identify_at: 0,
+        proven: Default::default(),
     }
 }
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use crate::fingerprint::{Os, TlsClass, UaFamily, UserAgent};
 use crate::intel::{Asn, Category, Coordinates, Country, NetInfo};
-use crate::session::record::{Client, Ja4Digest, Place, Prefix, Recent, RECENT_ADDRESSES};
-use crate::session::{SessionRecord, UserBaseline};
+use crate::session::record::{Client, Ja4Digest, OwnerSource, Place, Prefix, Proven, ProvenContext, Recent, PROVEN_CONTEXTS, RECENT_ADDRESSES};
+use crate::session::{Secs, SessionRecord, UserBaseline};
 
 /// Bumped on any layout change: a replica never misreads another version's value, it
 /// treats it as absent (the session binds afresh).
@@ -295,7 +295,78 @@ pub fn encode_record(r: &SessionRecord) -> Result<Vec<u8>, CodecError> {
     for a in r.recent_addresses {
         out.extend_from_slice(&a.to_be_bytes());
     }
+    put_owner_and_proven(&mut out, r);
     Ok(out)
+}
+
+/// The tail written after the recent addresses: the owner's source (1 byte), when a
+/// silent identification was last tried (4), and the proven contexts (a count, then 20
+/// bytes each: prefix, ASN, time, country, category, TLS class). A value without the
+/// tail (written before owners and proven contexts were kept) reads as none of them.
+fn put_owner_and_proven(out: &mut Vec<u8>, r: &SessionRecord) {
+    out.push(owner_code(r.owner_source));
+    out.extend_from_slice(&r.identify_at.to_be_bytes());
+    // invariant: PROVEN_CONTEXTS is a small constant, so the count fits a byte.
+    out.push(r.proven.iter().count() as u8);
+    for c in r.proven.iter() {
+        let (prefix, asn, country) = c.parts();
+        out.extend_from_slice(&prefix.to_be_bytes());
+        out.extend_from_slice(&asn.to_be_bytes());
+        out.extend_from_slice(&c.at.to_be_bytes());
+        out.extend_from_slice(&country);
+        out.push(category_code(c.category));
+        out.push(tls_code(c.tls));
+    }
+}
+
+fn owner_and_proven(r: &mut Reader<'_>) -> Result<(OwnerSource, Secs, Proven), CodecError> {
+    if r.buf.is_empty() {
+        return Ok((OwnerSource::Unknown, 0, Proven::default()));
+    }
+    let source = owner_from(r.u8()?)?;
+    let identify_at = r.u32()?;
+    let n = usize::from(r.u8()?);
+    if n > PROVEN_CONTEXTS {
+        return Err(CodecError::Invalid);
+    }
+    let mut contexts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let prefix = r.u64()?;
+        let asn = r.u32()?;
+        let at = r.u32()?;
+        let cc = r.take(2)?;
+        let country = [cc[0], cc[1]];
+        if country != [0, 0] && std::str::from_utf8(&country).ok().and_then(Country::new).is_none() {
+            return Err(CodecError::Invalid);
+        }
+        let category = category_from(r.u8()?)?;
+        let tls = tls_from(r.u8()?)?;
+        contexts.push(ProvenContext::from_parts(prefix, asn, at, country, category, tls));
+    }
+    Ok((source, identify_at, Proven::from_contexts(contexts)))
+}
+
+fn owner_code(s: OwnerSource) -> u8 {
+    match s {
+        OwnerSource::Unknown => 0,
+        OwnerSource::Silent => 1,
+        OwnerSource::StepUp => 2,
+        OwnerSource::ResponseHeader => 3,
+        OwnerSource::UserHeader => 4,
+        OwnerSource::Jwt => 5,
+    }
+}
+
+fn owner_from(b: u8) -> Result<OwnerSource, CodecError> {
+    Ok(match b {
+        0 => OwnerSource::Unknown,
+        1 => OwnerSource::Silent,
+        2 => OwnerSource::StepUp,
+        3 => OwnerSource::ResponseHeader,
+        4 => OwnerSource::UserHeader,
+        5 => OwnerSource::Jwt,
+        _ => return Err(CodecError::Invalid),
+    })
 }
 
 pub fn decode_record(buf: &[u8]) -> Result<SessionRecord, CodecError> {
@@ -324,6 +395,7 @@ pub fn decode_record(buf: &[u8]) -> Result<SessionRecord, CodecError> {
     for a in &mut recent_addresses {
         *a = r.u32()?;
     }
+    let (owner_source, identify_at, proven) = owner_and_proven(&mut r)?;
     r.end()?;
     Ok(SessionRecord {
         bound,
@@ -337,6 +409,9 @@ pub fn decode_record(buf: &[u8]) -> Result<SessionRecord, CodecError> {
         bound_suspect: flags & FLAG_SUSPECT != 0,
         step_up_failures,
         recent_addresses,
+        owner_source,
+        identify_at,
+        proven,
     })
 }
 
@@ -409,7 +484,6 @@ pub fn decode_baseline(buf: &[u8]) -> Result<UserBaseline, CodecError> {
 mod tests {
     use super::*;
     use crate::intel::NetInfo;
-    use crate::session::Secs;
 
     fn place_at(ip: &str, net: &NetInfo, at: Secs) -> Place {
         Place::new(ip.parse().unwrap(), net, at)
@@ -440,6 +514,14 @@ mod tests {
             bound_suspect: false,
             step_up_failures: 2,
             recent_addresses: [7, 6, 0, 0],
+            owner_source: OwnerSource::ResponseHeader,
+            identify_at: 1_700_000_002,
+            proven: {
+                let mut p = Proven::default();
+                p.add(&place_at("2001:db8:1:2::1", &net, 1_700_000_000), TlsClass::Browser);
+                p.add(&place_at("192.0.2.10", &NetInfo { category: Category::Vpn, ..NetInfo::unknown() }, 1_700_000_100), TlsClass::Library);
+                p
+            },
         }
     }
 
@@ -456,10 +538,28 @@ mod tests {
         let r = sample_record();
         let bytes = encode_record(&r).unwrap();
         assert_eq!(decode_record(&bytes).unwrap(), r);
-        let bare = SessionRecord { previous: None, user: None, authenticated_at: None, step_up_pending: false, ..r };
+        let bare = SessionRecord {
+            previous: None,
+            user: None,
+            authenticated_at: None,
+            step_up_pending: false,
+            owner_source: OwnerSource::Unknown,
+            identify_at: 0,
+            proven: Proven::default(),
+            ..r
+        };
         let bytes = encode_record(&bare).unwrap();
         assert_eq!(decode_record(&bytes).unwrap(), bare);
         assert!(bytes.len() < 100, "{} bytes", bytes.len());
+        // Written before owners and proven contexts were kept: no tail, read as none.
+        let old = &bytes[..bytes.len() - 6];
+        assert_eq!(decode_record(old).unwrap(), bare);
+        // Every cut inside the tail is refused.
+        let full = encode_record(&r).unwrap();
+        let tail_start = full.len() - 6 - 2 * 20;
+        for n in tail_start + 1..full.len() {
+            assert!(decode_record(&full[..n]).is_err(), "cut at {n} accepted");
+        }
         // Some(0) is not None.
         let zero = SessionRecord { authenticated_at: Some(0), ..bare };
         assert_eq!(decode_record(&encode_record(&zero).unwrap()).unwrap(), zero);

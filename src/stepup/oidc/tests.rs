@@ -148,7 +148,7 @@ fn id_rules(amr: &[String]) -> IdTokenRules<'_> {
 }
 
 fn expect() -> Expect<'static> {
-    Expect { nonce: "n-1", challenged_at: NOW - 60, user: Some("alice@example.com"), now: NOW }
+    Expect { kind: Kind::StepUp, nonce: "n-1", challenged_at: NOW - 60, user: Some("alice@example.com"), now: NOW }
 }
 
 #[test]
@@ -168,6 +168,28 @@ fn id_tokens() {
     let c = check_id_token(&bare, &lax, &Expect { user: None, ..expect() }).unwrap();
     assert_eq!(c.user.as_deref(), Some("u-1"));
     assert_eq!(check_id_token(&bare, &lax, &Expect { user: Some("u-2"), ..expect() }).unwrap_err(), Failure::WrongUser);
+    // A user claim the token does not carry: it cannot say whose session this is.
+    let no_email = edit(&good_id_token(), &[("email", None)]);
+    assert_eq!(check_id_token(&no_email, &id_rules(&amr), &Expect { user: None, ..expect() }).unwrap_err(), Failure::Malformed);
+}
+
+#[test]
+fn an_identification_asks_only_who() {
+    let amr = vec!["otp".to_owned()];
+    let identify = Expect { kind: Kind::Identify, user: None, ..expect() };
+    // An old login without acr or amr: fine for saying who holds the browser...
+    let old = edit(&good_id_token(), &[("auth_time", Some(json!(NOW - 86_400))), ("acr", None), ("amr", None)]);
+    let c = check_id_token(&old, &id_rules(&amr), &identify).unwrap();
+    assert_eq!(c.user.as_deref(), Some("alice@example.com"));
+    // ...and no auth_time at all too; but never for a step-up.
+    let none = edit(&good_id_token(), &[("auth_time", None)]);
+    assert!(check_id_token(&none, &id_rules(&amr), &identify).is_ok());
+    assert_eq!(check_id_token(&old, &id_rules(&amr), &expect()).unwrap_err(), Failure::StaleAuthTime);
+    // The registered claims and the nonce still hold.
+    let wrong_nonce = edit(&good_id_token(), &[("nonce", Some(json!("other")))]);
+    assert_eq!(check_id_token(&wrong_nonce, &id_rules(&amr), &identify).unwrap_err(), Failure::NonceMismatch);
+    let expired = edit(&good_id_token(), &[("exp", Some(json!(NOW - 3600)))]);
+    assert_eq!(check_id_token(&expired, &id_rules(&amr), &identify).unwrap_err(), Failure::Expired);
 }
 
 #[test]
@@ -199,7 +221,8 @@ fn seen_logouts_stay_bounded() {
 }
 
 /// Reasons the token checks cannot raise, and where they are tested instead.
-const RAISED_ELSEWHERE: [(&str, &str); 7] = [
+const RAISED_ELSEWHERE: [(&str, &str); 8] = [
+    ("unknown_owner", "the callback, end to end"),
     ("state_forged", "stepup::challenge tests"),
     ("state_replayed_or_unknown", "stepup::challenge tests"),
     ("state_expired", "stepup::challenge tests"),
