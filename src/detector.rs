@@ -661,4 +661,41 @@ mod tests {
         let d = decide(&det, &store, &headers("authorization", format!("Bearer {fresh}")), NOW + 20).await;
         assert!(!d.verdict.signals.contains(Signal::Revoked), "{:?}", d.verdict);
     }
+
+    #[tokio::test]
+    async fn silent_identification_is_offered_once_and_never_to_a_suspicious_sighting() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tether.toml"), "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[session]\ncookies = [\"session\"]\n").unwrap();
+        let config = Config::load(&dir.path().join("tether.toml")).unwrap();
+        let det = Detector::build(&config, &HashKey::new([7; 32], None)).unwrap();
+        let store = Store::memory(StoreLimits::default());
+        let home = NetInfo { asn: Some(crate::intel::Asn(64496)), ..NetInfo::unknown() };
+        let vpn = NetInfo { asn: Some(crate::intel::Asn(9009)), category: crate::intel::Category::Vpn, ..NetInfo::unknown() };
+        let run = |cookie: &'static str, net: &'static NetInfo, now: Secs, identify: bool| {
+            let (det, store) = (&det, &store);
+            async move {
+                let h = headers("cookie", format!("session={cookie}"));
+                let req = Request { now, ip: "192.0.2.10".parse().unwrap(), net, method: &Method::GET, path: "/", query: None, headers: &h, fingerprint: None, peer_trusted: false, asserted_user: None, identify };
+                det.decide(store, &req).await.unwrap().expect("a session")
+            }
+        };
+        let (home, vpn): (&'static NetInfo, &'static NetInfo) = (Box::leak(Box::new(home)), Box::leak(Box::new(vpn)));
+        // (cookie, network, time, a navigation that may be identified, identify?, why)
+        let rows = [
+            ("a", home, NOW, false, false, "not a navigation (an API call): never"),
+            ("a", home, NOW + 1, true, true, "a browser's navigation, owner unknown"),
+            ("a", home, NOW + 2, true, false, "tried a moment ago: no loop"),
+            ("a", home, NOW + 1 + IDENTIFY_RETRY, true, true, "tried again after the retry interval, from an allowed context"),
+            ("a", vpn, NOW + 2 + 2 * IDENTIFY_RETRY, true, false, "a suspicious sighting of a known session proves itself by a step-up"),
+            ("b", vpn, NOW, true, true, "a first sight, even on a VPN: nothing is known either way"),
+        ];
+        for (cookie, net, now, navigation, want, why) in rows {
+            assert_eq!(run(cookie, net, now, navigation).await.identify, want, "{why}");
+        }
+        // Once an owner is known, never.
+        let key = run("c", home, NOW, false).await.session;
+        det.learn_owner(&store, key, &Arc::from("alice"), OwnerSource::Silent, NOW).await.unwrap();
+        let d = run("c", home, NOW + 1, true).await;
+        assert_eq!((d.identify, d.user.as_deref()), (false, Some("alice")));
+    }
 }

@@ -555,4 +555,116 @@ mod tests {
         assert_ne!(address_tag("192.0.2.1".parse().unwrap()), address_tag("192.0.2.2".parse().unwrap()));
         assert_eq!(address_tag("::ffff:192.0.2.1".parse().unwrap()), address_tag("192.0.2.1".parse().unwrap()));
     }
+
+    fn place_in(ip: &str, asn: u32, country: &str, category: Category, at: Secs) -> Place {
+        let net = NetInfo { asn: Some(Asn(asn)), country: Country::new(country), category, ..NetInfo::unknown() };
+        Place::new(ip.parse().unwrap(), &net, at)
+    }
+
+    #[test]
+    fn owners_are_named_by_the_strength_of_their_source() {
+        use OwnerSource::*;
+        let a: Arc<str> = Arc::from("alice");
+        let b: Arc<str> = Arc::from("bob");
+        // (owner before, its source, named, by, owner after, its source, change)
+        let rows: [(Option<&Arc<str>>, OwnerSource, &Arc<str>, OwnerSource, &str, OwnerSource, &str); 10] = [
+            (None, Unknown, &a, Silent, "alice", Silent, "learned"),
+            (None, Unknown, &a, Jwt, "alice", Jwt, "learned"),
+            (Some(&a), Silent, &a, ResponseHeader, "alice", ResponseHeader, "unchanged"),
+            (Some(&a), ResponseHeader, &a, Silent, "alice", ResponseHeader, "unchanged"),
+            (Some(&a), Silent, &b, ResponseHeader, "bob", ResponseHeader, "overrode"),
+            (Some(&a), StepUp, &b, UserHeader, "bob", UserHeader, "overrode"),
+            (Some(&a), Silent, &b, Silent, "alice", Silent, "refused"),
+            (Some(&a), Silent, &b, StepUp, "alice", Silent, "refused"),
+            (Some(&a), ResponseHeader, &b, Jwt, "alice", ResponseHeader, "refused"),
+            (Some(&a), UserHeader, &b, ResponseHeader, "alice", UserHeader, "refused"),
+        ];
+        let base = {
+            let p = place_in("192.0.2.1", 64496, "SE", Category::Other, 1000);
+            let mut proven = Proven::default();
+            proven.add(&p, TlsClass::Browser);
+            SessionRecord {
+                bound: p,
+                client: Client { ua: UserAgent::UNKNOWN, ja4: None, tls: TlsClass::Browser },
+                last: p,
+                previous: None,
+                created: 1000,
+                user: None,
+                authenticated_at: Some(1000),
+                step_up_pending: false,
+                bound_suspect: false,
+                step_up_failures: 0,
+                recent_addresses: [0; RECENT_ADDRESSES],
+                owner_source: OwnerSource::Unknown,
+                identify_at: 0,
+                proven,
+            }
+        };
+        for (before, before_source, named, by, after, after_source, change) in rows {
+            let mut r = SessionRecord { user: before.cloned(), owner_source: before_source, ..base.clone() };
+            let got = name_owner(&mut r, named, by);
+            let label = match &got {
+                OwnerChange::Learned => "learned",
+                OwnerChange::Unchanged => "unchanged",
+                OwnerChange::Overrode(previous) => {
+                    assert_eq!(Some(previous), before);
+                    // Whatever was proven under the replaced owner is forgotten.
+                    assert_eq!((r.proven.iter().count(), r.authenticated_at), (0, None));
+                    "overrode"
+                }
+                OwnerChange::Refused(n) => {
+                    assert_eq!(n, named);
+                    "refused"
+                }
+            };
+            assert_eq!((r.user.as_deref(), r.owner_source, label), (Some(after), after_source, change), "{before:?} {before_source:?} named {named} by {by:?}");
+        }
+    }
+
+    #[test]
+    fn proven_contexts_are_narrow_for_anonymizers_bounded_and_expire() {
+        let home = place_in("192.0.2.1", 64496, "SE", Category::Other, 1000);
+        let exit = place_in("198.51.100.7", 9009, "NL", Category::Vpn, 2000);
+        let mut p = Proven::default();
+        p.add(&home, TlsClass::Browser);
+        p.add(&exit, TlsClass::Browser);
+        // (place, client class, covered?, why)
+        let rows = [
+            (place_in("192.0.2.200", 64496, "SE", Category::Other, 3000), TlsClass::Browser, true, "home, another address in its ASN"),
+            (place_in("203.0.113.9", 64496, "SE", Category::Other, 3000), TlsClass::Browser, true, "home ISP, another prefix"),
+            (place_in("192.0.2.1", 64496, "SE", Category::Other, 3000), TlsClass::Library, false, "home, but a library client"),
+            (place_in("192.0.2.1", 64496, "DE", Category::Other, 3000), TlsClass::Browser, false, "the ASN in another country"),
+            (place_in("198.51.100.9", 9009, "NL", Category::Vpn, 3000), TlsClass::Browser, true, "the same VPN exit prefix"),
+            (place_in("203.0.113.77", 9009, "NL", Category::Vpn, 3000), TlsClass::Browser, false, "another exit of the same VPN"),
+            (place_in("192.0.2.9", 64500, "SE", Category::Other, 3000), TlsClass::Browser, false, "another network"),
+            (place_in("192.0.2.1", 64496, "SE", Category::Other, 1000 + PROVEN_TTL + 1), TlsClass::Browser, false, "home, once expired"),
+            (place_in("198.51.100.9", 9009, "NL", Category::Vpn, 2000 + PROVEN_TTL), TlsClass::Browser, true, "the exit, on its last second"),
+        ];
+        for (place, tls, covered, why) in rows {
+            assert_eq!(p.covers(&place, tls), covered, "{why}");
+        }
+        // Bounded: the oldest gives way; the same context is refreshed in place.
+        for (i, at) in [(1u8, 4000), (2, 5000), (3, 6000)] {
+            p.add(&place_in(&format!("203.0.{i}.1"), 64600 + u32::from(i), "SE", Category::Other, at), TlsClass::Browser);
+        }
+        assert_eq!(p.iter().count(), PROVEN_CONTEXTS);
+        assert!(!p.covers(&place_in("192.0.2.1", 64496, "SE", Category::Other, 7000), TlsClass::Browser), "home was the oldest");
+        p.add(&place_in("203.0.3.1", 64603, "SE", Category::Other, 8000), TlsClass::Browser);
+        assert_eq!(p.iter().count(), PROVEN_CONTEXTS);
+        assert!(p.covers(&place_in("203.0.1.1", 64601, "SE", Category::Other, 8000), TlsClass::Browser));
+    }
+
+    #[test]
+    fn a_baseline_never_learns_an_anonymizer() {
+        let client = Client { ua: UserAgent::UNKNOWN, ja4: None, tls: TlsClass::Browser };
+        let mut b = UserBaseline::default();
+        b.learn(&place_in("198.51.100.7", 9009, "NL", Category::Vpn, 1000), client);
+        assert!(b.is_empty(), "a VPN is never usual");
+        let mut p = Proven::default();
+        p.add(&place_in("198.51.100.7", 9009, "NL", Category::Vpn, 1000), TlsClass::Browser);
+        p.add(&place_in("192.0.2.1", 64496, "SE", Category::Other, 1000), TlsClass::Browser);
+        assert!(b.learn_proven(&p, 1000));
+        assert!(b.knows_network(Asn(64496)) && !b.knows_network(Asn(9009)));
+        assert!(b.knows_country(Country::new("SE").unwrap()) && !b.knows_country(Country::new("NL").unwrap()));
+    }
 }

@@ -201,6 +201,26 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Follows an authorization URL without logging in: a `prompt=none` request is
+    /// answered from the IdP's own session (or with an error). Returns the URL the IdP
+    /// finally sends the browser to (tether's callback).
+    pub async fn follow(&mut self, idp: &Idp, authorize: &str) -> String {
+        let mut url = authorize.to_owned();
+        for _ in 0..8 {
+            if url.starts_with(REDIRECT_URI) {
+                return url;
+            }
+            let r = self.send(idp, "GET", &url, None, None).await;
+            assert!((300..400).contains(&r.status), "{url}: {} {}", r.status, String::from_utf8_lossy(&r.body));
+            let next = r.location.clone().unwrap();
+            assert!(!next.contains("/interaction/"), "a login page was shown: {next}");
+            url = if next.starts_with('/') { format!("{}{next}", idp.issuer) } else { next };
+        }
+        panic!("too many redirects from {authorize}");
+    }
+}
+
 /// Asks the IdP to tamper with its next ID token.
 pub async fn mutate_next_id_token(idp: &Idp, mode: &str) {
     let r = Browser::default().send(idp, "POST", "/test/mutate-next-id-token", None, Some(format!("{{\"mode\":\"{mode}\"}}"))).await;

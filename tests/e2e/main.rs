@@ -7,6 +7,7 @@ mod adversarial;
 mod idp;
 mod lifetimes;
 mod malformed;
+mod owner;
 mod proxy;
 mod redis;
 mod replicas;

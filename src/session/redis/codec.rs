@@ -575,8 +575,11 @@ mod tests {
     #[test]
     fn every_truncation_and_extension_is_refused() {
         let values = [encode_record(&sample_record()).unwrap(), encode_baseline(&sample_baseline())];
+        // A record cut exactly before its owner-and-proven tail is a value written before
+        // those were kept, and reads (tested in `records_round_trip`).
+        let old_record_end = values[0].len() - 6 - 2 * 20;
         for (i, v) in values.iter().enumerate() {
-            for n in 0..v.len() {
+            for n in (0..v.len()).filter(|n| i != 0 || *n != old_record_end) {
                 let cut = &v[..n];
                 let refused = if i == 0 { decode_record(cut).is_err() } else { decode_baseline(cut).is_err() };
                 assert!(refused, "value {i} cut at {n} was accepted");

@@ -105,7 +105,7 @@ fn id_token_rows() -> Vec<Row> {
         ("no amr", Idp, e(&[("amr", None)]), Err("amr_missing")),
         ("without the required method", Idp, e(&[("amr", Some(json!(["pwd"])))]), Err("amr_missing")),
         ("another user", Idp, e(&[("email", Some(json!("mallory@example.com")))]), Err("wrong_user")),
-        ("no user claim", Idp, e(&[("email", None)]), Err("wrong_user")),
+        ("no user claim", Idp, e(&[("email", None)]), Err("malformed_token")),
     ]
 }
 
