@@ -667,4 +667,15 @@ mod tests {
         assert!(b.knows_network(Asn(64496)) && !b.knows_network(Asn(9009)));
         assert!(b.knows_country(Country::new("SE").unwrap()) && !b.knows_country(Country::new("NL").unwrap()));
     }
+
+    #[test]
+    fn a_record_stays_small() {
+        // The budget per tracked session (store overhead included) is 256 bytes, 320 at
+        // most; the record itself is most of it.
+        assert_eq!(std::mem::size_of::<Option<ProvenContext>>(), 20, "the category's niche holds the None");
+        assert_eq!(std::mem::size_of::<Proven>(), 60);
+        let size = std::mem::size_of::<SessionRecord>();
+        assert!(size <= 240, "{size} bytes");
+        eprintln!("SessionRecord: {size} bytes");
+    }
 }
