@@ -147,19 +147,15 @@ crate::labels::labels! {
     /// Where a session's owner was learned. The last three are strong: the console or its
     /// auth layer vouches for them. The first two are weak: a prompt=none identification
     /// or a step-up adopted by an owner-less session names whoever holds the browser.
+    #[derive(Default)]
     pub enum OwnerSource {
+        #[default]
         Unknown = "unknown",
         Silent = "silent",
         StepUp = "step_up",
         ResponseHeader = "response_header",
         UserHeader = "user_header",
         Jwt = "jwt",
-    }
-}
-
-impl Default for OwnerSource {
-    fn default() -> Self {
-        OwnerSource::Unknown
     }
 }
 
@@ -567,7 +563,8 @@ mod tests {
         let a: Arc<str> = Arc::from("alice");
         let b: Arc<str> = Arc::from("bob");
         // (owner before, its source, named, by, owner after, its source, change)
-        let rows: [(Option<&Arc<str>>, OwnerSource, &Arc<str>, OwnerSource, &str, OwnerSource, &str); 10] = [
+        type Row<'a> = (Option<&'a Arc<str>>, OwnerSource, &'a Arc<str>, OwnerSource, &'a str, OwnerSource, &'a str);
+        let rows: [Row<'_>; 10] = [
             (None, Unknown, &a, Silent, "alice", Silent, "learned"),
             (None, Unknown, &a, Jwt, "alice", Jwt, "learned"),
             (Some(&a), Silent, &a, ResponseHeader, "alice", ResponseHeader, "unchanged"),
