@@ -271,6 +271,15 @@ async fn a_step_up_demand_from_one_replica_survives_a_plain_request_at_the_other
     b.store(k, done, None).await.unwrap();
     let cleared = replica(&cfg).await.load(&k, None, t0 + 2).await.unwrap().record.unwrap();
     assert!(!cleared.step_up_pending && cleared.step_up_failures == 0);
+    // An owner learned at one replica survives a write from what the other loaded before.
+    let k2 = key(2);
+    let nobody = record(t0, None, "SE");
+    a.store(k2, nobody.clone(), None).await.unwrap();
+    let stale = b.load(&k2, None, t0).await.unwrap().record.unwrap();
+    a.store(k2, SessionRecord { user: Some("erin".into()), ..nobody }, None).await.unwrap();
+    b.store(k2, SessionRecord { last: Place::new(ip, &NetInfo::unknown(), t0 + 1), ..stale }, None).await.unwrap();
+    let owned = replica(&cfg).await.load(&k2, None, t0 + 1).await.unwrap().record.unwrap();
+    assert_eq!((owned.user.as_deref(), owned.last.at), (Some("erin"), t0 + 1), "the owner stands, the write landed");
     // A replica that thought the session new cannot replace its binding.
     let newer = record(t0 + 5, Some("dan"), "BR");
     let d = replica(&cfg).await;

@@ -53,7 +53,9 @@ return {rec or false, base or false, revoked, lost, user_at}
 /// KEYS: session, revoked. ARGV: prefix, session hex, now, record, ttl, user or "",
 /// deadline, baseline or "", baseline ttl, idle ttl, absolute ttl, the baseline's user.
 /// Returns 0 written, 1 written and published, 2 refused (a binding it did not see),
-/// 3 refused (revoked), 4 written with another replica's demand kept (and published).
+/// 3 refused (revoked), 4 written with another replica's demand or owner kept (and
+/// published): a replica that loaded the session before its owner was learned elsewhere
+/// does not erase the owner by writing what it loaded.
 pub const STORE: &str = r#"
 local now = tonumber(ARGV[3])
 local until_ = redis.call('ZSCORE', KEYS[2], ARGV[2])
@@ -81,6 +83,13 @@ if old and #old >= 13 and string.byte(old, 1) == 1 and #new >= 13 then
       end
     end
     if code == 0 and (bit.band(nf, 3) ~= bit.band(of, 3) or nfail ~= ofail or na ~= oa) then code = 1 end
+    if bit.band(of, 32) == 32 and oulen > 0 then
+      local mf, mfail, nulen = struct.unpack('>BBH', new, 10)
+      if bit.band(mf, 32) == 0 and nulen == 0 then
+        new = string.sub(new, 1, 9) .. string.char(mf + 32, mfail) .. string.sub(old, 12, 13 + oulen) .. string.sub(new, 14)
+        code = 4
+      end
+    end
   end
 end
 redis.call('SET', KEYS[1], new, 'EX', ARGV[5])
