@@ -147,6 +147,14 @@ fn session_json(key: &SessionKey, r: &SessionRecord) -> serde_json::Value {
         "step_up_pending": r.step_up_pending,
         "step_up_failures": r.step_up_failures,
         "authenticated_at": r.authenticated_at,
+        "owner_source": r.owner_source.as_str(),
+        "proven": r.proven.iter().map(|c| json!({
+            "asn": c.asn().map(|a| a.0),
+            "country": c.country().map(|c| c.as_str().to_owned()),
+            "category": c.category.as_str(),
+            "tls": c.tls.as_str(),
+            "at": crate::audit::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(u64::from(c.at))),
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -65,6 +65,10 @@ async fn sessions_are_listed_and_revoked_and_get_never_mutates() {
     let sessions = list["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 2);
     assert_eq!(sessions[0]["bound"]["country"], "SE");
+    // The owner's source and where the session was proven (its clean birth at home).
+    assert_eq!(sessions[0]["owner_source"], "user_header");
+    assert_eq!(sessions[0]["proven"][0]["country"], "SE");
+    assert_eq!(sessions[0]["proven"].as_array().unwrap().len(), 1);
     let first = sessions[0]["session"].as_str().unwrap().to_owned();
     assert!(!list.to_string().contains("alice-laptop"), "raw cookies never leave tether");
 
