@@ -27,6 +27,8 @@ pub fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
         files.push(tls.cert.clone());
         files.push(tls.key.clone());
     }
+    files.extend(config.listen.trusted_proxies_file.clone());
+    files.extend(config.listen.client_ca.clone());
     files.extend(config.upstream.ca_file.clone());
     files.extend(config.admin.token_file.clone());
     if let Some(i) = &config.intel {

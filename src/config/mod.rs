@@ -27,7 +27,7 @@ use crate::policy::Policy;
 pub use admin::Admin;
 pub use audit::{Audit, AuditSink};
 pub use limits::Limits;
-pub use listen::{Listen, TlsFiles};
+pub use listen::{Listen, ProxySecret, TlsFiles};
 pub use session::Session;
 pub use step_up::{ClientAuth, ClientSecret, IdpEndpoints, Identify, StepUp, UnknownOwner};
 pub use store::Store;

@@ -152,7 +152,9 @@ fn admit<'a>(
     if answer::declared_length(req).is_some_and(|n| n > snap.config.limits.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge);
     }
-    let client = client_addr::resolve(conn.source.ip(), req.headers(), &snap.trusted);
+    // A trusted hop is believed only with the shared secret, when one is configured.
+    let peer_trusted = snap.trusted.contains(conn.source.ip()) && proxy_secret_ok(req, snap);
+    let client = client_addr::resolve(conn.source.ip(), peer_trusted, req.headers(), &snap.trusted, snap.config.listen.client_ip_header.as_ref());
     let net = match (&conn.net, &snap.intel) {
         (Some(n), _) if client == conn.source.ip() => Cow::Borrowed(n),
         (_, Some(intel)) => Cow::Owned(intel.lookup(client)),
@@ -164,9 +166,9 @@ fn admit<'a>(
         shared,
         client,
         net,
-        fingerprint: request_fingerprint(req, conn, snap),
+        fingerprint: request_fingerprint(req, conn, snap, peer_trusted),
         host,
-        peer_trusted: snap.trusted.contains(conn.source.ip()),
+        peer_trusted,
         now: shared.clock.now(),
         unread_body,
         identity: None,
@@ -299,7 +301,10 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
     hygiene::strip_client_claims(headers);
     hygiene::join_cookies(headers);
     hygiene::mark_sensitive(headers);
-    if let Some(name) = &snap.config.listen.ja4_header {
+    // What only tether's own hops may say, and the secret that proves one, never reach
+    // the console.
+    let listen = &snap.config.listen;
+    for name in [listen.ja4_header.as_ref(), listen.client_ip_header.as_ref(), listen.proxy_secret.as_ref().map(|p| &p.header)].into_iter().flatten() {
         headers.remove(name);
     }
     hygiene::set_forwarded(headers, cx.client, cx.conn.tls.is_some(), cx.host.as_ref());
@@ -430,19 +435,31 @@ fn host_matches_sni(host: &HeaderValue, sni: &str) -> bool {
     name.eq_ignore_ascii_case(sni.as_bytes())
 }
 
-/// The connection's own fingerprint over TLS; on a plaintext listener, the JA4 a trusted
-/// balancer passed in `listen.ja4_header` (its stable form is the same value, since the
-/// hello itself is not visible).
-fn request_fingerprint(req: &Request<Incoming>, conn: &ConnFacts, snap: &Snapshot) -> Option<Fingerprint> {
-    if let Some(tls) = &conn.tls {
-        return tls.fingerprint;
+/// The JA4 a trusted balancer or CDN passed in `listen.ja4_header` (its stable form is
+/// the same value, since the client's hello itself is not visible), else the
+/// connection's own over TLS. From any other peer the header is ignored.
+fn request_fingerprint(req: &Request<Incoming>, conn: &ConnFacts, snap: &Snapshot, peer_trusted: bool) -> Option<Fingerprint> {
+    let passed = snap.config.listen.ja4_header.as_ref().filter(|_| peer_trusted).and_then(|name| {
+        let mut values = req.headers().get_all(name).iter();
+        let (first, second) = (values.next(), values.next());
+        // Two values are two claims: believe neither.
+        first.filter(|_| second.is_none()).and_then(|v| Ja4::parse(v.as_bytes()))
+    });
+    if let Some(ja4) = passed {
+        return Some(Fingerprint { ja4, ja4_stable: ja4 });
     }
-    let name = snap.config.listen.ja4_header.as_ref()?;
-    if !snap.trusted.contains(conn.source.ip()) {
-        return None;
+    conn.tls.as_ref().and_then(|t| t.fingerprint)
+}
+
+/// Whether the request carries `listen.proxy_secret_header` with the configured secret
+/// (exactly once); true when no secret is configured.
+fn proxy_secret_ok(req: &Request<Incoming>, snap: &Snapshot) -> bool {
+    let Some(p) = &snap.config.listen.proxy_secret else { return true };
+    let mut values = req.headers().get_all(&p.header).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => bool::from(subtle::ConstantTimeEq::ct_eq(v.as_bytes(), p.secret.as_slice())),
+        _ => false,
     }
-    let ja4 = Ja4::parse(req.headers().get(name)?.as_bytes())?;
-    Some(Fingerprint { ja4, ja4_stable: ja4 })
 }
 
 fn set_fingerprint_headers(headers: &mut http::HeaderMap, fingerprint: Option<&Fingerprint>, client: IpAddr) {

@@ -4,6 +4,7 @@ mod admin;
 mod cli;
 mod detector;
 mod adversarial;
+mod cdn;
 mod idp;
 mod lifetimes;
 mod malformed;
