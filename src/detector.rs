@@ -123,6 +123,15 @@ pub struct Identity {
     pub unrecognised: bool,
 }
 
+impl Identity {
+    /// A session named by its key (an audit line's `session`), with the user the line
+    /// names: what `tether replay` judges, so its ids are the audit log's.
+    pub fn named(key: SessionKey, user: Option<Arc<str>>) -> Identity {
+        let user_source = if user.is_some() { OwnerSource::UserHeader } else { OwnerSource::Unknown };
+        Identity { key, previous_key: None, jwt_invalid: false, auth_time: None, issued_at: None, user, user_source, unrecognised: false }
+    }
+}
+
 /// The compiled `[session]` and `[policy]`.
 pub struct Detector {
     pub hash_key: HashKey,

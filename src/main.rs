@@ -168,7 +168,7 @@ fn replay(path: &std::path::Path, json: bool, traces: &[PathBuf]) -> anyhow::Res
         Some(cfg) => Some(tether::intel::Intel::load(cfg, prometheus::IntCounter::new("replay_errors", "replay")?)?),
         None => None,
     };
-    let detector = tether::detector::Detector::build(&config, &tether::session::HashKey::generate()?)?;
+    let detector = tether::detector::Detector::build(&config, &tether::offline::replay::replay_key())?;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -127,6 +127,8 @@ async fn callback(req: &Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBo
     event.ip = Some(cx.client);
     event.net = Some(cx.net.clone().into_owned());
     event.ja4 = cx.fingerprint.map(|f| f.ja4);
+    // The client that completed it, so `tether replay` re-binds the session to it too.
+    event.ua = req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(crate::audit::bounded);
     event.method = Some(req.method().to_string());
     event.path = Some(CALLBACK.to_owned());
     match (taken, result) {

@@ -6,6 +6,12 @@
 //! `ja4`, optional `session` instead of a cookie) or audit-log lines (`event` plus the
 //! audit fields). The lines one request wrote to the audit log (binding, decision, new
 //! address) share a timestamp and are replayed once.
+//!
+//! An audit line's `session` is already the session's keyed hash: it is judged under that
+//! key, so the replay's ids are the audit log's. The audit log's state changes are applied
+//! as they happened live — a completed step-up re-binds its session, a revocation revokes
+//! it, an owner learned after the binding is learned — so what the live proxy allowed
+//! after them is not reported as a step-up.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -15,7 +21,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::parse_rfc3339;
-use crate::detector::{Detector, Request};
+use std::sync::Arc;
+
+use crate::config::UnknownOwner;
+use crate::detector::{Detector, Identity, Proof, Request};
+use crate::session::record::OwnerSource;
+use crate::session::{HashKey, SessionKey};
 use crate::fingerprint::{Fingerprint, Ja4};
 use crate::intel::{Intel, NetInfo};
 use crate::policy::Action;
@@ -27,7 +38,9 @@ const MAX_LINE: usize = 64 * 1024;
 #[derive(Deserialize)]
 struct Line {
     ts: String,
-    ip: String,
+    /// Every trace line has one; audit lines of revocations may not.
+    #[serde(default)]
+    ip: Option<String>,
     #[serde(default)]
     method: Option<String>,
     #[serde(default)]
@@ -47,6 +60,15 @@ struct Line {
     ua: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    detail: Option<String>,
+}
+
+/// The key replay hashes raw session values with when the config names no
+/// `session.hash_key_file`: fixed, so a trace's session ids are the same on every run.
+/// (With the live proxy's key file they are the live ids.)
+pub fn replay_key() -> HashKey {
+    HashKey::new(*b"tether replay: stable session id", None)
 }
 
 /// One output line.
@@ -75,6 +97,9 @@ pub struct Summary {
     pub unjudged: u64,
     /// Audit lines that repeat a request already replayed.
     pub duplicates: u64,
+    /// Audit lines whose state change was applied (step-ups completed, revocations,
+    /// owners learned).
+    pub applied: u64,
     pub errors: u64,
 }
 
@@ -120,12 +145,19 @@ impl<'a> Replayer<'a> {
             self.summary.errors += 1;
             return Some(fail(line.ts.clone(), "ts is not an RFC 3339 time".into()));
         };
-        let Ok(ip) = line.ip.parse::<IpAddr>() else {
+        let ip = line.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok());
+        if let Some(event) = &line.event {
+            if self.apply(event, &line, ts, ip).await {
+                self.summary.applied += 1;
+                return None;
+            }
+        }
+        let Some(ip) = ip else {
             self.summary.errors += 1;
-            return Some(fail(line.ts.clone(), "ip is not an address".into()));
+            return Some(fail(line.ts.clone(), "ip is missing or not an address".into()));
         };
         if let Some(event) = &line.event {
-            let key = (line.ts.clone(), line.session.clone().unwrap_or_default(), line.ip.clone());
+            let key = (line.ts.clone(), line.session.clone().unwrap_or_default(), ip.to_string());
             let repeat = self.last_key.as_ref() == Some(&key);
             self.last_key = Some(key);
             if repeat || !matches!(event.as_str(), "decision" | "session_bound" | "new_address") {
@@ -136,7 +168,52 @@ impl<'a> Replayer<'a> {
         Some(self.judge(n, &line, ts, ip).await)
     }
 
-    async fn judge(&mut self, n: usize, line: &Line, now: Secs, ip: IpAddr) -> Outcome {
+    /// Applies an audit line that changed a session's state live (a completed step-up, a
+    /// revocation, an owner learned later); true when the line was one.
+    async fn apply(&mut self, event: &str, line: &Line, now: Secs, ip: Option<IpAddr>) -> bool {
+        let Some(key) = line.session.as_deref().and_then(SessionKey::parse_hex) else { return false };
+        let user: Option<Arc<str>> = line.user.as_deref().map(Arc::from);
+        match (event, ip) {
+            ("step_up_completed", Some(ip)) => {
+                let headers = self.headers(line);
+                let fingerprint = fingerprint(line);
+                let net = self.intel.map_or_else(NetInfo::unknown, |i| i.lookup(ip));
+                let req = Request {
+                    now,
+                    ip,
+                    net: &net,
+                    method: &Method::GET,
+                    path: "/",
+                    query: None,
+                    headers: &headers,
+                    fingerprint: fingerprint.as_ref(),
+                    peer_trusted: false,
+                    asserted_user: None,
+                    identify: false,
+                };
+                // The live proxy already checked the owner: apply it as it was.
+                let proof = Proof { auth_time: now, user: user.as_ref(), challenged_owner: user.as_ref(), unknown_owner: UnknownOwner::Adopt };
+                let _ = self.detector.complete_step_up(&self.store, key, &req, &proof).await;
+                true
+            }
+            ("session_revoked", _) => {
+                let _ = self.store.revoke(key, now).await;
+                true
+            }
+            ("owner_learned", _) => {
+                let source = line.detail.as_deref().and_then(OwnerSource::parse).unwrap_or(OwnerSource::UserHeader);
+                if let Some(u) = &user {
+                    let _ = self.detector.learn_owner(&self.store, key, u, source, now).await;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A line's headers, its `ua` and its session (a raw value, travelling as the first
+    /// configured cookie so it takes the live identity step).
+    fn headers(&self, line: &Line) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (k, v) in &line.headers {
             if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
@@ -148,9 +225,7 @@ impl<'a> Replayer<'a> {
                 headers.insert(http::header::USER_AGENT, v);
             }
         }
-        if let Some(session) = &line.session {
-            // A named session travels as the first configured cookie, so it goes through
-            // exactly the identity step the live path uses.
+        if let (Some(session), None) = (&line.session, &line.event) {
             let header = match self.detector.cookies().first() {
                 Some(name) => (http::header::COOKIE, format!("{name}={session}")),
                 None => (http::header::AUTHORIZATION, format!("Bearer {session}")),
@@ -159,9 +234,12 @@ impl<'a> Replayer<'a> {
                 headers.insert(header.0, v);
             }
         }
-        let ja4 = line.ja4.as_deref().and_then(|j| Ja4::parse(j.as_bytes()));
-        let stable = line.ja4_stable.as_deref().and_then(|j| Ja4::parse(j.as_bytes())).or(ja4);
-        let fingerprint = ja4.zip(stable).map(|(ja4, ja4_stable)| Fingerprint { ja4, ja4_stable });
+        headers
+    }
+
+    async fn judge(&mut self, n: usize, line: &Line, now: Secs, ip: IpAddr) -> Outcome {
+        let headers = self.headers(line);
+        let fingerprint = fingerprint(line);
         let net = self.intel.map_or_else(NetInfo::unknown, |i| i.lookup(ip));
         let method = line.method.as_deref().and_then(|m| Method::from_bytes(m.as_bytes()).ok()).unwrap_or(Method::GET);
         let path = line.path.as_deref().unwrap_or("/");
@@ -179,7 +257,13 @@ impl<'a> Replayer<'a> {
             identify: false,
         };
         let mode = self.detector.mode().as_str();
-        match self.detector.decide(&self.store, &req).await {
+        // An audit line names its session by the keyed hash: judged under that very key.
+        let named = line.event.as_ref().and(line.session.as_deref()).and_then(SessionKey::parse_hex);
+        let decided = match named {
+            Some(key) => self.detector.judge(&self.store, &req, &Identity::named(key, line.user.as_deref().map(Arc::from))).await.map(Some),
+            None => self.detector.decide(&self.store, &req).await,
+        };
+        match decided {
             Ok(Some(d)) => {
                 match d.verdict.action {
                     Action::Allow => self.summary.allow += 1,
@@ -210,6 +294,13 @@ impl<'a> Replayer<'a> {
             }
         }
     }
+}
+
+/// A line's JA4 (its stable form, when not given, is the same value).
+fn fingerprint(line: &Line) -> Option<Fingerprint> {
+    let ja4 = line.ja4.as_deref().and_then(|j| Ja4::parse(j.as_bytes()));
+    let stable = line.ja4_stable.as_deref().and_then(|j| Ja4::parse(j.as_bytes())).or(ja4);
+    ja4.zip(stable).map(|(ja4, ja4_stable)| Fingerprint { ja4, ja4_stable })
 }
 
 /// Reads a whole trace and calls `emit` for each outcome, in order.

@@ -13,12 +13,11 @@ const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML,
 const HOME: &str = "127.0.0.1";
 const MULLVAD: &str = "127.0.2.10";
 
-/// tether in enforce mode against the test IdP, with `step_up_extra` and `upstream_extra`
-/// in their sections, and no trusted user header: owners come only from what the test
-/// configures.
-async fn tether(idp: &Idp, step_up_extra: &str, upstream_extra: &str) -> Tether {
-    let up = spawn_upstream(None).await;
-    let sections = detector_sections("enforce", "");
+/// The config sections (after `[upstream] url`) for tether in enforce mode against the
+/// test IdP, with `step_up_extra` and `upstream_extra` in their sections and no trusted
+/// user header: owners come only from what the test configures.
+fn sections(idp: &Idp, step_up_extra: &str, upstream_extra: &str) -> String {
+    let sections = detector_sections("enforce", "").replace("[audit]\n", "[audit]\nallowed = true\n");
     let step_up = format!(
         "[step_up]\nissuer = \"{}\"\nclient_id = \"tether\"\nclient_secret = \"tether-secret\"\nca_file = \"{}\"\nredirect_uri = \"{REDIRECT_URI}\"\n{step_up_extra}\n",
         idp.issuer,
@@ -26,9 +25,13 @@ async fn tether(idp: &Idp, step_up_extra: &str, upstream_extra: &str) -> Tether 
     );
     let start = sections.find("[step_up]").unwrap();
     let end = sections.find("[audit]").unwrap();
-    let sections = format!("{}{step_up}{}", &sections[..start], &sections[end..]);
     // Keys right after start_tls's `[upstream] url` line belong to that section.
-    start_tls(&format!("http://{up}"), "", &format!("{upstream_extra}\n{sections}")).await
+    format!("{upstream_extra}\n{}{step_up}{}", &sections[..start], &sections[end..])
+}
+
+async fn tether(idp: &Idp, step_up_extra: &str, upstream_extra: &str) -> Tether {
+    let up = spawn_upstream(None).await;
+    start_tls(&format!("http://{up}"), "", &sections(idp, step_up_extra, upstream_extra)).await
 }
 
 fn page(t: &Tether, cookie: &str, path: &str) -> Request<Full<Bytes>> {
@@ -264,4 +267,54 @@ async fn a_form_post_that_needs_a_step_up_gets_a_page_that_returns_to_the_form()
     let parts = deliver(&t, MULLVAD, cookie, &callback).await;
     assert_eq!(parts.status, 303);
     assert_eq!(location(&parts), "/projects/7/edit?step=2", "back to the form's page");
+}
+
+#[tokio::test]
+async fn replaying_the_audit_log_of_a_live_run_gives_its_decisions_back() {
+    let Some(idp) = idp::idp() else { return };
+    let _flow = idp::FLOW.lock().await;
+    let upstream_extra = "user_response_header = \"x-auth-request-user\"";
+    let t = tether(idp, "", upstream_extra).await;
+    let cookie = "session=replayed-day";
+    let named = |t: &Tether| get(t, "/projects").header("cookie", cookie).header("user-agent", CHROME).header("accept", "text/html").header("x-test-respond-user", "alice").body(Full::new(Bytes::new())).unwrap();
+    // At home (the console names alice), from Mullvad (challenged), the step-up, then both
+    // places allowed; a second session stolen and stepped up by mallory: revoked.
+    assert_eq!(h1_from(&t, HOME, named(&t)).await.0.status, 200);
+    audit_event(&t, "owner_learned", "user", "alice").await;
+    let (parts, _) = h1_from(&t, MULLVAD, named(&t)).await;
+    assert_eq!(parts.status, 303);
+    let callback = Browser::default().login(idp, &location(&parts), "alice", None, None).await;
+    assert_eq!(deliver(&t, MULLVAD, cookie, &callback).await.status, 303);
+    for from in [MULLVAD, HOME, MULLVAD] {
+        assert_eq!(h1_from(&t, from, named(&t)).await.0.status, 200);
+    }
+    let stolen = "session=stolen-one";
+    let as_owner = get(&t, "/").header("cookie", stolen).header("user-agent", CHROME).header("accept", "text/html").header("x-test-respond-user", "alice").body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(h1_from(&t, HOME, as_owner).await.0.status, 200);
+    let (parts, _) = h1_from(&t, MULLVAD, page(&t, stolen, "/")).await;
+    let callback = Browser::default().login(idp, &location(&parts), "mallory", None, None).await;
+    assert_eq!(deliver(&t, MULLVAD, stolen, &callback).await.status, 403);
+    assert_eq!(h1_from(&t, HOME, page(&t, stolen, "/")).await.0.status, 403);
+    let lines = audit_until(&t, |l| l.iter().filter(|x| x["event"] == "decision").count() >= 8).await;
+    let live: Vec<_> = lines.iter().filter(|l| l["event"] == "decision").collect();
+
+    let dir = t.certs.dir.path();
+    let config = dir.join("replay.toml");
+    std::fs::write(&config, format!("[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n{}", sections(idp, "", upstream_extra))).unwrap();
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether")).args(["replay", "--json", "--config"]).arg(&config).arg(dir.join("audit.jsonl")).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut v: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let summary = v.pop().unwrap();
+        (v, summary)
+    };
+    let (replayed, summary) = run();
+    assert_eq!(replayed.len(), live.len(), "{replayed:?}");
+    for (l, r) in live.iter().zip(&replayed) {
+        // The audit log's own session ids, and the live decisions.
+        assert_eq!((&l["session"], &l["ip"], &l["action"], &l["reasons"]), (&r["session"], &r["ip"], &r["action"], &r["reasons"]), "live {l}\nreplay {r}");
+    }
+    assert!(summary["summary"]["applied"].as_u64().unwrap() >= 3, "{summary}");
+    // Stable across runs.
+    assert_eq!(run().0, replayed);
 }
