@@ -313,14 +313,15 @@ impl Metrics {
         self.certificate_not_after.store(not_after.unwrap_or(NO_CERTIFICATE), Ordering::Relaxed);
     }
 
-    /// Counts a decision under the route rule that judged it, and makes every label the
-    /// policy can give exist at zero (called with each snapshot, so a dashboard sees a
-    /// new rule before its first decision).
+    /// Counts a decision under the route rule that judged it (`route` from
+    /// [`crate::policy::Policy::route_label`], never a path).
     pub fn route_decision(&self, route: &str, action: crate::policy::Action, mode: crate::policy::Mode) {
         self.route_decisions.with_label_values(&[route, action.as_str(), mode.as_str()]).inc();
     }
 
-    /// Creates the zero series of every route label `policy` can give, in its mode.
+    /// Creates the zero series of every route label `policy` can give, in its mode;
+    /// called with each snapshot, so a dashboard sees a new rule before its first
+    /// decision. Labels of rules since removed keep their counts until restart.
     pub fn routes_in_force(&self, policy: &crate::policy::Policy) {
         for route in policy.route_labels() {
             for a in crate::policy::Action::ALL {
