@@ -13,8 +13,11 @@
 #                        no metrics sample contains.
 #
 # Checks: YAML and Kubernetes objects (plus `kubectl kustomize` when kubectl exists),
-# the config checksum annotation, promtool (rules, rule unit tests, config, metrics),
-# metric names in alerts and the Grafana dashboard, PromQL syntax of the dashboard,
+# the config checksum annotation, the PodDisruptionBudget, the geoipupdate CronJob,
+# the PrometheusRule (generated from alerts.yml, must match it), promtool (rules, rule
+# unit tests for every alert, config, metrics), runbook_url anchors, metric names in
+# alerts and the Grafana dashboard, the dashboard's provisioning form (a datasource
+# variable, no import-only inputs), PromQL syntax of the dashboard,
 # systemd-analyze verify and an offline security score, a Dockerfile lint, and, with a
 # tether binary, the shipped configurations started for real (check-config, lookup,
 # run, /readyz, /metrics, admin API, SIGHUP reload, SIGTERM drain).
@@ -247,6 +250,15 @@ fi
 check "promtool check rules deploy/prometheus/alerts.yml" promtool check rules deploy/prometheus/alerts.yml
 check "promtool test rules deploy/prometheus/alerts_test.yml" promtool test rules deploy/prometheus/alerts_test.yml
 check "promtool check config deploy/prometheus/prometheus.yml" promtool check config deploy/prometheus/prometheus.yml
+# The PrometheusRule is generated from alerts.yml; a hand edit or a stale copy fails.
+prometheusrule_in_sync() {
+  python3 scripts/prometheusrule.py >"$WORK/prometheusrule.yaml"
+  diff -u deploy/kubernetes/prometheusrule.yaml "$WORK/prometheusrule.yaml" || {
+    echo "regenerate: scripts/prometheusrule.py > deploy/kubernetes/prometheusrule.yaml"
+    return 1
+  }
+}
+check "deploy/kubernetes/prometheusrule.yaml is alerts.yml (scripts/prometheusrule.py)" prometheusrule_in_sync
 if [ ${#SAMPLES[@]} -eq 0 ]; then
   skip "promtool check metrics" "no metrics sample (pass a file, set TETHER_METRICS_URL, or provide a tether binary)"
 fi
@@ -417,13 +429,71 @@ for rule in np.get("spec", {}).get("ingress", []):
         if not froms or any(f.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") != "monitoring" or "ipBlock" in f for f in froms):
             problem("networkpolicy.yaml: the admin port is open beyond the monitoring namespace")
 
+# PodDisruptionBudget: selects exactly the Deployment's pods, and leaves a drain room
+# to evict one (minAvailable below replicas).
+pdb = find("PodDisruptionBudget")
+pod_labels = pod.get("metadata", {}).get("labels", {})
+pdb_sel = pdb.get("spec", {}).get("selector", {}).get("matchLabels", {})
+if pdb and pdb.get("apiVersion") != "policy/v1":
+    problem("poddisruptionbudget: apiVersion is not policy/v1")
+if pdb_sel != dep.get("spec", {}).get("selector", {}).get("matchLabels"):
+    problem(f"poddisruptionbudget: selector {pdb_sel} is not the Deployment's selector")
+pdb_spec = pdb.get("spec", {})
+replicas = dep.get("spec", {}).get("replicas", 1)
+if "minAvailable" in pdb_spec:
+    if not isinstance(pdb_spec["minAvailable"], int) or not 1 <= pdb_spec["minAvailable"] < replicas:
+        problem(f"poddisruptionbudget: minAvailable {pdb_spec['minAvailable']} must be at least 1 and below replicas {replicas}")
+elif pdb_spec.get("maxUnavailable") != 1:
+    problem("poddisruptionbudget: neither minAvailable nor maxUnavailable: 1")
+
+# PrometheusRule: the rule groups of alerts.yml (the text itself is compared by a
+# check of its own), labelled like the other objects.
+prule = find("PrometheusRule")
+if prule and prule.get("spec", {}).get("groups") != yaml.safe_load(open("deploy/prometheus/alerts.yml"))["groups"]:
+    problem("prometheusrule.yaml: its groups differ from deploy/prometheus/alerts.yml")
+
+# geoipupdate CronJob: writes the databases the config reads, into the volume the
+# Deployment mounts, once per run, hardened like tether itself.
+cron = find("CronJob", "tether-geoipupdate")
+cjob = cron.get("spec", {}).get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {})
+gc = (cjob.get("containers") or [{}])[0]
+genv = {e["name"]: e.get("value") for e in gc.get("env", [])}
+gmounts = {m["name"]: m["mountPath"] for m in gc.get("volumeMounts", [])}
+gvols = {v["name"]: v for v in cjob.get("volumes", [])}
+dep_geoip = volumes.get(mounts.get("/var/lib/tether/geoip", ""), {}).get("persistentVolumeClaim", {}).get("claimName")
+db_dir = genv.get("GEOIPUPDATE_DB_DIR")
+gvol = next((n for n, m in gmounts.items() if m == db_dir), None)
+if not dep_geoip or gvols.get(gvol, {}).get("persistentVolumeClaim", {}).get("claimName") != dep_geoip:
+    problem(f"geoipupdate.yaml: GEOIPUPDATE_DB_DIR {db_dir} is not on the claim the Deployment mounts ({dep_geoip})")
+editions = set((genv.get("GEOIPUPDATE_EDITION_IDS") or "").split())
+for key in ("asn_db", "city_db", "anonymous_ip_db"):
+    path = toml.get("intel", {}).get(key)
+    if path and (not path.startswith(f"{db_dir}/") or os.path.basename(path)[: -len(".mmdb")] not in editions):
+        problem(f"geoipupdate.yaml: intel.{key} = {path} is not written by it (editions {sorted(editions)}, dir {db_dir})")
+if genv.get("GEOIPUPDATE_FREQUENCY") != "0":
+    problem("geoipupdate.yaml: GEOIPUPDATE_FREQUENCY must be \"0\" in a CronJob (run once)")
+if cron.get("spec", {}).get("concurrencyPolicy") != "Forbid":
+    problem("geoipupdate.yaml: concurrencyPolicy is not Forbid")
+gsc = gc.get("securityContext", {})
+if not (gsc.get("readOnlyRootFilesystem") and gsc.get("allowPrivilegeEscalation") is False
+        and gsc.get("capabilities", {}).get("drop") == ["ALL"] and cjob.get("securityContext", {}).get("runAsNonRoot")):
+    problem("geoipupdate.yaml: the container is not locked down like tether's")
+if not {"GEOIPUPDATE_LICENSE_KEY_FILE", "GEOIPUPDATE_ACCOUNT_ID_FILE"} <= set(genv) or "GEOIPUPDATE_LICENSE_KEY" in genv:
+    problem("geoipupdate.yaml: the licence key and account id must come from files (a Secret), not env values")
+
+# The Kubernetes version floor is stated where the preStop sleep is used.
+if c.get("lifecycle", {}).get("preStop", {}).get("sleep"):
+    for f in ("deploy/kubernetes/deployment.yaml", "deploy/kubernetes/kustomization.yaml", "deploy/README.md"):
+        if "1.30" not in open(f).read():
+            problem(f"{f}: the preStop sleep needs Kubernetes 1.30+, and this file does not say so")
+
 # Metric names: the README's metrics table, plus whatever the samples export.
 readme = open("README.md").read()
 section = readme.split("## Metrics", 1)[1].split("\n## ", 1)[0]
 documented = set()
 for line in section.splitlines():
-    if line.startswith("| `tether_"):
-        documented |= set(re.findall(r"`(tether_[a-z0-9_]+)`", line.split("|")[1]))
+    if line.startswith("| `tether_") or line.startswith("| `process_"):
+        documented |= set(re.findall(r"`((?:tether|process)_[a-z0-9_]+)`", line.split("|")[1]))
 # Families (# TYPE lines) and series names; the client library leaves out a family
 # that has no series yet, so a sample lists what is exported at that moment.
 sampled = set()
@@ -459,7 +529,13 @@ def base(name):
             return name[: -len(suf)]
     return name
 
+# GitHub-style anchors of deploy/README.md's headings, for the alerts' runbook_url.
+def anchor(heading):
+    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+runbook_anchors = {anchor(l.lstrip("#")) for l in open("deploy/README.md") if l.startswith("#")}
+
 exprs = []
+alerts = []
 rules = yaml.safe_load(open("deploy/prometheus/alerts.yml"))
 for g in rules["groups"]:
     for r in g["rules"]:
@@ -469,24 +545,59 @@ for g in rules["groups"]:
                 problem(f"alerts.yml {r['alert']}: no `for`")
             if "severity" not in r.get("labels", {}):
                 problem(f"alerts.yml {r['alert']}: no severity label")
-            missing = {"summary", "description", "runbook"} - set(r.get("annotations", {}))
+            missing = {"summary", "description", "runbook_url"} - set(r.get("annotations", {}))
             if missing:
                 problem(f"alerts.yml {r['alert']}: annotations lack {sorted(missing)}")
+            url = r.get("annotations", {}).get("runbook_url", "")
+            if "#" not in url or url.rsplit("#", 1)[1] not in runbook_anchors:
+                problem(f"alerts.yml {r['alert']}: runbook_url {url!r} is no heading of deploy/README.md")
+            alerts.append(r["alert"])
+# Every alert has a promtool unit test in which it fires; TetherDown covers the case of
+# no target at all.
+tests = yaml.safe_load(open("deploy/prometheus/alerts_test.yml"))
+fired = {a["alertname"] for t in tests.get("tests", []) for a in t.get("alert_rule_test", []) if a.get("exp_alerts")}
+for a in alerts:
+    if a not in fired:
+        problem(f"alerts_test.yml: no test in which {a} fires")
+down = next((r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "TetherDown"), {})
+if 'absent(up{job="tether"})' not in down.get("expr", ""):
+    problem("alerts.yml TetherDown: does not fire when every target is gone (absent(up{job=\"tether\"}))")
+
 try:
     dash = json.load(open("deploy/grafana/tether-dashboard.json"))
 except (OSError, ValueError) as e:
     problem(f"tether-dashboard.json: {e}")
     dash = {"panels": []}
-if not any(i.get("name") == "DS_PROMETHEUS" for i in dash.get("__inputs", [])):
-    problem("tether-dashboard.json: no DS_PROMETHEUS input")
+# Provisioning form: Grafana's file provisioning (and the sidecar) loads the JSON as it
+# is, without the import dialog that replaces ${DS_...} inputs; a datasource variable
+# works both ways.
+DS = "${datasource}"
+dsvars = [v for v in dash.get("templating", {}).get("list", []) if v.get("type") == "datasource"]
+if [v.get("name") for v in dsvars] != ["datasource"] or dsvars[0].get("query") != "prometheus":
+    problem("tether-dashboard.json: needs one datasource variable named datasource (query prometheus)")
+if "${DS_" in json.dumps(dash) or dash.get("__inputs"):
+    problem("tether-dashboard.json: import-only ${DS_...} inputs do not resolve under file provisioning")
+for v in dash.get("templating", {}).get("list", []):
+    if v.get("type") == "query" and v.get("datasource", {}).get("uid") != DS:
+        problem(f"tether-dashboard.json: variable {v.get('name')} does not use {DS}")
+def panel_exprs(metric):
+    return [t.get("expr", "") for p in dash.get("panels", []) for t in p.get("targets", []) if metric in t.get("expr", "")]
+for what, metric in [("request latency", "tether_request_duration_seconds_bucket"),
+                     ("upstream latency", "tether_upstream_response_duration_seconds_bucket"),
+                     ("connections", "tether_connections_open")]:
+    if not panel_exprs(metric):
+        problem(f"tether-dashboard.json: no {what} panel ({metric})")
 dash_exprs = []
 for p in dash.get("panels", []):
     for t in p.get("targets", []):
         if t.get("expr"):
             exprs.append((f"dashboard panel {p.get('title')!r}", t["expr"]))
             dash_exprs.append(t["expr"])
-    if p.get("type") != "row" and p.get("datasource", {}).get("uid") != "${DS_PROMETHEUS}":
-        problem(f"tether-dashboard.json: panel {p.get('title')!r} does not use ${{DS_PROMETHEUS}}")
+    if p.get("type") != "row" and p.get("datasource", {}).get("uid") != DS:
+        problem(f"tether-dashboard.json: panel {p.get('title')!r} does not use {DS}")
+    for t in p.get("targets", []):
+        if t.get("datasource", {}).get("uid") != DS:
+            problem(f"tether-dashboard.json: a query of panel {p.get('title')!r} does not use {DS}")
 for v in dash.get("templating", {}).get("list", []):
     q = v.get("query", {})
     q = q.get("query", "") if isinstance(q, dict) else q

@@ -1,7 +1,14 @@
 //! Every metric tether exports, in one place, registered against one app-owned registry.
 //!
 //! Labels are small closed enums turned into `&'static str`; an address, session, user,
-//! path or fingerprint never becomes a label (those belong in the audit log).
+//! path or fingerprint never becomes a label (those belong in the audit log). The one
+//! label taken from the config, a decision's `route`, is a rule's checked `name`, so the
+//! set is as small as the config (see [`crate::policy::Policy::route_label`]).
+//!
+//! Beside the `tether_` families, the registry carries the standard `process_*` ones
+//! (resident memory, open file descriptors, start time, CPU) on Linux.
+
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -92,8 +99,21 @@ impl StatusClass {
     }
 }
 
+/// The build's identity for `tether_build_info`: the package version, and the commit when
+/// the build was given one (`TETHER_COMMIT` in the environment of `cargo build`; no
+/// build script, so no git is needed to build).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = match option_env!("TETHER_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+/// `not_after` when the listener has no certificate.
+const NO_CERTIFICATE: i64 = i64::MIN;
+
 pub struct Metrics {
     registry: Registry,
+    pub build_info: IntGaugeVec,
     pub connections_accepted: IntCounter,
     pub connections_rejected: IntCounter,
     pub connections_open: IntGauge,
@@ -108,6 +128,11 @@ pub struct Metrics {
     pub tls_handshake_seconds: Histogram,
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
+    pub upstream_response_seconds: Histogram,
+    /// Seconds left on the listener's certificate; no series without one. Computed at
+    /// each scrape from `certificate_not_after`, so it never goes stale between reloads.
+    tls_certificate_expiry: IntGaugeVec,
+    certificate_not_after: AtomicI64,
     pub upstream_errors: IntCounterVec,
     pub upgrades: IntCounter,
     pub intel_lookup_errors: IntCounter,
@@ -117,6 +142,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_last_reload: IntGauge,
     pub decisions: IntCounterVec,
+    pub route_decisions: IntCounterVec,
     pub signals: IntCounterVec,
     pub sessions: IntGauge,
     pub decision_seconds: Histogram,
@@ -134,6 +160,14 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let m = Metrics {
+            build_info: IntGaugeVec::new(Opts::new("tether_build_info", "Always 1; the labels name the running build (package version, commit or \"unknown\")."), &["version", "commit"]).expect(VALID),
+            upstream_response_seconds: Histogram::with_opts(
+                HistogramOpts::new("tether_upstream_response_duration_seconds", "Time from sending a request to the upstream to its response head (responses only; failures are in tether_upstream_errors_total).")
+                    .buckets(exponential_buckets(0.0005, 2.0, 16).expect(VALID)),
+            ).expect(VALID),
+            tls_certificate_expiry: IntGaugeVec::new(Opts::new("tether_tls_certificate_expiry_seconds", "Seconds until the listener certificate in force expires (negative once expired); absent on a plaintext listener."), &[]).expect(VALID),
+            certificate_not_after: AtomicI64::new(NO_CERTIFICATE),
+            route_decisions: IntCounterVec::new(Opts::new("tether_route_decisions_total", "Decisions by the [[policy.routes]] rule that judged them (its name, \"unnamed\", or \"none\"), action and mode."), &["route", "action", "mode"]).expect(VALID),
             connections_accepted: IntCounter::new("tether_connections_accepted_total", "Client connections accepted.").expect(VALID),
             connections_rejected: IntCounter::new("tether_connections_rejected_total", "Client connections closed at accept because the connection cap was reached.").expect(VALID),
             connections_open: IntGauge::new("tether_connections_open", "Client connections currently open.").expect(VALID),
@@ -181,6 +215,7 @@ impl Metrics {
             registry,
         };
         m.register_all();
+        m.build_info.with_label_values(&[VERSION, COMMIT]).set(1);
         // Pre-create label sets so dashboards see zeros instead of gaps.
         for r in ReloadResult::ALL {
             m.config_reloads.with_label_values(&[r.as_str()]);
@@ -226,7 +261,11 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 34] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 38] = [
+            Box::new(self.build_info.clone()),
+            Box::new(self.upstream_response_seconds.clone()),
+            Box::new(self.tls_certificate_expiry.clone()),
+            Box::new(self.route_decisions.clone()),
             Box::new(self.connections_closed.clone()),
             Box::new(self.tunnels_open.clone()),
             Box::new(self.tunnels_closed.clone()),
@@ -265,6 +304,32 @@ impl Metrics {
         for c in collectors {
             self.registry.register(c).expect(VALID);
         }
+        // The standard process metrics, read from /proc at each scrape.
+        #[cfg(target_os = "linux")]
+        self.registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect(VALID);
+    }
+
+    /// The listener certificate in force (its notAfter, seconds since the epoch), or
+    /// `None` for a plaintext listener; set at start and at every reload.
+    pub fn set_listener_certificate(&self, not_after: Option<i64>) {
+        self.certificate_not_after.store(not_after.unwrap_or(NO_CERTIFICATE), Ordering::Relaxed);
+    }
+
+    /// Counts a decision under the route rule that judged it (`route` from
+    /// [`crate::policy::Policy::route_label`], never a path).
+    pub fn route_decision(&self, route: &str, action: crate::policy::Action, mode: crate::policy::Mode) {
+        self.route_decisions.with_label_values(&[route, action.as_str(), mode.as_str()]).inc();
+    }
+
+    /// Creates the zero series of every route label `policy` can give, in its mode;
+    /// called with each snapshot, so a dashboard sees a new rule before its first
+    /// decision. Labels of rules since removed keep their counts until restart.
+    pub fn routes_in_force(&self, policy: &crate::policy::Policy) {
+        for route in policy.route_labels() {
+            for a in crate::policy::Action::ALL {
+                self.route_decisions.with_label_values(&[route, a.as_str(), policy.mode.as_str()]);
+            }
+        }
     }
 
     pub fn hello(&self, result: HelloResult) {
@@ -273,11 +338,25 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
+        self.observe_certificate(unix_now());
         let mut out = Vec::with_capacity(16 << 10);
         // invariant: the text encoder only fails on a write error, and a Vec never fails.
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encode to Vec");
         out
     }
+}
+
+impl Metrics {
+    fn observe_certificate(&self, now: i64) {
+        match self.certificate_not_after.load(Ordering::Relaxed) {
+            NO_CERTIFICATE => self.tls_certificate_expiry.reset(),
+            not_after => self.tls_certificate_expiry.with_label_values::<&str>(&[]).set(not_after.saturating_sub(now)),
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Default for Metrics {
@@ -309,7 +388,53 @@ mod tests {
         assert!(text.contains("tether_client_hello_total{result=\"not_tls\"} 0"));
         assert!(text.contains("tether_requests_total{protocol=\"http1\",status=\"5xx\"} 1"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            assert!(line.starts_with("tether_"), "{line}");
+            assert!(line.starts_with("tether_") || line.starts_with("process_"), "{line}");
+        }
+    }
+
+    #[test]
+    fn build_info_and_process_metrics_are_exported() {
+        let text = String::from_utf8(Metrics::new().render()).unwrap();
+        let info = format!("tether_build_info{{commit=\"{COMMIT}\",version=\"{VERSION}\"}} 1");
+        assert!(text.lines().any(|l| l == info), "{info} not in\n{text}");
+        if cfg!(target_os = "linux") {
+            for family in ["process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"] {
+                assert!(text.lines().any(|l| l.starts_with(family) && !l.ends_with(" 0")), "{family}");
+            }
+        }
+    }
+
+    #[test]
+    fn certificate_expiry_is_absent_without_a_certificate_and_counts_down_with_one() {
+        let m = Metrics::new();
+        let has_series = |m: &Metrics| String::from_utf8(m.render()).unwrap().lines().any(|l| l.starts_with("tether_tls_certificate_expiry_seconds "));
+        assert!(!has_series(&m));
+        m.set_listener_certificate(Some(10_000));
+        m.observe_certificate(9_000);
+        let text = TextEncoder::new().encode_to_string(&m.registry.gather()).unwrap();
+        assert!(text.lines().any(|l| l == "tether_tls_certificate_expiry_seconds 1000"), "{text}");
+        m.observe_certificate(10_500);
+        let text = TextEncoder::new().encode_to_string(&m.registry.gather()).unwrap();
+        assert!(text.lines().any(|l| l == "tether_tls_certificate_expiry_seconds -500"), "{text}");
+        m.set_listener_certificate(None);
+        assert!(!has_series(&m));
+    }
+
+    #[test]
+    fn route_decisions_start_at_zero_for_every_configured_label() {
+        use crate::policy::{Action, Mode, Policy, Route};
+        let m = Metrics::new();
+        let route = |name: Option<&str>| Route { name: name.map(Into::into), path_prefix: "/x".into(), methods: vec![], sensitivity: 1.0, fresh_auth: None, fold_case: false };
+        let policy = Policy { routes: vec![route(Some("tokens")), route(None)], ..Policy::default() };
+        m.routes_in_force(&policy);
+        m.route_decision("tokens", Action::StepUp, Mode::Enforce);
+        let text = String::from_utf8(m.render()).unwrap();
+        for line in [
+            r#"tether_route_decisions_total{action="step_up",mode="enforce",route="tokens"} 1"#,
+            r#"tether_route_decisions_total{action="allow",mode="enforce",route="none"} 0"#,
+            r#"tether_route_decisions_total{action="block",mode="enforce",route="unnamed"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}");
         }
     }
 

@@ -83,6 +83,8 @@ impl Snapshot {
     /// metrics, never the other way round.
     fn observe(&self, metrics: &Metrics) {
         metrics.config_generation.set(self.generation as i64);
+        metrics.set_listener_certificate(self.tls_leaf.as_ref().and_then(tls::not_after));
+        metrics.routes_in_force(&self.detector.policy);
         metrics.intel_db_build.reset();
         if let Some(intel) = &self.intel {
             for db in intel.databases() {

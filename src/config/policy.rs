@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::policy::{Mode, Policy, Route, Signal};
+use crate::policy::{Mode, Policy, Route, Signal, ROUTE_NONE, ROUTE_UNNAMED};
 
 use super::decode::Section;
 use super::Problem;
@@ -39,7 +39,8 @@ pub(super) fn read(s: &Section<'_>) -> Option<Policy> {
     }
     weights_section.finish();
 
-    let routes = s.tables("routes").into_iter().filter_map(read_route).collect();
+    let mut names = Vec::new();
+    let routes = s.tables("routes").into_iter().filter_map(|r| read_route(r, &mut names)).collect();
     Some(Policy {
         mode: mode?,
         weights,
@@ -54,7 +55,9 @@ pub(super) fn read(s: &Section<'_>) -> Option<Policy> {
 
 /// One `[[policy.routes]]` table: `path_prefix` (a prefix) or `path` (a pattern with
 /// `*` for one segment and `**` for any number); `None` when neither is given (reported).
-fn read_route(r: Section<'_>) -> Option<Route> {
+/// `names` holds the names of the rules read before this one.
+fn read_route(r: Section<'_>, names: &mut Vec<String>) -> Option<Route> {
+    let name = r.string("name").filter(|n| route_name_ok(&r, n, names)).map(std::sync::Arc::<str>::from);
     let (key, path_prefix) = match (r.string("path_prefix"), r.string("path")) {
         (Some(p), None) => ("path_prefix", Some(p)),
         (None, Some(p)) => ("path", Some(p)),
@@ -85,5 +88,57 @@ fn read_route(r: Section<'_>) -> Option<Route> {
     };
     let fresh_auth = r.duration("fresh_auth", Duration::from_secs(30 * 86_400));
     r.finish();
-    Some(Route { path_prefix: path_prefix?.to_owned(), methods, sensitivity, fresh_auth, fold_case })
+    Some(Route { name, path_prefix: path_prefix?.to_owned(), methods, sensitivity, fresh_auth, fold_case })
+}
+
+/// Longest route name: a metric label value, so short; long enough for a descriptive name.
+const MAX_ROUTE_NAME: usize = 64;
+
+/// A route name becomes a metric label value: plain ASCII, short, unique, and not one of
+/// the labels tether gives decisions outside any named rule.
+fn route_name_ok(r: &Section<'_>, name: &str, names: &mut Vec<String>) -> bool {
+    let plain = !name.is_empty()
+        && name.len() <= MAX_ROUTE_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !plain {
+        r.problem("name", Problem::Invalid { expected: "1 to 64 ASCII letters, digits, '_', '-' or '.'", found: name.to_owned() });
+        return false;
+    }
+    if name == ROUTE_NONE || name == ROUTE_UNNAMED {
+        r.problem("name", Problem::Conflict { reason: "\"none\" and \"unnamed\" are the route labels of decisions without a named rule" });
+        return false;
+    }
+    if names.iter().any(|n| n == name) {
+        r.problem("name", Problem::Conflict { reason: "another [[policy.routes]] rule has this name" });
+        return false;
+    }
+    names.push(name.to_owned());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    const BASE: &str = "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:8080\"\n";
+
+    #[test]
+    fn route_names_are_plain_unique_and_not_reserved() {
+        let ok = format!("{BASE}[[policy.routes]]\nname = \"tokens\"\npath_prefix = \"/api/tokens\"\n[[policy.routes]]\npath_prefix = \"/admin\"\n");
+        let cfg = Config::parse(&ok, Path::new("/nonexistent-base")).unwrap();
+        let names: Vec<_> = cfg.policy.routes.iter().map(|r| r.name.as_deref()).collect();
+        assert_eq!(names, [Some("tokens"), None]);
+
+        let bad = format!(
+            "{BASE}[[policy.routes]]\nname = \"a\"\npath_prefix = \"/a\"\n[[policy.routes]]\nname = \"a\"\npath_prefix = \"/b\"\n\
+             [[policy.routes]]\nname = \"/admin/{{id}}\"\npath_prefix = \"/c\"\n[[policy.routes]]\nname = \"none\"\npath_prefix = \"/d\"\n\
+             [[policy.routes]]\nname = \"{long}\"\npath_prefix = \"/e\"\n",
+            long = "x".repeat(65)
+        );
+        let err = Config::parse(&bad, Path::new("/nonexistent-base")).unwrap_err();
+        let paths: Vec<_> = err.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["policy.routes[1].name", "policy.routes[2].name", "policy.routes[3].name", "policy.routes[4].name"]);
+    }
 }

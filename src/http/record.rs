@@ -26,6 +26,9 @@ pub fn decision(shared: &Shared, snap: &Snapshot, d: &Decision, req: &DetectorRe
     let m = &shared.metrics;
     m.decision_seconds.observe(spent.as_secs_f64());
     m.decisions.with_label_values(&[d.verdict.action.as_str(), d.verdict.mode.as_str()]).inc();
+    // The policy that judged it names the rule (a separate family: the contract's
+    // tether_decisions_total keeps its label set).
+    m.route_decision(snap.detector.policy.route_label(&d.verdict), d.verdict.action, d.verdict.mode);
     for s in d.verdict.signals.iter() {
         m.signals.with_label_values(&[s.as_str()]).inc();
     }
@@ -62,6 +65,11 @@ pub fn decision_headers(headers: &mut HeaderMap, d: &Decision) {
             headers.insert(X_TETHER_SIGNALS, v);
         }
     }
+}
+
+/// Times one upstream exchange, from sending the request to the response head.
+pub fn upstream_response(shared: &Shared, sent: Instant) {
+    shared.metrics.upstream_response_seconds.observe(sent.elapsed().as_secs_f64());
 }
 
 /// Counts one answered request and its time from head to response head.

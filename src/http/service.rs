@@ -327,7 +327,9 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
     parts.uri = snap.upstream.target(parts.uri.path_and_query())?;
     parts.version = Version::HTTP_11;
     let body = Guarded::new(body, limits.body_idle_timeout, limits.max_body_bytes);
+    let sent = Instant::now();
     let mut resp = snap.upstream.send(Request::from_parts(parts, body)).await?;
+    record::upstream_response(cx.shared, sent);
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         // Only now, with the upstream's 101 in hand, does the connection become a tunnel.

@@ -96,6 +96,133 @@ pub fn names_host(cert: &CertificateDer<'_>, host: &str) -> bool {
     leaf.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
+/// When `cert` (a certificate, DER) expires: its notAfter in seconds since the Unix
+/// epoch; `None` when the encoding is not one tether can read. Read by hand (a handful
+/// of DER headers) because rustls and webpki keep the validity to themselves and the
+/// metric it feeds does not justify an X.509 parser.
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    const SEQUENCE: u8 = 0x30;
+    const VERSION: u8 = 0xa0; // [0] EXPLICIT, optional
+    let (certificate, _) = der_expect(cert.as_ref(), SEQUENCE)?;
+    let (tbs, _) = der_expect(certificate, SEQUENCE)?;
+    let (mut tag, _, mut rest) = der_next(tbs)?;
+    if tag == VERSION {
+        // That was the version; the serial number comes next.
+        (tag, _, rest) = der_next(rest)?;
+    }
+    if tag != 0x02 {
+        return None;
+    }
+    let (_signature, rest) = der_expect(rest, SEQUENCE)?;
+    let (_issuer, rest) = der_expect(rest, SEQUENCE)?;
+    let (validity, _) = der_expect(rest, SEQUENCE)?;
+    let (_not_before_tag, _, rest) = der_next(validity)?;
+    let (tag, time, _) = der_next(rest)?;
+    der_time(tag, time)
+}
+
+/// One DER element: its tag, its contents and what follows it. Lengths of up to four
+/// bytes (a certificate is never larger), definite form only, as DER requires.
+fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+fn der_expect(input: &[u8], want: u8) -> Option<(&[u8], &[u8])> {
+    let (tag, contents, rest) = der_next(input)?;
+    (tag == want).then_some((contents, rest))
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`, years 1950–2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`), the
+/// two forms RFC 5280 allows in a certificate, as seconds since the epoch.
+fn der_time(tag: u8, text: &[u8]) -> Option<i64> {
+    let digits = |s: &[u8]| -> Option<i64> {
+        s.iter().try_fold(0i64, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0')))
+    };
+    let (year, rest) = match (tag, text.len()) {
+        (0x17, 13) => {
+            let yy = digits(&text[..2])?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
+        }
+        (0x18, 15) => (digits(&text[..4])?, &text[4..]),
+        _ => return None,
+    };
+    if rest[10] != b'Z' {
+        return None;
+    }
+    let field = |i: usize| digits(&rest[i..i + 2]);
+    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+
+    fn cert_until(year: i32, month: u8, day: u8) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(vec!["tether.test".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn reads_not_after_in_both_time_forms() {
+        // 2049 is written as UTCTime, 2050 and later as GeneralizedTime (RFC 5280).
+        assert_eq!(not_after(&cert_until(2049, 12, 31)), Some(2_524_521_600));
+        assert_eq!(not_after(&cert_until(2050, 1, 1)), Some(2_524_608_000));
+        assert_eq!(not_after(&cert_until(2027, 3, 1)), Some(1_803_859_200));
+    }
+
+    #[test]
+    fn every_prefix_and_garbage_is_none_not_a_panic() {
+        let der = cert_until(2030, 6, 15);
+        let bytes = der.as_ref();
+        for n in 0..bytes.len() {
+            assert_eq!(not_after(&CertificateDer::from(bytes[..n].to_vec())), None, "prefix {n}");
+        }
+        for garbage in [&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff][..], &[0x30, 0x80], &[0x30, 0x03, 0x30, 0x01, 0x02], b"not a certificate"] {
+            assert_eq!(not_after(&CertificateDer::from(garbage.to_vec())), None);
+        }
+    }
+
+    #[test]
+    fn times_outside_the_calendar_are_refused() {
+        assert_eq!(der_time(0x17, b"700101000000Z"), Some(0));
+        assert_eq!(der_time(0x18, b"19700101000000Z"), Some(0));
+        assert_eq!(der_time(0x17, b"701301000000Z"), None);
+        assert_eq!(der_time(0x17, b"7001010000001"), None);
+        assert_eq!(der_time(0x17, b"70010100000+Z"), None);
+        assert_eq!(der_time(0x18, b"700101000000Z"), None);
+        assert_eq!(der_time(0x04, b"700101000000Z"), None);
+    }
+}
+
 #[cfg(test)]
 mod name_tests {
     use super::*;

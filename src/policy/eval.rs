@@ -25,6 +25,9 @@ pub struct Verdict {
     /// Every signal that fired (the decision's reasons).
     pub signals: Signals,
     pub mode: Mode,
+    /// Which of the policy's route rules judged it (an index into `Policy::routes`);
+    /// kept as an index so a verdict stays `Copy` (see [`Policy::route_label`]).
+    pub route: Option<u16>,
 }
 
 impl Verdict {
@@ -67,5 +70,7 @@ pub fn evaluate(mut signals: Signals, policy: &Policy, route: Option<&Route>, au
     if signals.contains(Signal::Revoked) {
         action = action.max(Action::Block);
     }
-    Verdict { action, score, signals, mode: policy.mode }
+    // `route` was borrowed from `policy.routes`, so its address finds its index.
+    let route = route.and_then(|r| policy.routes.iter().position(|x| std::ptr::eq(x, r))).and_then(|i| u16::try_from(i).ok());
+    Verdict { action, score, signals, mode: policy.mode, route }
 }

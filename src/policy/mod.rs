@@ -51,6 +51,9 @@ pub struct Policy {
 /// listed, when methods are given).
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// `name`: the rule's `route` label on `tether_route_decisions_total` (checked at load
+    /// to be short, plain and unique, so the label set stays as small as the config).
+    pub name: Option<std::sync::Arc<str>>,
     pub path_prefix: String,
     pub methods: Vec<Method>,
     /// Multiplies the score: 2.0 makes one medium signal enough on an admin-write route.
@@ -94,7 +97,27 @@ impl Policy {
     pub fn weight(&self, s: Signal) -> u16 {
         self.weights[s as usize]
     }
+
+    /// The metric label of the rule a verdict was judged under: its name, `unnamed` for a
+    /// rule without one, `none` when no rule matched. Never the request's path.
+    pub fn route_label(&self, verdict: &Verdict) -> &str {
+        match verdict.route.and_then(|i| self.routes.get(usize::from(i))) {
+            None => ROUTE_NONE,
+            Some(r) => r.name.as_deref().unwrap_or(ROUTE_UNNAMED),
+        }
+    }
+
+    /// Every label [`Policy::route_label`] can give under this policy.
+    pub fn route_labels(&self) -> impl Iterator<Item = &str> {
+        let unnamed = self.routes.iter().any(|r| r.name.is_none()).then_some(ROUTE_UNNAMED);
+        std::iter::once(ROUTE_NONE).chain(unnamed).chain(self.routes.iter().filter_map(|r| r.name.as_deref()))
+    }
 }
+
+/// The route label of a decision no rule matched.
+pub const ROUTE_NONE: &str = "none";
+/// The route label of a rule without a `name`.
+pub const ROUTE_UNNAMED: &str = "unnamed";
 
 impl Default for Policy {
     /// The defaults survive the benign changes the field reports (IPv6 rotation, carrier

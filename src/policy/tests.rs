@@ -237,8 +237,8 @@ fn pending_step_up_and_revocation_stick() {
 #[test]
 fn routes_raise_sensitivity_and_demand_fresh_auth() {
     let policy = Policy { routes: vec![
-        Route { path_prefix: "/api/tokens".into(), methods: vec![http::Method::POST], sensitivity: 1.0, fresh_auth: Some(std::time::Duration::from_secs(300)), fold_case: false },
-        Route { path_prefix: "/admin".into(), methods: vec![], sensitivity: 2.0, fresh_auth: None, fold_case: false },
+        Route { name: Some("tokens".into()), path_prefix: "/api/tokens".into(), methods: vec![http::Method::POST], sensitivity: 1.0, fresh_auth: Some(std::time::Duration::from_secs(300)), fold_case: false },
+        Route { name: None, path_prefix: "/admin".into(), methods: vec![], sensitivity: 2.0, fresh_auth: None, fold_case: false },
     ], ..Policy::default() };
     let post = http::Method::POST;
     let get = http::Method::GET;
@@ -255,6 +255,24 @@ fn routes_raise_sensitivity_and_demand_fresh_auth() {
     s.insert(Signal::AsnChange);
     assert_eq!(evaluate(s, &policy, None, None, T0).action, Action::Allow);
     assert_eq!(evaluate(s, &policy, policy.route(&get, "/admin/users"), None, T0).action, Action::StepUp);
+}
+
+#[test]
+fn verdicts_name_their_route_by_config_name_never_by_path() {
+    let policy = Policy { routes: vec![
+        Route { name: Some("tokens".into()), path_prefix: "/api/tokens".into(), methods: vec![], sensitivity: 1.0, fresh_auth: None, fold_case: false },
+        Route { name: None, path_prefix: "/admin".into(), methods: vec![], sensitivity: 1.0, fresh_auth: None, fold_case: false },
+    ], ..Policy::default() };
+    let get = http::Method::GET;
+    let label = |path: &str| policy.route_label(&evaluate(Signals::default(), &policy, policy.route(&get, path), None, T0)).to_owned();
+    assert_eq!(label("/api/tokens/new"), "tokens");
+    assert_eq!(label("/admin/users"), "unnamed");
+    assert_eq!(label("/elsewhere"), "none");
+    assert_eq!(policy.route_labels().collect::<Vec<_>>(), ["none", "unnamed", "tokens"]);
+    assert_eq!(Policy::default().route_labels().collect::<Vec<_>>(), ["none"]);
+    // A rule that is not one of the policy's own (a copy) is no rule.
+    let copy = policy.routes[0].clone();
+    assert_eq!(policy.route_label(&evaluate(Signals::default(), &policy, Some(&copy), None, T0)), "none");
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod cdn;
 mod idp;
 mod lifetimes;
 mod malformed;
+mod metrics;
 mod owner;
 mod proxy;
 mod redis;
