@@ -58,7 +58,7 @@ impl Snapshot {
     pub fn build(config: Config, generation: u64, metrics: &Metrics, generated_key: &HashKey) -> Result<Snapshot, SnapshotError> {
         let (tls, tls_leaf) = match &config.listen.tls {
             Some(files) => {
-                let server = tls::server_config_for_clients(&files.cert, &files.key, config.listen.client_ca.as_deref()).map_err(SnapshotError::ListenerTls)?;
+                let server = tls::server_config_for_clients(&files.cert, &files.key, config.listen.client_ca.as_deref(), config.listen.http2).map_err(SnapshotError::ListenerTls)?;
                 let leaf = tls::load_certs(&files.cert).map_err(SnapshotError::ListenerTls)?.into_iter().next();
                 (Some(server), leaf)
             }

@@ -36,6 +36,8 @@ pub struct Listen {
     /// A shared secret a trusted peer must send in a header on every request before its
     /// forwarded headers are believed (weaker than `client_ca`; see the README).
     pub proxy_secret: Option<ProxySecret>,
+    /// Offer HTTP/2 to TLS clients (default); off for consoles that misbehave over it.
+    pub http2: bool,
 }
 
 /// `listen.proxy_secret_header` and the secret from `listen.proxy_secret_file`; `Debug`
@@ -100,6 +102,7 @@ pub(super) fn read(s: &Section<'_>) -> Option<Listen> {
         client_ip_header,
         client_ca: client_ca.ok()?,
         proxy_secret: proxy_secret?,
+        http2: s.boolean("http2").unwrap_or(true),
     })
 }
 

@@ -22,6 +22,9 @@ pub struct Upstream {
     /// A response header in which the console names the session's user: recorded as
     /// the session's owner the first time, and never passed to the client.
     pub user_response_header: Option<http::HeaderName>,
+    /// On a TLS listener, add `Secure` and `HttpOnly` to the console's `Set-Cookie` of
+    /// the session cookies when it leaves them out.
+    pub harden_session_cookies: bool,
 }
 
 pub(super) fn read(s: &Section<'_>) -> Option<Upstream> {
@@ -43,5 +46,6 @@ pub(super) fn read(s: &Section<'_>) -> Option<Upstream> {
     let forward_fingerprint = s.boolean("forward_fingerprint").unwrap_or(false);
     let forward_decision = s.boolean("forward_decision").unwrap_or(false);
     let user_response_header = s.parsed::<http::HeaderName>("user_response_header", "a header name");
-    Some(Upstream { url: url?, ca_file: ca_file.ok()?, preserve_host, forward_fingerprint, forward_decision, user_response_header })
+    let harden_session_cookies = s.boolean("harden_session_cookies").unwrap_or(false);
+    Some(Upstream { url: url?, ca_file: ca_file.ok()?, preserve_host, forward_fingerprint, forward_decision, user_response_header, harden_session_cookies })
 }

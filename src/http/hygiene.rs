@@ -2,7 +2,7 @@
 //! a `Connection` header names), proxy headers overwritten rather than appended, and the
 //! client's own `X-Tether-*` headers dropped so an upstream never mistakes them for ours.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, FORWARDED, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, FORWARDED, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 
 /// RFC 9110 §7.6.1 plus the de-facto ones that proxies must not forward.
 const HOP_BY_HOP: [&str; 9] = [
@@ -74,6 +74,39 @@ pub fn strip_client_claims(headers: &mut HeaderMap) {
         for name in own {
             headers.remove(name);
         }
+    }
+}
+
+/// Adds `Secure` and `HttpOnly` to each `Set-Cookie` of a session cookie (one of `names`)
+/// that leaves them out (`upstream.harden_session_cookies`, TLS listeners only): a session
+/// cookie sent over plain HTTP, or readable by a page's scripts, is easier to steal.
+/// Other cookies, and attributes already there (in any case), are left as they are.
+pub fn harden_session_cookies(headers: &mut HeaderMap, names: &[String]) {
+    let is_session = |v: &[u8]| {
+        let name = v.split(|&b| b == b'=').next().unwrap_or(b"").trim_ascii();
+        names.iter().any(|n| n.as_bytes() == name)
+    };
+    if !headers.get_all(SET_COOKIE).iter().any(|v| is_session(v.as_bytes())) {
+        return;
+    }
+    let values: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().cloned().collect();
+    headers.remove(SET_COOKIE);
+    for v in values {
+        let bytes = v.as_bytes();
+        if !is_session(bytes) {
+            headers.append(SET_COOKIE, v);
+            continue;
+        }
+        let has = |attr: &[u8]| bytes.split(|&b| b == b';').skip(1).any(|a| a.split(|&b| b == b'=').next().unwrap_or(b"").trim_ascii().eq_ignore_ascii_case(attr));
+        let mut out = bytes.to_vec();
+        if !has(b"secure") {
+            out.extend_from_slice(b"; Secure");
+        }
+        if !has(b"httponly") {
+            out.extend_from_slice(b"; HttpOnly");
+        }
+        // invariant: a valid header value plus visible ASCII is a valid header value.
+        headers.append(SET_COOKIE, HeaderValue::from_bytes(&out).unwrap_or(v));
     }
 }
 
@@ -198,5 +231,30 @@ mod tests {
         h.insert("connection", HeaderValue::from_static("keep-alive, Upgrade"));
         assert!(connection_has(&h, "upgrade"));
         assert!(!connection_has(&h, "close"));
+    }
+
+    #[test]
+    fn session_cookies_are_hardened_and_others_left_alone() {
+        let names = vec!["session".to_owned(), "sid".to_owned()];
+        // (Set-Cookie as the console wrote it, as the client gets it)
+        let rows = [
+            ("session=abc; Path=/", "session=abc; Path=/; Secure; HttpOnly"),
+            ("session=abc; Path=/; secure", "session=abc; Path=/; secure; HttpOnly"),
+            ("session=abc; HTTPONLY; Secure", "session=abc; HTTPONLY; Secure"),
+            ("sid=1", "sid=1; Secure; HttpOnly"),
+            (" session = x ; SameSite=Lax", " session = x ; SameSite=Lax; Secure; HttpOnly"),
+            // Not a session cookie, or only named like one.
+            ("theme=dark", "theme=dark"),
+            ("session_hint=1", "session_hint=1"),
+            ("x=1; Path=/session", "x=1; Path=/session"),
+        ];
+        let mut h = HeaderMap::new();
+        for (written, _) in rows {
+            h.append(SET_COOKIE, HeaderValue::from_static(written));
+        }
+        harden_session_cookies(&mut h, &names);
+        let got: Vec<&str> = h.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
+        let want: Vec<&str> = rows.iter().map(|(_, w)| *w).collect();
+        assert_eq!(got, want);
     }
 }

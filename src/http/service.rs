@@ -354,6 +354,9 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
     let (mut parts, body) = resp.into_parts();
     hygiene::strip_hop_by_hop(&mut parts.headers);
     learn_owner_from_response(&mut parts.headers, cx, decision.as_ref()).await;
+    if snap.config.upstream.harden_session_cookies && cx.conn.tls.is_some() {
+        hygiene::harden_session_cookies(&mut parts.headers, &snap.config.session.cookies);
+    }
     let body = Guarded::new(body, limits.body_idle_timeout, u64::MAX);
     Ok(Response::from_parts(parts, ProxyBody::Upstream { body }))
 }

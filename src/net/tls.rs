@@ -43,12 +43,13 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config_for_clients(cert, key, None)
+    server_config_for_clients(cert, key, None, true)
 }
 
 /// The listener's config; with `client_ca`, every client must present a certificate
 /// issued by it (a CDN's authenticated origin pulls), or the handshake fails.
-pub fn server_config_for_clients(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, TlsError> {
+/// `http2 = false` offers HTTP/1.1 alone, for consoles that misbehave over HTTP/2.
+pub fn server_config_for_clients(cert: &Path, key: &Path, client_ca: Option<&Path>, http2: bool) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key { path: key.to_path_buf(), source })?;
     let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
@@ -66,7 +67,7 @@ pub fn server_config_for_clients(cert: &Path, key: &Path, client_ca: Option<&Pat
         }
     };
     let mut config = builder.with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    config.alpn_protocols = if http2 { vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()] } else { vec![ALPN_HTTP11.to_vec()] };
     Ok(Arc::new(config))
 }
 

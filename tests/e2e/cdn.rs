@@ -160,3 +160,16 @@ async fn authenticated_origin_pulls_require_the_cdns_client_certificate() {
     let refused = connect(false).await;
     assert!(refused.as_ref().map_or(true, |out| out.is_empty()), "{:?}", refused.map(|o| String::from_utf8_lossy(&o).into_owned()));
 }
+
+#[tokio::test]
+async fn consoles_get_hardened_session_cookies_and_may_do_without_http2() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "http2 = false", "harden_session_cookies = true\n[session]\ncookies = [\"sessionid\"]\n").await;
+    // Offered h2 and HTTP/1.1, the listener picks HTTP/1.1.
+    let tls = tls_connect(t.addr(), &t.certs, "localhost", &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let req = get(&t, "/login").header("x-test-set-cookie", "sessionid=abc; Path=/").header("x-test-set-cookie", "csrftoken=x; Path=/").body(Full::new(Bytes::new())).unwrap();
+    let (parts, _) = h1(&t, req).await;
+    let cookies: Vec<&str> = parts.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(cookies, ["sessionid=abc; Path=/; Secure; HttpOnly", "csrftoken=x; Path=/"]);
+}
