@@ -13,6 +13,21 @@ if [ ! -d tests/idp/node_modules/oidc-provider ] || [ tests/idp/package-lock.jso
   npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
 fi
 
+# A real console for the end-to-end tests: a Django admin from PyPI, pinned by
+# tests/console/requirements.txt, in a virtualenv of its own.
+venv=tests/console/.venv
+if [ ! -x "$venv/bin/python" ] || [ tests/console/requirements.txt -nt "$venv/.installed" ]; then
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get install -y -qq python3-venv >/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
+    fi
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/console/requirements.txt
+  touch "$venv/.installed"
+fi
+export TETHER_TEST_DJANGO_PYTHON="$PWD/$venv/bin/python"
+
 # A Redis for the shared-store tests (Debian package redis-server), on a free port of
 # its own, stopped when this script exits. One already named by TETHER_TEST_REDIS_URL and
 # answering is used as it is.

@@ -2,6 +2,7 @@
 
 mod admin;
 mod cli;
+mod console;
 mod detector;
 mod adversarial;
 mod cdn;
