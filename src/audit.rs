@@ -15,7 +15,7 @@ use prometheus::IntCounter;
 use serde::ser::{SerializeMap, Serializer};
 use tokio::sync::mpsc;
 
-use crate::config::AuditSink;
+use crate::config::{AuditFormat, AuditSink};
 use crate::policy::Mode;
 use crate::fingerprint::Ja4;
 use crate::intel::NetInfo;
@@ -99,6 +99,63 @@ impl Event {
             claimed_user: None,
             reference: None,
         }
+    }
+
+    /// Serialises as one line of the Elastic Common Schema (`[audit] format = "ecs"`): the
+    /// same facts as [`Event::to_json`], placed where ECS puts them, tether's own under
+    /// `tether.*`. [`from_ecs`] reads it back.
+    pub fn to_ecs(&self) -> String {
+        use serde_json::{json, Map, Value};
+        let flat: Value = serde_json::from_str(&self.to_json()).unwrap_or(Value::Null);
+        let get = |k: &str| flat.get(k).cloned().filter(|v| !v.is_null());
+        let mut root = Map::new();
+        let mut put = |path: &str, v: Option<Value>| {
+            let Some(v) = v else { return };
+            let mut parts = path.split('.').peekable();
+            let mut node = &mut root;
+            while let Some(part) = parts.next() {
+                if parts.peek().is_none() {
+                    node.insert(part.to_owned(), v);
+                    return;
+                }
+                let child = node.entry(part.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+                match child {
+                    Value::Object(m) => node = m,
+                    // invariant: the paths below never make a leaf a parent.
+                    _ => return,
+                }
+            }
+        };
+        let outcome = match (self.kind, self.action) {
+            (EventKind::StepUpCompleted, _) => "success",
+            (EventKind::StepUpFailed | EventKind::SessionRevoked | EventKind::RequestRefused | EventKind::IdentifyFailed, _) => "failure",
+            (_, Some(Action::Allow)) => "success",
+            (_, Some(_)) => "failure",
+            _ => "unknown",
+        };
+        put("@timestamp", get("ts"));
+        put("ecs.version", Some(json!(ECS_VERSION)));
+        put("event.kind", Some(json!("event")));
+        put("event.module", Some(json!("tether")));
+        put("event.dataset", Some(json!("tether.audit")));
+        put("event.category", Some(json!(["authentication", "session"])));
+        put("event.action", get("event"));
+        put("event.outcome", Some(json!(outcome)));
+        put("event.risk_score", get("score"));
+        put("event.reason", get("detail"));
+        put("source.ip", get("ip"));
+        put("source.as.number", get("asn"));
+        put("source.as.organization.name", get("asn_org"));
+        put("source.geo.country_iso_code", get("country"));
+        put("user.name", get("user"));
+        put("user_agent.original", get("ua"));
+        put("tls.client.ja4", get("ja4"));
+        put("http.request.method", get("method"));
+        put("url.path", get("path"));
+        for k in ["session", "action", "reasons", "mode", "category", "detail", "claimed_user", "ref"] {
+            put(&format!("tether.{k}"), get(k));
+        }
+        Value::Object(root).to_string()
     }
 
     /// Serialises as one JSON line.
@@ -248,6 +305,53 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days * 86_400 + h * 3600 + mi * 60 + se - offset)
 }
 
+/// The ECS version `[audit] format = "ecs"` writes.
+pub const ECS_VERSION: &str = "8.11.0";
+
+/// An ECS audit line (`@timestamp`, …) as the flat fields of tether's own format, so
+/// `hunt` and `replay` read either; any other line is returned as it is.
+pub fn from_ecs(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    if v.get("@timestamp").is_none() {
+        return v;
+    }
+    let at = |path: &str| {
+        let mut node = &v;
+        for part in path.split('.') {
+            node = node.get(part)?;
+        }
+        (!node.is_null()).then(|| node.clone())
+    };
+    let mut flat = Map::new();
+    for (field, path) in [
+        ("ts", "@timestamp"),
+        ("event", "event.action"),
+        ("score", "event.risk_score"),
+        ("ip", "source.ip"),
+        ("asn", "source.as.number"),
+        ("asn_org", "source.as.organization.name"),
+        ("country", "source.geo.country_iso_code"),
+        ("user", "user.name"),
+        ("ua", "user_agent.original"),
+        ("ja4", "tls.client.ja4"),
+        ("method", "http.request.method"),
+        ("path", "url.path"),
+        ("session", "tether.session"),
+        ("action", "tether.action"),
+        ("reasons", "tether.reasons"),
+        ("mode", "tether.mode"),
+        ("category", "tether.category"),
+        ("detail", "tether.detail"),
+        ("claimed_user", "tether.claimed_user"),
+        ("ref", "tether.ref"),
+    ] {
+        if let Some(x) = at(path) {
+            flat.insert(field.to_owned(), x);
+        }
+    }
+    Value::Object(flat)
+}
+
 /// The sending side, held by the request path.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -264,7 +368,7 @@ pub struct AuditOpenError {
 
 impl AuditLog {
     /// Opens the sink and starts the writer task.
-    pub fn start(sink: &AuditSink, dropped: IntCounter, write_errors: IntCounter) -> Result<AuditLog, AuditOpenError> {
+    pub fn start(sink: &AuditSink, format: AuditFormat, dropped: IntCounter, write_errors: IntCounter) -> Result<AuditLog, AuditOpenError> {
         let out: Box<dyn Write + Send> = match sink {
             AuditSink::Stdout => Box::new(std::io::stdout()),
             AuditSink::File(path) => Box::new(
@@ -276,7 +380,7 @@ impl AuditLog {
             ),
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_loop(rx, out, write_errors));
+        tokio::spawn(write_loop(rx, out, format, write_errors));
         Ok(AuditLog { tx, dropped })
     }
 
@@ -287,12 +391,15 @@ impl AuditLog {
     }
 }
 
-async fn write_loop(mut rx: mpsc::Receiver<Event>, out: Box<dyn Write + Send>, errors: IntCounter) {
+async fn write_loop(mut rx: mpsc::Receiver<Event>, out: Box<dyn Write + Send>, format: AuditFormat, errors: IntCounter) {
     let mut out = std::io::BufWriter::new(out);
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
         for e in batch.drain(..) {
-            let mut line = e.to_json();
+            let mut line = match format {
+                AuditFormat::Json => e.to_json(),
+                AuditFormat::Ecs => e.to_ecs(),
+            };
             line.push('\n');
             if out.write_all(line.as_bytes()).is_err() {
                 errors.inc();
@@ -341,5 +448,41 @@ mod tests {
         assert!(v["reasons"].as_array().unwrap().is_empty());
         assert!(v["ts"].as_str().unwrap().ends_with('Z'));
         assert_eq!(bounded(&"é".repeat(400)).len(), 512);
+    }
+
+    #[test]
+    fn ecs_lines_carry_the_same_facts_and_read_back() {
+        let mut e = Event::new(EventKind::StepUpFailed, Mode::Enforce);
+        e.session = Some(SessionKey([0xab; 16]));
+        e.user = Some(Arc::from("alice"));
+        e.claimed_user = Some(Arc::from("mallory"));
+        e.ip = Some("127.0.2.9".parse().unwrap());
+        e.net = Some(NetInfo { asn: Some(crate::intel::Asn(39351)), country: crate::intel::Country::new("SE"), ..NetInfo::unknown() });
+        e.ua = Some("Mozilla/5.0".into());
+        e.detail = Some("wrong_user");
+        let v: serde_json::Value = serde_json::from_str(&e.to_ecs()).unwrap();
+        // (ECS path, value)
+        let rows = [
+            ("/event/action", serde_json::json!("step_up_failed")),
+            ("/event/outcome", serde_json::json!("failure")),
+            ("/event/reason", serde_json::json!("wrong_user")),
+            ("/source/ip", serde_json::json!("127.0.2.9")),
+            ("/source/as/number", serde_json::json!(39351)),
+            ("/source/geo/country_iso_code", serde_json::json!("SE")),
+            ("/user/name", serde_json::json!("alice")),
+            ("/user_agent/original", serde_json::json!("Mozilla/5.0")),
+            ("/tether/session", serde_json::json!("ab".repeat(16))),
+            ("/tether/claimed_user", serde_json::json!("mallory")),
+            ("/ecs/version", serde_json::json!(ECS_VERSION)),
+        ];
+        for (path, want) in rows {
+            assert_eq!(v.pointer(path), Some(&want), "{path} in {v}");
+        }
+        assert!(v["@timestamp"].as_str().unwrap().ends_with('Z'));
+        // Read back, it is the flat line.
+        let flat: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(from_ecs(v), flat);
+        // A flat line passes through untouched.
+        assert_eq!(from_ecs(flat.clone()), flat);
     }
 }

@@ -177,7 +177,7 @@ impl Shared {
             Some(redis) => Challenges::default().sharing(redis.challenges()),
             None => Challenges::default(),
         };
-        let audit = AuditLog::start(&first.config.audit.sink, metrics.audit_dropped.clone(), metrics.audit_write_errors.clone())?;
+        let audit = AuditLog::start(&first.config.audit.sink, first.config.audit.format, metrics.audit_dropped.clone(), metrics.audit_write_errors.clone())?;
         Ok(Shared {
             snapshot: ArcSwap::from_pointee(first),
             generation,

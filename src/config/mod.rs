@@ -25,7 +25,7 @@ use crate::intel::IntelConfig;
 use crate::policy::Policy;
 
 pub use admin::Admin;
-pub use audit::{Audit, AuditSink};
+pub use audit::{Audit, AuditFormat, AuditSink};
 pub use limits::Limits;
 pub use listen::{Listen, ProxySecret, TlsFiles};
 pub use session::Session;

@@ -122,7 +122,8 @@ impl Hunt {
                 continue;
             }
             self.report.lines_read += 1;
-            match serde_json::from_str::<AuditLine>(&line) {
+            let parsed = serde_json::from_str::<serde_json::Value>(&line).and_then(|v| serde_json::from_value::<AuditLine>(crate::audit::from_ecs(v)));
+            match parsed {
                 Ok(l) => self.line(l),
                 Err(_) => self.report.lines_unreadable += 1,
             }

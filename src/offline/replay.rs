@@ -134,7 +134,8 @@ impl<'a> Replayer<'a> {
             self.summary.errors += 1;
             return Some(fail(String::new(), format!("line longer than {MAX_LINE} bytes")));
         }
-        let line: Line = match serde_json::from_str(text) {
+        // Either audit format: an ECS line is read as the flat fields.
+        let line: Line = match serde_json::from_str::<serde_json::Value>(text).and_then(|v| serde_json::from_value(crate::audit::from_ecs(v))) {
             Ok(l) => l,
             Err(e) => {
                 self.summary.errors += 1;

@@ -218,6 +218,40 @@ async fn replay_of_the_audit_log_matches_the_live_decisions() {
 }
 
 #[tokio::test]
+async fn the_ecs_audit_format_is_ecs_and_replay_and_hunt_read_it() {
+    let up = spawn_upstream(None).await;
+    let sections = detector_sections("enforce", "").replace("[audit]\n", "[audit]\nallowed = true\nformat = \"ecs\"\n");
+    let t = start_tls(&format!("http://{up}"), "", &sections).await;
+    for (src, as_browser) in [("127.0.0.1", true), ("127.0.2.10", true), ("127.0.1.10", false), ("127.0.0.1", true)] {
+        let req = if as_browser { browser(&t, "/app") } else { get_req(&t, "/api", "python-requests/2.32") };
+        h1_from(&t, src, req).await;
+    }
+    let lines = audit_until(&t, |l| l.iter().filter(|x| x["event"]["action"] == "decision").count() >= 4).await;
+    let decisions: Vec<_> = lines.iter().filter(|l| l["event"]["action"] == "decision").collect();
+    for l in &decisions {
+        assert!(l["@timestamp"].is_string() && l["source"]["ip"].is_string() && l["tls"]["client"]["ja4"].is_string(), "{l}");
+        assert!(l["tether"]["session"].as_str().is_some_and(|s| s.len() == 32), "{l}");
+    }
+    assert_eq!(decisions[1]["event"]["outcome"], "failure");
+    assert_eq!(decisions[1]["source"]["as"]["number"], 39351);
+
+    let dir = t.certs.dir.path();
+    let config = dir.join("tether.toml");
+    std::fs::write(&config, format!("[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n{sections}")).unwrap();
+    let (replayed, _) = run_replay(&config, &dir.join("audit.jsonl"));
+    assert_eq!(replayed.len(), decisions.len());
+    for (l, r) in decisions.iter().zip(&replayed) {
+        assert_eq!((&l["tether"]["session"], &l["tether"]["action"], &l["tether"]["reasons"]), (&r["session"], &r["action"], &r["reasons"]), "live {l}\nreplay {r}");
+    }
+    // hunt reads it too: the Mullvad exit as an indicator finds the session.
+    let ioc = dir.join("iocs.txt");
+    std::fs::write(&ioc, "127.0.2.10\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether")).args(["hunt", "--json", "--ioc"]).arg(&ioc).arg(dir.join("audit.jsonl")).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["sessions"][0]["session"], decisions[0]["tether"]["session"], "{report}");
+}
+
+#[tokio::test]
 async fn replay_reads_the_trace_format() {
     let dir = tempfile::tempdir().unwrap();
     let g = geolite();
