@@ -18,6 +18,12 @@ pub enum TlsError {
     Key { path: PathBuf, source: rustls_pki_types::pem::Error },
     #[error("certificate and key do not form a usable pair: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("the private key is not the key of the first certificate in {}", cert.display())]
+    KeyMismatch { cert: PathBuf },
+    #[error("the first certificate in {} cannot be parsed: {source:?}", path.display())]
+    Leaf { path: PathBuf, source: webpki::Error },
+    #[error("cannot trust a certificate from {}: {source}", path.display())]
+    Ca { path: PathBuf, source: rustls::Error },
 }
 
 /// One provider, named explicitly, so a dependency enabling another one can never make
@@ -40,9 +46,35 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
+/// The listener's chain: parsed, its leaf certificate readable, so a garbage certificate
+/// is named as such rather than as a key that does not fit it.
+pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = load_certs(path)?;
+    if let Some(leaf) = certs.first() {
+        webpki::EndEntityCert::try_from(leaf).map_err(|source| TlsError::Leaf { path: path.to_path_buf(), source })?;
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Key { path: path.to_path_buf(), source })
+}
+
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = load_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key { path: key.to_path_buf(), source })?;
+    server_config_from(load_chain(cert)?, load_key(key)?).map_err(|e| named_mismatch(e, cert))
+}
+
+/// Says which files do not fit together, instead of rustls's generic complaint.
+pub fn named_mismatch(e: TlsError, cert: &Path) -> TlsError {
+    match e {
+        TlsError::Rustls(rustls::Error::InconsistentKeys(_)) => TlsError::KeyMismatch { cert: cert.to_path_buf() },
+        other => other,
+    }
+}
+
+/// The listener's config from a parsed chain and key; refuses a key that is not the
+/// leaf certificate's.
+pub fn server_config_from(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
@@ -60,7 +92,7 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, TlsError> 
     }
     if let Some(path) = extra_ca {
         for cert in load_certs(path)? {
-            roots.add(cert)?;
+            roots.add(cert).map_err(|source| TlsError::Ca { path: path.to_path_buf(), source })?;
         }
     }
     Ok(ClientConfig::builder_with_provider(provider())

@@ -1,6 +1,7 @@
 //! End-to-end tests: real TLS clients through a running tether to an in-process upstream.
 
 mod admin;
+mod check;
 mod cli;
 mod detector;
 mod adversarial;
