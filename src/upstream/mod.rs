@@ -30,8 +30,8 @@ pub type RequestBody = Guarded<Incoming>;
 /// Why the upstream gave no usable answer (or the request could not be sent to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("could not connect to the upstream")]
-    Connect,
+    #[error("could not connect to the upstream: {0}")]
+    Connect(ConnectFailure),
     #[error("the upstream did not answer in time")]
     Timeout,
     #[error("the upstream answered with something unusable")]
@@ -42,6 +42,27 @@ pub enum UpstreamError {
     BodyIdle,
     #[error("unusable request target")]
     Target,
+}
+
+crate::labels::labels! {
+    impl Display elsewhere;
+    /// Why a connection to the upstream failed, as far as the error chain says: what an
+    /// operator reads first in the log line of a 502.
+    #[derive(thiserror::Error)]
+    pub enum ConnectFailure {
+        #[error("connection refused")]
+        Refused = "refused",
+        #[error("connection reset or aborted")]
+        Reset = "reset",
+        #[error("host or network unreachable")]
+        Unreachable = "unreachable",
+        #[error("TLS handshake failed")]
+        Tls = "tls",
+        #[error("name resolution failed")]
+        Dns = "dns",
+        #[error("connect failed")]
+        Other = "other",
+    }
 }
 
 pub struct UpstreamClient {
@@ -99,6 +120,39 @@ impl UpstreamClient {
     }
 }
 
+/// The first cause in the chain that says why a connect failed. An `io::Error` hides the
+/// error it wraps from `source()`, so each one's inner error is looked at too.
+fn connect_failure(e: &hyper_util::client::legacy::Error) -> ConnectFailure {
+    use std::io::ErrorKind;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return ConnectFailure::Tls;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) {
+                return ConnectFailure::Tls;
+            }
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return ConnectFailure::Refused,
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe => {
+                    return ConnectFailure::Reset
+                }
+                ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable | ErrorKind::AddrNotAvailable => {
+                    return ConnectFailure::Unreachable
+                }
+                _ => {}
+            }
+        }
+        // hyper-util names a failed lookup only in its message.
+        if s.to_string().starts_with("dns error") {
+            return ConnectFailure::Dns;
+        }
+        source = s.source();
+    }
+    ConnectFailure::Other
+}
+
 /// Turns a client error into the proxy's view: was it the request body, the connect,
 /// or the upstream's answer?
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
@@ -119,7 +173,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         source = s.source();
     }
     if e.is_connect() {
-        UpstreamError::Connect
+        UpstreamError::Connect(connect_failure(e))
     } else {
         UpstreamError::Protocol
     }

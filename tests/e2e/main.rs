@@ -7,6 +7,7 @@ mod detector;
 mod adversarial;
 mod idp;
 mod lifetimes;
+mod logs;
 mod malformed;
 mod proxy;
 mod redis;
