@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tether::config::{Config, LogFormat};
+use tether::state::SharedError;
 
 /// What each exit code means, for every command; printed by `run --help` and kept in
 /// the README's Commands section.
@@ -221,6 +222,8 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match runtime.block_on(tether::app::run(&path, config)) {
         Err(tether::app::StartError::Snapshot(e)) => Err(invalid(&path, &e.0)),
+        // Files the config names that `run` creates: unusable ones are the config's fault.
+        Err(tether::app::StartError::Shared(e @ (SharedError::Audit(_) | SharedError::StateDir { .. }))) => Err(invalid(&path, [e])),
         other => Ok(other?),
     }
 }

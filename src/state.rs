@@ -193,7 +193,7 @@ impl AdminToken {
 /// Why the process-wide state could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum SharedError {
-    #[error(transparent)]
+    #[error("audit.path: {0}")]
     Audit(#[from] AuditOpenError),
     #[error("store: {0}")]
     Store(#[source] StoreError),

@@ -86,6 +86,9 @@ fn config(set: &[(&str, &str)]) -> String {
     sections.iter().map(|(s, body)| format!("[{s}]\n{body}")).collect()
 }
 
+/// A broken config: what is wrong, the values that make it so, the key it must name.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+
 fn check(files: &Files, text: &str) -> Output {
     let path = files.path().join("tether.toml");
     std::fs::write(&path, text).unwrap();
@@ -111,7 +114,7 @@ fn check_config_refuses_what_run_refuses_naming_the_key() {
         ("step_up.client_id", "\"tether\""),
         ("step_up.ca_file", "\"garbage.pem\""),
     ];
-    let cases: &[(&str, Vec<(&str, &str)>, &str)] = &[
+    let cases: &[Case<'_>] = &[
         ("an ASN database as city_db", vec![("intel.city_db", &asn)], "intel.city_db"),
         ("a City database as asn_db", vec![("intel.asn_db", "\"city-as-asn.mmdb\"")], "intel.asn_db"),
         ("a truncated database", vec![("intel.asn_db", "\"truncated.mmdb\"")], "intel.asn_db"),
