@@ -120,29 +120,15 @@ impl UpstreamClient {
     }
 }
 
-/// The first cause in the chain that says why a connect failed. An `io::Error` hides the
-/// error it wraps from `source()`, so each one's inner error is looked at too.
+/// The first cause in the chain that says why a connect failed.
 fn connect_failure(e: &hyper_util::client::legacy::Error) -> ConnectFailure {
-    use std::io::ErrorKind;
     let mut source = e.source();
     while let Some(s) = source {
         if s.downcast_ref::<rustls::Error>().is_some() {
             return ConnectFailure::Tls;
         }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) {
-                return ConnectFailure::Tls;
-            }
-            match io.kind() {
-                ErrorKind::ConnectionRefused => return ConnectFailure::Refused,
-                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe => {
-                    return ConnectFailure::Reset
-                }
-                ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable | ErrorKind::AddrNotAvailable => {
-                    return ConnectFailure::Unreachable
-                }
-                _ => {}
-            }
+        if let Some(why) = s.downcast_ref::<std::io::Error>().and_then(io_failure) {
+            return why;
         }
         // hyper-util names a failed lookup only in its message.
         if s.to_string().starts_with("dns error") {
@@ -151,6 +137,42 @@ fn connect_failure(e: &hyper_util::client::legacy::Error) -> ConnectFailure {
         source = s.source();
     }
     ConnectFailure::Other
+}
+
+/// What an `io::Error` says, looking through the errors it wraps: those are hidden from
+/// `source()`, and the TLS connector wraps a rustls error in two of them.
+fn io_failure(io: &std::io::Error) -> Option<ConnectFailure> {
+    use std::io::ErrorKind;
+    let inner = io.get_ref();
+    if inner.is_some_and(|i| i.is::<rustls::Error>()) {
+        return Some(ConnectFailure::Tls);
+    }
+    if let Some(why) = inner.and_then(|i| i.downcast_ref::<std::io::Error>()).and_then(io_failure) {
+        return Some(why);
+    }
+    match io.kind() {
+        ErrorKind::ConnectionRefused => Some(ConnectFailure::Refused),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe => {
+            Some(ConnectFailure::Reset)
+        }
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable | ErrorKind::AddrNotAvailable => Some(ConnectFailure::Unreachable),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod connect_failure_tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn wrapped_errors_are_looked_through() {
+        let tls = Error::new(ErrorKind::Other, Error::new(ErrorKind::InvalidData, rustls::Error::DecryptError));
+        assert_eq!(io_failure(&tls), Some(ConnectFailure::Tls));
+        assert_eq!(io_failure(&Error::from(ErrorKind::ConnectionRefused)), Some(ConnectFailure::Refused));
+        assert_eq!(io_failure(&Error::new(ErrorKind::Other, Error::from(ErrorKind::ConnectionReset))), Some(ConnectFailure::Reset));
+        assert_eq!(io_failure(&Error::from(ErrorKind::PermissionDenied)), None);
+    }
 }
 
 /// Turns a client error into the proxy's view: was it the request body, the connect,

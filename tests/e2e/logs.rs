@@ -135,3 +135,17 @@ fn the_environment_wins_over_the_file_and_is_checked() {
     assert_eq!(p.child.wait().unwrap().code(), Some(2), "a bad TETHER_LOG_FORMAT is a usage error");
     assert!(text.join("\n").contains("TETHER_LOG_FORMAT"), "{text:?}");
 }
+
+#[test]
+fn a_502_names_a_tls_failure_towards_the_upstream() {
+    // An HTTPS upstream whose certificate tether was not told to trust.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let certs = super::support::certs();
+    let upstream = runtime.block_on(super::support::spawn_upstream(Some(&certs)));
+    let config = config("json", upstream.port()).replace("url = \"http://", "url = \"https://");
+    let p = spawn(&config, None);
+    let answer = get(p.listening(), "/console");
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    let why = p.until("the 502's line", |l| l["fields"]["status"] == 502 && l["level"] == "WARN");
+    assert_eq!(why["fields"]["reason"], "upstream_tls", "{why}");
+}
