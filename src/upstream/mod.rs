@@ -160,21 +160,6 @@ fn io_failure(io: &std::io::Error) -> Option<ConnectFailure> {
     }
 }
 
-#[cfg(test)]
-mod connect_failure_tests {
-    use super::*;
-    use std::io::{Error, ErrorKind};
-
-    #[test]
-    fn wrapped_errors_are_looked_through() {
-        let tls = Error::new(ErrorKind::Other, Error::new(ErrorKind::InvalidData, rustls::Error::DecryptError));
-        assert_eq!(io_failure(&tls), Some(ConnectFailure::Tls));
-        assert_eq!(io_failure(&Error::from(ErrorKind::ConnectionRefused)), Some(ConnectFailure::Refused));
-        assert_eq!(io_failure(&Error::new(ErrorKind::Other, Error::from(ErrorKind::ConnectionReset))), Some(ConnectFailure::Reset));
-        assert_eq!(io_failure(&Error::from(ErrorKind::PermissionDenied)), None);
-    }
-}
-
 /// Turns a client error into the proxy's view: was it the request body, the connect,
 /// or the upstream's answer?
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
@@ -198,5 +183,20 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         UpstreamError::Connect(connect_failure(e))
     } else {
         UpstreamError::Protocol
+    }
+}
+
+#[cfg(test)]
+mod connect_failure_tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn wrapped_errors_are_looked_through() {
+        let tls = Error::other(Error::new(ErrorKind::InvalidData, rustls::Error::DecryptError));
+        assert_eq!(io_failure(&tls), Some(ConnectFailure::Tls));
+        assert_eq!(io_failure(&Error::from(ErrorKind::ConnectionRefused)), Some(ConnectFailure::Refused));
+        assert_eq!(io_failure(&Error::other(Error::from(ErrorKind::ConnectionReset))), Some(ConnectFailure::Reset));
+        assert_eq!(io_failure(&Error::from(ErrorKind::PermissionDenied)), None);
     }
 }
