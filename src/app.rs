@@ -55,6 +55,39 @@ impl Running {
     }
 }
 
+/// What `check-config` runs: the first snapshot, built exactly as [`start`] builds it
+/// (certificates and keys parsed and paired, databases opened and typed, lists and key
+/// files read), without binding a port, opening the store or contacting the IdP.
+pub fn check(config: Config) -> Result<Config, SnapshotError> {
+    let metrics = crate::metrics::Metrics::new();
+    // Never hashes anything: the snapshot is dropped once built.
+    let placeholder = crate::session::HashKey::new([0; 32], None);
+    let mut problems = Vec::new();
+    if let crate::config::AuditSink::File(path) = &config.audit.sink {
+        if let Err(cause) = check_output(path) {
+            problems.push(crate::state::LoadError { key: "audit.path".to_owned(), cause: crate::state::LoadCause::Output(cause) });
+        }
+    }
+    match Snapshot::build(config, 0, &metrics, &placeholder) {
+        Ok(snapshot) if problems.is_empty() => Ok(snapshot.config),
+        Ok(_) => Err(SnapshotError(problems)),
+        Err(SnapshotError(more)) => Err(SnapshotError(problems.into_iter().chain(more).collect())),
+    }
+}
+
+/// An output file `run` will create or append to: its directory must exist and it must
+/// not be a directory itself. Checked without creating anything.
+fn check_output(path: &Path) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    if path.is_dir() {
+        return Err(Error::new(ErrorKind::InvalidInput, format!("{} is a directory", path.display())));
+    }
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Err(Error::new(ErrorKind::NotFound, format!("directory {} does not exist", dir.display()))),
+        _ => Ok(()),
+    }
+}
+
 /// Binds both listeners (port 0 picks a free port) and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let proxy_bind = config.listen.addr;

@@ -70,6 +70,9 @@ fn warn_restart_only(old: &Config, new: &Config) {
     if old.audit.sink != new.audit.sink {
         tracing::warn!(key = "audit.path", "changed in the file; takes effect only at restart");
     }
+    if old.log.format != new.log.format {
+        tracing::warn!(key = "log.format", "changed in the file; takes effect only at restart");
+    }
     if old.session.limits.max_sessions != new.session.limits.max_sessions {
         tracing::warn!(key = "session.max_sessions", "changed in the file; takes effect only at restart");
     }

@@ -13,7 +13,7 @@ use crate::detector::{Detector, DetectorError};
 use crate::session::{HashKey, Store, StoreError};
 use crate::stepup::oidc::{IdpClient, OidcSetupError};
 use crate::stepup::Challenges;
-use crate::intel::{Intel, IntelError};
+use crate::intel::{Intel, IntelCause, IntelErrors};
 use crate::metrics::Metrics;
 use crate::net::client_addr::TrustedProxies;
 use crate::net::tls::{self, TlsError};
@@ -37,45 +37,113 @@ pub struct Snapshot {
     pub generation: u64,
 }
 
+/// One file the config names that could not be loaded, named by its key path
+/// (`intel.city_db`, `listen.tls_key`), its cause said once.
 #[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("listener TLS: {0}")]
-    ListenerTls(#[source] TlsError),
-    #[error("upstream TLS: {0}")]
-    UpstreamTls(#[source] TlsError),
-    #[error("intel: {0}")]
-    Intel(#[source] IntelError),
-    #[error("session: {0}")]
-    Detector(#[source] DetectorError),
-    #[error("step_up: {0}")]
-    Idp(#[source] OidcSetupError),
-    #[error("admin token file {}: {source}", path.display())]
-    AdminToken { path: std::path::PathBuf, source: std::io::Error },
+#[error("{key}: {cause}")]
+pub struct LoadError {
+    pub key: String,
+    #[source]
+    pub cause: LoadCause,
 }
 
-impl Snapshot {
+#[derive(Debug, thiserror::Error)]
+pub enum LoadCause {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Intel(#[from] IntelCause),
+    #[error(transparent)]
+    Session(#[from] DetectorError),
+    #[error(transparent)]
+    Idp(#[from] OidcSetupError),
+    #[error("{0}")]
+    AdminToken(#[source] std::io::Error),
+    /// A file tether writes to (`check-config` only: `run` reports its own open error).
+    #[error("{0}")]
+    Output(#[source] std::io::Error),
+}
 
-    pub fn build(config: Config, generation: u64, metrics: &Metrics, generated_key: &HashKey) -> Result<Snapshot, SnapshotError> {
-        let (tls, tls_leaf) = match &config.listen.tls {
-            Some(files) => {
-                let server = tls::server_config_for_clients(&files.cert, &files.key, config.listen.client_ca.as_deref(), config.listen.http2).map_err(SnapshotError::ListenerTls)?;
-                let leaf = tls::load_certs(&files.cert).map_err(SnapshotError::ListenerTls)?.into_iter().next();
-                (Some(server), leaf)
+/// Every part of a snapshot that could not be built: the config is valid TOML but names
+/// files tether cannot use. Reported all at once, as config errors are.
+#[derive(Debug)]
+pub struct SnapshotError(pub Vec<LoadError>);
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
             }
-            None => (None, None),
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+impl Snapshot {
+    /// Loads everything the config names (certificates, keys, databases, lists) without
+    /// touching the network, and reports every failure at once. `check-config` builds
+    /// one too, so it refuses exactly what `run` and a reload refuse.
+    pub fn build(config: Config, generation: u64, metrics: &Metrics, generated_key: &HashKey) -> Result<Snapshot, SnapshotError> {
+        let mut errors = Vec::new();
+        let mut fail = |key: &str, cause: LoadCause| errors.push(LoadError { key: key.to_owned(), cause });
+        let listener = match &config.listen.tls {
+            Some(files) => {
+                let certs = tls::load_chain(&files.cert).map_err(|e| fail("listen.tls_cert", e.into())).ok();
+                let key = tls::load_key(&files.key).map_err(|e| fail("listen.tls_key", e.into())).ok();
+                match (certs, key) {
+                    (Some(certs), Some(key)) => {
+                        let leaf = certs.first().cloned();
+                        let clients = tls::Clients { ca: config.listen.client_ca.as_deref(), http2: config.listen.http2 };
+                        tls::server_config_from(certs, key, clients)
+                            .map_err(|e| match e {
+                                // The client CA's own trouble is the client CA's key.
+                                e @ (TlsError::Ca { .. } | TlsError::ClientCa(_)) => fail("listen.client_ca", e.into()),
+                                e if config.listen.client_ca.as_deref().is_some_and(|ca| matches!(&e, TlsError::Certs { path, .. } | TlsError::NoCerts { path } if path == ca)) => {
+                                    fail("listen.client_ca", e.into())
+                                }
+                                e => fail("listen.tls_key", tls::named_mismatch(e, &files.cert).into()),
+                            })
+                            .ok()
+                            .map(|server| (server, leaf))
+                    }
+                    _ => None,
+                }
+            }
+            None => None,
         };
-        let upstream = UpstreamClient::new(&config.upstream, &config.limits).map_err(SnapshotError::UpstreamTls)?;
-        let trusted = TrustedProxies::new(config.listen.trusted_proxies.clone());
+        let upstream = UpstreamClient::new(&config.upstream, &config.limits).map_err(|e| fail("upstream.ca_file", e.into())).ok();
         let intel = match &config.intel {
-            Some(cfg) => Some(Arc::new(Intel::load(cfg, metrics.intel_lookup_errors.clone()).map_err(SnapshotError::Intel)?)),
+            Some(cfg) => match Intel::load(cfg, metrics.intel_lookup_errors.clone()) {
+                Ok(intel) => Some(Arc::new(intel)),
+                Err(IntelErrors(list)) => {
+                    list.into_iter().for_each(|e| fail(&e.key, e.cause.into()));
+                    None
+                }
+            },
             None => None,
         };
-        let detector = Detector::build(&config, generated_key).map_err(SnapshotError::Detector)?;
-        let idp = config.step_up.as_ref().map(IdpClient::new).transpose().map_err(SnapshotError::Idp)?.map(Arc::new);
+        let detector = Detector::build(&config, generated_key).map_err(|e| fail(session_key(&e), e.into())).ok();
+        let idp = match config.step_up.as_ref().map(IdpClient::new) {
+            Some(Ok(idp)) => Some(Arc::new(idp)),
+            Some(Err(e)) => {
+                fail(step_up_key(&e), e.into());
+                None
+            }
+            None => None,
+        };
         let admin_token = match &config.admin.token_file {
-            Some(path) => Some(AdminToken::read(path).map_err(|source| SnapshotError::AdminToken { path: path.clone(), source })?),
+            Some(path) => AdminToken::read(path).map_err(|e| fail("admin.token_file", LoadCause::AdminToken(e))).ok(),
             None => None,
         };
+        let (Some(upstream), Some(detector), true) = (upstream, detector, errors.is_empty()) else {
+            return Err(SnapshotError(errors));
+        };
+        let (tls, tls_leaf) = listener.map_or((None, None), |(server, leaf)| (Some(server), leaf));
+        let trusted = TrustedProxies::new(config.listen.trusted_proxies.clone());
         Ok(Snapshot { config, tls, tls_leaf, trusted, upstream, intel, detector, idp, admin_token, generation })
     }
 
@@ -91,6 +159,23 @@ impl Snapshot {
                 metrics.intel_db_build.with_label_values(&[db.kind.as_str()]).set(db.build_epoch() as i64);
             }
         }
+    }
+}
+
+/// The key whose file a session error is about.
+fn session_key(e: &DetectorError) -> &'static str {
+    match e {
+        DetectorError::HashKey(_) => "session.hash_key_file",
+        DetectorError::Jwks(_) => "session.jwt.jwks_file",
+    }
+}
+
+/// The key whose file an IdP client error is about.
+fn step_up_key(e: &OidcSetupError) -> &'static str {
+    match e {
+        OidcSetupError::Tls(_) => "step_up.ca_file",
+        OidcSetupError::Secret { .. } => "step_up.client_secret_file",
+        OidcSetupError::PrivateKey { .. } => "step_up.client_private_key_file",
     }
 }
 
@@ -118,7 +203,7 @@ impl AdminToken {
 /// Why the process-wide state could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum SharedError {
-    #[error(transparent)]
+    #[error("audit.path: {0}")]
     Audit(#[from] AuditOpenError),
     #[error("store: {0}")]
     Store(#[source] StoreError),

@@ -274,10 +274,38 @@ impl<'t> Section<'t> {
         let seen = self.seen.borrow();
         for key in table.keys() {
             if !seen.iter().any(|k| k == key) {
-                self.problems.push(format!("{}.{}", self.name, key), Problem::UnknownKey);
+                // Every getter records its key as seen, so `seen` is the section's known keys.
+                self.problems.push(format!("{}.{}", self.name, key), unknown_key(key, &seen));
             }
         }
     }
+}
+
+/// The problem for an unknown key: with the nearest known key when one is close enough
+/// to be a typo of it.
+pub(crate) fn unknown_key(key: &str, known: &[&'static str]) -> Problem {
+    let nearest = known.iter().map(|k| (edit_distance(key, k), *k)).min_by_key(|(d, _)| *d);
+    match nearest {
+        // A third of the longer name: "polcy" finds "policy", "url" does not find "tls".
+        Some((d, near)) if d <= (near.len().max(key.len()) / 3).max(1) => Problem::UnknownKeyNear { near },
+        _ => Problem::UnknownKey,
+    }
+}
+
+/// Levenshtein distance over characters. Keys are short, so the two-row table is cheap.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut row = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != *cb);
+            row[j + 1] = substitute.min(prev[j + 1] + 1).min(row[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut row);
+    }
+    prev[b.len()]
 }
 
 pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
@@ -327,6 +355,24 @@ mod tests {
         assert_eq!(parse_duration("ten"), None);
         assert_eq!(parse_duration("5 days"), None);
         assert_eq!(parse_duration("99999999999999999999h"), None);
+    }
+
+    #[test]
+    fn unknown_keys_suggest_a_near_known_key() {
+        let known = ["addr", "tls_cert", "tls_key", "trusted_proxies"];
+        let near = |k| match unknown_key(k, &known) {
+            Problem::UnknownKeyNear { near } => Some(near),
+            _ => None,
+        };
+        assert_eq!(near("tls-cert"), Some("tls_cert"));
+        assert_eq!(near("trusted_proxy"), Some("trusted_proxies"));
+        assert_eq!(near("adr"), Some("addr"));
+        assert_eq!(near("retries"), None);
+        assert_eq!(near("x"), None);
+        assert!(matches!(unknown_key("anything", &[]), Problem::UnknownKey));
+        assert_eq!(edit_distance("polcy", "policy"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

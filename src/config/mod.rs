@@ -11,6 +11,7 @@ mod decode;
 mod intel;
 mod limits;
 mod listen;
+mod log;
 mod policy;
 mod session;
 mod step_up;
@@ -28,6 +29,7 @@ pub use admin::Admin;
 pub use audit::{Audit, AuditFormat, AuditSink};
 pub use limits::Limits;
 pub use listen::{Listen, ProxySecret, TlsFiles};
+pub use log::{Log, LogFormat};
 pub use session::Session;
 pub use step_up::{ClientAuth, ClientSecret, IdpEndpoints, Identify, StepUp, UnknownOwner};
 pub use store::Store;
@@ -35,7 +37,7 @@ pub use upstream::Upstream;
 
 /// The sections a config file may hold; anything else at the top level is an error.
 const SECTIONS: &[&str] =
-    &["listen", "upstream", "admin", "limits", "intel", "session", "policy", "step_up", "store", "audit"];
+    &["listen", "upstream", "admin", "limits", "intel", "session", "policy", "step_up", "store", "audit", "log"];
 
 /// One thing wrong with a config file.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,9 @@ pub struct ConfigError {
 pub enum Problem {
     #[error("unknown key")]
     UnknownKey,
+    /// An unknown key close to a known one: most unknown keys are typos.
+    #[error("unknown key; did you mean `{near}`?")]
+    UnknownKeyNear { near: &'static str },
     #[error("required key is missing")]
     Missing,
     #[error("expected {expected}, found {found}")]
@@ -96,6 +101,7 @@ pub struct Config {
     pub step_up: Option<StepUp>,
     pub store: Store,
     pub audit: Audit,
+    pub log: Log,
 }
 
 impl Config {
@@ -141,7 +147,7 @@ impl Config {
             ConfigErrors(vec![ConfigError { path: String::from("(file)"), problem: Problem::Syntax(Box::new(e)) }])
         })?;
         let unknown = root.keys().filter(|key| !SECTIONS.contains(&key.as_str()));
-        let errors = unknown.map(|key| ConfigError { path: key.clone(), problem: Problem::UnknownKey }).collect();
+        let errors = unknown.map(|key| ConfigError { path: key.clone(), problem: decode::unknown_key(key, SECTIONS) }).collect();
         let mut file = FileReader { root: &root, base_dir, errors };
 
         let listen = file.section("listen", listen::read);
@@ -154,6 +160,7 @@ impl Config {
         let step_up = file.section("step_up", step_up::read);
         let store = file.section("store", store::read);
         let audit = file.section("audit", audit::read);
+        let log = file.section("log", log::read);
 
         let config = || {
             Some(Config {
@@ -167,6 +174,7 @@ impl Config {
                 step_up: step_up?,
                 store: store?,
                 audit: audit?,
+                log: log?,
             })
         };
         match config() {

@@ -264,3 +264,15 @@ fn store_section_reads_redis_and_names_every_bad_key() {
     let err = parse(&format!("{base}[store]\nurl = \"redis://x\"\n")).unwrap_err();
     assert_eq!(paths(&err), ["store.url"], "redis settings with the memory backend are named");
 }
+
+#[test]
+fn log_section_reads_format_and_access_and_names_its_mistakes() {
+    const BASE: &str = "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:8080\"\n";
+    let cfg = parse(BASE).unwrap();
+    assert_eq!((cfg.log.format, cfg.log.access), (LogFormat::Text, false));
+    let cfg = parse(&format!("{BASE}[log]\nformat = \"json\"\naccess = true\n")).unwrap();
+    assert_eq!((cfg.log.format, cfg.log.access), (LogFormat::Json, true));
+    let err = parse(&format!("{BASE}[log]\nformat = \"yaml\"\nacess = true\n")).unwrap_err();
+    assert_eq!(paths(&err), ["log.format", "log.acess"]);
+    assert_eq!(err.0[1].to_string(), "log.acess: unknown key; did you mean `access`?");
+}

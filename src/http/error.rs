@@ -4,12 +4,12 @@
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
-use crate::upstream::UpstreamError;
+use crate::upstream::{ConnectFailure, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("could not connect to the upstream")]
-    UpstreamConnect,
+    #[error("could not connect to the upstream: {0}")]
+    UpstreamConnect(ConnectFailure),
     #[error("the upstream did not answer in time")]
     UpstreamTimeout,
     #[error("the upstream answered with something unusable")]
@@ -43,7 +43,7 @@ pub enum BadRequest {
 impl From<UpstreamError> for ProxyError {
     fn from(e: UpstreamError) -> Self {
         match e {
-            UpstreamError::Connect => ProxyError::UpstreamConnect,
+            UpstreamError::Connect(why) => ProxyError::UpstreamConnect(why),
             UpstreamError::Timeout => ProxyError::UpstreamTimeout,
             UpstreamError::Protocol => ProxyError::UpstreamProtocol,
             UpstreamError::BodyTooLarge => ProxyError::BodyTooLarge,
@@ -56,7 +56,7 @@ impl From<UpstreamError> for ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::UpstreamConnect => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -71,7 +71,7 @@ impl ProxyError {
     /// Metric label for upstream failures; `None` for the client's own faults.
     pub fn upstream_kind(&self) -> Option<&'static str> {
         match self {
-            ProxyError::UpstreamConnect => Some("connect"),
+            ProxyError::UpstreamConnect(_) => Some("connect"),
             ProxyError::UpstreamTimeout => Some("timeout"),
             ProxyError::UpstreamProtocol => Some("protocol"),
             ProxyError::BodyTooLarge

@@ -2,6 +2,7 @@
 //! handler and its phases, forwarding with header hygiene, tether's own answers, and the
 //! error-to-status mapping.
 
+mod access;
 mod answer;
 // The bodies live beside the upstream client that sends them; `http::body` stays their
 // name here, where the service builds its answers.

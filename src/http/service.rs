@@ -27,6 +27,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
+use super::access;
 use super::answer;
 use super::body::{Guarded, ProxyBody};
 use super::error::{BadRequest, ProxyError};
@@ -103,16 +104,20 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnFacts, shared: &Arc<Share
     // Read before the request moves on: any answer tether writes itself leaves the body
     // unread, and on HTTP/1 its bytes must never be parsed as the next request.
     let unread_body = conn.protocol == Protocol::Http1 && answer::has_body(&req);
-    let resp = match respond(req, conn, &snap, shared, unread_body).await {
+    let seen = access::Seen::of(&req);
+    let mut outcome = access::Outcome::default();
+    let resp = match respond(req, conn, &snap, shared, unread_body, &mut outcome).await {
         Ok(resp) => resp,
         Err(e) => {
             if let Some(kind) = e.upstream_kind() {
                 shared.metrics.upstream_errors.with_label_values(&[kind]).inc();
             }
+            access::failed(&seen, &outcome, &e);
             answer::close_if(e.into_response(), unread_body)
         }
     };
     record::request(shared, conn.protocol, resp.status(), started);
+    access::answered(&snap, &seen, &outcome, resp.status(), started);
     resp
 }
 
@@ -123,6 +128,7 @@ async fn respond(
     snap: &Snapshot,
     shared: &Arc<Shared>,
     unread_body: bool,
+    outcome: &mut access::Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let mut cx = admit(&req, conn, snap, shared, unread_body)?;
     if let Err(refusal) = identify(&req, &mut cx) {
@@ -132,6 +138,7 @@ async fn respond(
         return own::serve(req, &cx).await;
     }
     let decision = judge(&req, &cx).await?;
+    outcome.decided(decision.as_ref());
     answer_or_forward(req, &cx, decision).await
 }
 

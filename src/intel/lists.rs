@@ -74,6 +74,16 @@ impl<V: Copy> NetList<V> {
     }
 }
 
+impl ListError {
+    /// The file the error is about, when it is about one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ListError::Read { path, .. } | ListError::BadEntry { path, .. } => Some(path),
+            ListError::TooManyFiles => None,
+        }
+    }
+}
+
 /// Category lists built from config entries.
 pub fn category_list(entries: &[(Category, Entry)]) -> NetList<Category> {
     let mut list = NetList::default();

@@ -82,13 +82,42 @@ pub struct IntelConfig {
     pub cache_entries: usize,
 }
 
+/// One file of `[intel]` that could not be loaded, named by the key that points at it.
 #[derive(Debug, thiserror::Error)]
-pub enum IntelError {
+#[error("{key}: {cause}")]
+pub struct IntelError {
+    /// Dotted key path, e.g. `intel.city_db` or `intel.ioc_files[1]`.
+    pub key: String,
+    #[source]
+    pub cause: IntelCause,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntelCause {
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
     List(#[from] ListError),
 }
+
+/// Every file of `[intel]` that could not be loaded: an operator fixing a rollout wants
+/// them all at once, not one per attempt.
+#[derive(Debug)]
+pub struct IntelErrors(pub Vec<IntelError>);
+
+impl std::fmt::Display for IntelErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for IntelErrors {}
 
 pub struct Intel {
     asn: Db,
@@ -104,12 +133,28 @@ pub struct Intel {
 }
 
 impl Intel {
-    /// Loads every database and list; any failure names its file.
-    pub fn load(cfg: &IntelConfig, lookup_errors: IntCounter) -> Result<Intel, IntelError> {
-        let asn = Db::open(&cfg.asn_db, DbKind::Asn)?;
-        let city = cfg.city_db.as_deref().map(|p| Db::open(p, DbKind::City)).transpose()?;
-        let anonymous = cfg.anonymous_ip_db.as_deref().map(|p| Db::open(p, DbKind::AnonymousIp)).transpose()?;
-        Intel::assemble(asn, city, anonymous, cfg, lookup_errors)
+    /// Loads every database and list; every failure is reported, each with its key.
+    pub fn load(cfg: &IntelConfig, lookup_errors: IntCounter) -> Result<Intel, IntelErrors> {
+        let mut errors = Vec::new();
+        let mut open = |key: &str, path: &std::path::Path, kind| match Db::open(path, kind) {
+            Ok(db) => Some(db),
+            Err(e) => {
+                errors.push(IntelError { key: format!("intel.{key}"), cause: e.into() });
+                None
+            }
+        };
+        let asn = open("asn_db", &cfg.asn_db, DbKind::Asn);
+        let city = cfg.city_db.as_deref().and_then(|p| open("city_db", p, DbKind::City));
+        let anonymous = cfg.anonymous_ip_db.as_deref().and_then(|p| open("anonymous_ip_db", p, DbKind::AnonymousIp));
+        let lists = Lists::load(cfg);
+        match (asn, lists) {
+            // Without errors, a database missing here is one the config does not name.
+            (Some(asn), Ok(lists)) if errors.is_empty() => Ok(Intel::with_lists(asn, city, anonymous, cfg, lists, lookup_errors)),
+            (_, lists) => {
+                errors.extend(lists.err().into_iter().flat_map(|e| e.0));
+                Err(IntelErrors(errors))
+            }
+        }
     }
 
     /// Builds from already-opened databases (the demo embeds its fixtures).
@@ -119,24 +164,23 @@ impl Intel {
         anonymous: Option<Db>,
         cfg: &IntelConfig,
         lookup_errors: IntCounter,
-    ) -> Result<Intel, IntelError> {
-        let mut allow = lists::category_list(&cfg.allow);
-        for path in &cfg.privacy_relay_files {
-            for net in lists::read_relay_file(path)? {
-                allow.insert(Entry::Net(net), Category::PrivacyRelay);
-            }
-        }
-        Ok(Intel {
+    ) -> Result<Intel, IntelErrors> {
+        let lists = Lists::load(cfg)?;
+        Ok(Intel::with_lists(asn, city, anonymous, cfg, lists, lookup_errors))
+    }
+
+    fn with_lists(asn: Db, city: Option<Db>, anonymous: Option<Db>, cfg: &IntelConfig, lists: Lists, lookup_errors: IntCounter) -> Intel {
+        Intel {
             asn,
             city,
             anonymous,
             catalogue: cfg.catalogue.then(Catalogue::builtin),
             networks: lists::category_list(&cfg.networks),
-            allow,
-            iocs: IocSet::load(&cfg.ioc_files)?,
+            allow: lists.allow,
+            iocs: lists.iocs,
             cache: LookupCache::new(cfg.cache_entries),
             lookup_errors,
-        })
+        }
     }
 
     /// What tether knows about `ip`, from the cache when possible.
@@ -200,6 +244,35 @@ impl Intel {
 
     pub fn ioc_count(&self) -> usize {
         self.iocs.len()
+    }
+}
+
+/// The operator's files: the privacy-relay allowlist and the IoC set.
+struct Lists {
+    allow: NetList<Category>,
+    iocs: IocSet,
+}
+
+impl Lists {
+    fn load(cfg: &IntelConfig) -> Result<Lists, IntelErrors> {
+        let mut errors = Vec::new();
+        let mut allow = lists::category_list(&cfg.allow);
+        for (i, path) in cfg.privacy_relay_files.iter().enumerate() {
+            match lists::read_relay_file(path) {
+                Ok(nets) => nets.into_iter().for_each(|net| allow.insert(Entry::Net(net), Category::PrivacyRelay)),
+                Err(e) => errors.push(IntelError { key: format!("intel.allow.privacy_relay_files[{i}]"), cause: e.into() }),
+            }
+        }
+        let iocs = IocSet::load(&cfg.ioc_files).map_err(|e| {
+            // The error names its file; the key names the file's place in the list.
+            let at = e.path().and_then(|p| cfg.ioc_files.iter().position(|f| f.path == p));
+            let key = at.map_or_else(|| "intel.ioc_files".to_owned(), |i| format!("intel.ioc_files[{i}]"));
+            errors.push(IntelError { key, cause: e.into() });
+        });
+        match iocs {
+            Ok(iocs) if errors.is_empty() => Ok(Lists { allow, iocs }),
+            _ => Err(IntelErrors(errors)),
+        }
     }
 }
 

@@ -18,8 +18,30 @@ pub enum TlsError {
     Key { path: PathBuf, source: rustls_pki_types::pem::Error },
     #[error("certificate and key do not form a usable pair: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("the private key is not the key of the first certificate in {}", cert.display())]
+    KeyMismatch { cert: PathBuf },
+    #[error("the first certificate in {} cannot be parsed: {source:?}", path.display())]
+    Leaf { path: PathBuf, source: webpki::Error },
+    #[error("cannot trust a certificate from {}: {source}", path.display())]
+    Ca { path: PathBuf, source: rustls::Error },
     #[error("the client CA cannot verify certificates: {0}")]
     ClientCa(String),
+}
+
+/// Who may connect to the listener, and in which protocols.
+#[derive(Debug, Clone, Copy)]
+pub struct Clients<'a> {
+    /// Every client must present a certificate issued by this CA (a CDN's authenticated
+    /// origin pulls), or the handshake fails.
+    pub ca: Option<&'a Path>,
+    /// Offer HTTP/2 (else HTTP/1.1 alone, for consoles that misbehave over HTTP/2).
+    pub http2: bool,
+}
+
+impl Default for Clients<'_> {
+    fn default() -> Self {
+        Clients { ca: None, http2: true }
+    }
 }
 
 /// One provider, named explicitly, so a dependency enabling another one can never make
@@ -42,23 +64,42 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config_for_clients(cert, key, None, true)
+/// The listener's chain: parsed, its leaf certificate readable, so a garbage certificate
+/// is named as such rather than as a key that does not fit it.
+pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = load_certs(path)?;
+    if let Some(leaf) = certs.first() {
+        webpki::EndEntityCert::try_from(leaf).map_err(|source| TlsError::Leaf { path: path.to_path_buf(), source })?;
+    }
+    Ok(certs)
 }
 
-/// The listener's config; with `client_ca`, every client must present a certificate
-/// issued by it (a CDN's authenticated origin pulls), or the handshake fails.
-/// `http2 = false` offers HTTP/1.1 alone, for consoles that misbehave over HTTP/2.
-pub fn server_config_for_clients(cert: &Path, key: &Path, client_ca: Option<&Path>, http2: bool) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = load_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key { path: key.to_path_buf(), source })?;
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Key { path: path.to_path_buf(), source })
+}
+
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_from(load_chain(cert)?, load_key(key)?, Clients::default()).map_err(|e| named_mismatch(e, cert))
+}
+
+/// Says which files do not fit together, instead of rustls's generic complaint.
+pub fn named_mismatch(e: TlsError, cert: &Path) -> TlsError {
+    match e {
+        TlsError::Rustls(rustls::Error::InconsistentKeys(_)) => TlsError::KeyMismatch { cert: cert.to_path_buf() },
+        other => other,
+    }
+}
+
+/// The listener's config from a parsed chain and key; refuses a key that is not the
+/// leaf certificate's.
+pub fn server_config_from(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, clients: Clients<'_>) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
-    let builder = match client_ca {
+    let builder = match clients.ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
             let mut roots = RootCertStore::empty();
             for c in load_certs(path)? {
-                roots.add(c)?;
+                roots.add(c).map_err(|source| TlsError::Ca { path: path.to_path_buf(), source })?;
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
@@ -67,7 +108,7 @@ pub fn server_config_for_clients(cert: &Path, key: &Path, client_ca: Option<&Pat
         }
     };
     let mut config = builder.with_single_cert(certs, key)?;
-    config.alpn_protocols = if http2 { vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()] } else { vec![ALPN_HTTP11.to_vec()] };
+    config.alpn_protocols = if clients.http2 { vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()] } else { vec![ALPN_HTTP11.to_vec()] };
     Ok(Arc::new(config))
 }
 
@@ -80,7 +121,7 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, TlsError> 
     }
     if let Some(path) = extra_ca {
         for cert in load_certs(path)? {
-            roots.add(cert)?;
+            roots.add(cert).map_err(|source| TlsError::Ca { path: path.to_path_buf(), source })?;
         }
     }
     Ok(ClientConfig::builder_with_provider(provider())

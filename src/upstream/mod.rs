@@ -30,8 +30,8 @@ pub type RequestBody = Guarded<Incoming>;
 /// Why the upstream gave no usable answer (or the request could not be sent to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("could not connect to the upstream")]
-    Connect,
+    #[error("could not connect to the upstream: {0}")]
+    Connect(ConnectFailure),
     #[error("the upstream did not answer in time")]
     Timeout,
     #[error("the upstream answered with something unusable")]
@@ -42,6 +42,27 @@ pub enum UpstreamError {
     BodyIdle,
     #[error("unusable request target")]
     Target,
+}
+
+crate::labels::labels! {
+    impl Display elsewhere;
+    /// Why a connection to the upstream failed, as far as the error chain says: what an
+    /// operator reads first in the log line of a 502.
+    #[derive(thiserror::Error)]
+    pub enum ConnectFailure {
+        #[error("connection refused")]
+        Refused = "refused",
+        #[error("connection reset or aborted")]
+        Reset = "reset",
+        #[error("host or network unreachable")]
+        Unreachable = "unreachable",
+        #[error("TLS handshake failed")]
+        Tls = "tls",
+        #[error("name resolution failed")]
+        Dns = "dns",
+        #[error("connect failed")]
+        Other = "other",
+    }
 }
 
 pub struct UpstreamClient {
@@ -99,6 +120,46 @@ impl UpstreamClient {
     }
 }
 
+/// The first cause in the chain that says why a connect failed.
+fn connect_failure(e: &hyper_util::client::legacy::Error) -> ConnectFailure {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return ConnectFailure::Tls;
+        }
+        if let Some(why) = s.downcast_ref::<std::io::Error>().and_then(io_failure) {
+            return why;
+        }
+        // hyper-util names a failed lookup only in its message.
+        if s.to_string().starts_with("dns error") {
+            return ConnectFailure::Dns;
+        }
+        source = s.source();
+    }
+    ConnectFailure::Other
+}
+
+/// What an `io::Error` says, looking through the errors it wraps: those are hidden from
+/// `source()`, and the TLS connector wraps a rustls error in two of them.
+fn io_failure(io: &std::io::Error) -> Option<ConnectFailure> {
+    use std::io::ErrorKind;
+    let inner = io.get_ref();
+    if inner.is_some_and(|i| i.is::<rustls::Error>()) {
+        return Some(ConnectFailure::Tls);
+    }
+    if let Some(why) = inner.and_then(|i| i.downcast_ref::<std::io::Error>()).and_then(io_failure) {
+        return Some(why);
+    }
+    match io.kind() {
+        ErrorKind::ConnectionRefused => Some(ConnectFailure::Refused),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe => {
+            Some(ConnectFailure::Reset)
+        }
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable | ErrorKind::AddrNotAvailable => Some(ConnectFailure::Unreachable),
+        _ => None,
+    }
+}
+
 /// Turns a client error into the proxy's view: was it the request body, the connect,
 /// or the upstream's answer?
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
@@ -119,8 +180,23 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         source = s.source();
     }
     if e.is_connect() {
-        UpstreamError::Connect
+        UpstreamError::Connect(connect_failure(e))
     } else {
         UpstreamError::Protocol
+    }
+}
+
+#[cfg(test)]
+mod connect_failure_tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn wrapped_errors_are_looked_through() {
+        let tls = Error::other(Error::new(ErrorKind::InvalidData, rustls::Error::DecryptError));
+        assert_eq!(io_failure(&tls), Some(ConnectFailure::Tls));
+        assert_eq!(io_failure(&Error::from(ErrorKind::ConnectionRefused)), Some(ConnectFailure::Refused));
+        assert_eq!(io_failure(&Error::other(Error::from(ErrorKind::ConnectionReset))), Some(ConnectFailure::Reset));
+        assert_eq!(io_failure(&Error::from(ErrorKind::PermissionDenied)), None);
     }
 }

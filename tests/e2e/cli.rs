@@ -115,3 +115,37 @@ fn demo_plays_its_story_to_completion() {
     // the IoC address: blocked; home again: allowed.
     assert!(text.contains("Statuses: [200, 303, 401, 403, 200]"), "{text}");
 }
+
+#[test]
+fn run_help_names_signals_environment_and_exit_codes() {
+    let out = tether().args(["run", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in ["SIGHUP", "TETHER_LOG ", "TETHER_LOG_FORMAT", "Exit codes", "3  invalid config"] {
+        assert!(help.contains(needle), "{needle} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn hunt_exit_code_says_matched_nothing_matched_or_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ioc = dir.path().join("iocs.txt");
+    std::fs::write(&ioc, "178.249.214.10\n").unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    std::fs::write(
+        &audit,
+        concat!(
+            r#"{"ts":"2022-12-20T10:00:00Z","event":"decision","session":"s1","user":"eve","ip":"178.249.214.10","action":"allow"}"#,
+            "\n",
+            r#"{"ts":"2022-12-21T10:00:00Z","event":"decision","session":"s2","user":"ann","ip":"192.0.2.1","action":"allow"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let hunt = |extra: &[&str]| tether().arg("hunt").arg("--ioc").arg(&ioc).args(extra).arg(&audit).output().unwrap().status.code();
+    assert_eq!(hunt(&[]), Some(0), "a session touched an indicator");
+    assert_eq!(hunt(&["--until", "2022-12-01T00:00:00Z"]), Some(1), "nothing in the window");
+    assert_eq!(hunt(&["--since", "yesterday"]), Some(2), "a bad time is an error");
+    let out = tether().arg("hunt").arg("--ioc").arg(dir.path().join("absent.txt")).arg(&audit).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "an unreadable IoC file is an error");
+}

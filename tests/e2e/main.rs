@@ -1,6 +1,7 @@
 //! End-to-end tests: real TLS clients through a running tether to an in-process upstream.
 
 mod admin;
+mod check;
 mod cli;
 mod console;
 mod detector;
@@ -8,6 +9,7 @@ mod adversarial;
 mod cdn;
 mod idp;
 mod lifetimes;
+mod logs;
 mod malformed;
 mod metrics;
 mod owner;
