@@ -77,14 +77,11 @@ impl Place {
     }
 
     pub fn asn(&self) -> Option<Asn> {
-        (self.asn != 0).then_some(Asn(self.asn))
+        stored_asn(self.asn)
     }
 
     pub fn country(&self) -> Option<Country> {
-        if self.country == [0, 0] {
-            return None;
-        }
-        std::str::from_utf8(&self.country).ok().and_then(Country::new)
+        stored_country(self.country)
     }
 
     pub fn location(&self) -> Option<Coordinates> {
@@ -102,6 +99,19 @@ impl Place {
             _ => self.prefix == other.prefix,
         }
     }
+}
+
+/// An ASN as stored: zero (AS0 is reserved) means unknown.
+fn stored_asn(asn: u32) -> Option<Asn> {
+    (asn != 0).then_some(Asn(asn))
+}
+
+/// A country code as stored: two zero bytes mean unknown.
+fn stored_country(code: [u8; 2]) -> Option<Country> {
+    if code == [0, 0] {
+        return None;
+    }
+    std::str::from_utf8(&code).ok().and_then(Country::new)
 }
 
 /// How the client presents itself.
@@ -234,14 +244,11 @@ impl ProvenContext {
     }
 
     pub fn asn(&self) -> Option<Asn> {
-        (self.asn != 0).then_some(Asn(self.asn))
+        stored_asn(self.asn)
     }
 
     pub fn country(&self) -> Option<Country> {
-        if self.country == [0, 0] {
-            return None;
-        }
-        std::str::from_utf8(&self.country).ok().and_then(Country::new)
+        stored_country(self.country)
     }
 
     /// Whether `place`, reached by a `tls` client, is this context.
