@@ -30,7 +30,18 @@ const ADMIN_MAX_BUF: usize = 16 << 10;
 /// A user name in a path is at most this long.
 const MAX_USER: usize = 256;
 
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: Shutdown) {
+/// What one admin listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything: health, metrics and the API (the default, one listener).
+    All,
+    /// Health and metrics only: the API has a listener of its own (`admin.api_addr`).
+    Observe,
+    /// The API only, on `admin.api_addr`.
+    Api,
+}
+
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, surface: Surface, mut shutdown: Shutdown) {
     loop {
         let (tcp, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -43,7 +54,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: Shutd
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(req, &shared).await) }
+                async move { Ok::<_, Infallible>(route(req, &shared, surface).await) }
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -55,18 +66,27 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: Shutd
     }
 }
 
-async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
+async fn route(req: Request<Incoming>, shared: &Arc<Shared>, surface: Surface) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
-    if let Some(api) = path.strip_prefix("/api/") {
-        return api_route(&req, api, shared).await;
+    match (path.strip_prefix("/api/"), surface) {
+        (Some(api), Surface::All | Surface::Api) => return api_route(&req, api, shared).await,
+        (Some(_), Surface::Observe) => return json_reply(StatusCode::NOT_FOUND, json!({"error": "the admin API listens on admin.api_addr"})),
+        (None, Surface::Api) => return text(StatusCode::NOT_FOUND, "not found (health and metrics are on admin.addr)\n"),
+        (None, _) => {}
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match path.as_str() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        // A snapshot exists only once config, certificates, databases and lists loaded.
-        "/readyz" => text(StatusCode::OK, readiness(shared).await),
+        // A snapshot exists only once config, certificates, databases and lists loaded:
+        // this listener is not up before. While draining, out of the balancer.
+        "/readyz" if shared.draining.load(std::sync::atomic::Ordering::Acquire) => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        "/readyz" => {
+            let mut body = readiness(shared).await.to_owned();
+            body.push_str(&stale_databases(shared));
+            owned_text(StatusCode::OK, body)
+        }
         "/metrics" => {
             shared.observe_state();
             let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.render())));
@@ -91,6 +111,33 @@ async fn readiness(shared: &Shared) -> &'static str {
         (true, OnError::NetworkOnly) => "ready (degraded: shared store unreachable; sessions without a cached copy are judged by network-only rules)\n",
         (true, OnError::Refuse) => "ready (degraded: shared store unreachable; sessions without a cached copy are refused)\n",
     }
+}
+
+/// A database older than this is named in `/readyz` (the same bound as the
+/// `TetherIntelDatabaseStale` alert: MaxMind publishes weekly).
+const STALE_DATABASE_DAYS: u64 = 35;
+
+/// A line per intel database older than [`STALE_DATABASE_DAYS`]: still ready (old data
+/// is better than none), but named.
+fn stale_databases(shared: &Shared) -> String {
+    let snap = shared.snapshot();
+    let Some(intel) = snap.intel.as_ref() else { return String::new() };
+    let now = u64::from(crate::session::now());
+    let mut out = String::new();
+    for db in intel.databases() {
+        let age_days = now.saturating_sub(db.build_epoch()) / 86_400;
+        if age_days > STALE_DATABASE_DAYS {
+            out.push_str(&format!("intel: the {} database was built {age_days} days ago\n", db.kind.as_str()));
+        }
+    }
+    out
+}
+
+fn owned_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

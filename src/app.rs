@@ -33,10 +33,15 @@ pub enum StartError {
 pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The admin API's own listener, when `admin.api_addr` gives it one.
+    pub api_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     pub stop: Trigger,
+    /// Stops the admin listeners, after the proxy has drained: `/readyz` answers 503
+    /// meanwhile.
+    admin_stop: Trigger,
     proxy: JoinHandle<()>,
-    admin: JoinHandle<()>,
+    admin: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -49,9 +54,13 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish (bounded by the drain timeout),
     /// and returns when the listeners are done.
     pub async fn shutdown(self) {
+        self.shared.draining.store(true, std::sync::atomic::Ordering::Release);
         let _ = self.stop.send(true);
         let _ = self.proxy.await;
-        let _ = self.admin.await;
+        let _ = self.admin_stop.send(true);
+        for admin in self.admin {
+            let _ = admin.await;
+        }
     }
 }
 
@@ -92,6 +101,7 @@ fn check_output(path: &Path) -> std::io::Result<()> {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let proxy_bind = config.listen.addr;
     let admin_bind = config.admin.addr;
+    let api_bind = config.admin.api_addr;
     let metrics = crate::metrics::Metrics::new();
     let generated_key = crate::session::HashKey::generate()?;
     let snapshot = Snapshot::build(config, 1, &metrics, &generated_key)?;
@@ -101,15 +111,31 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let bound = |l: &TcpListener, addr| l.local_addr().map_err(|source| StartError::Bind { addr, source });
     let proxy_addr = bound(&proxy_listener, proxy_bind)?;
     let admin_addr = bound(&admin_listener, admin_bind)?;
+    let api_listener = match api_bind {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+        None => None,
+    };
+    let api_addr = match (&api_listener, api_bind) {
+        (Some(l), Some(addr)) => Some(bound(l, addr)?),
+        _ => None,
+    };
     let (stop, stopped) = shutdown::channel();
+    let (admin_stop, admin_stopped) = shutdown::channel();
     let proxy = tokio::spawn(server::run(proxy_listener, shared.clone(), stopped.clone()));
-    let admin = tokio::spawn(admin::run(admin_listener, shared.clone(), stopped.clone()));
+    let mut admin = Vec::with_capacity(2);
+    match api_listener {
+        None => admin.push(tokio::spawn(admin::run(admin_listener, shared.clone(), admin::Surface::All, admin_stopped))),
+        Some(api) => {
+            admin.push(tokio::spawn(admin::run(admin_listener, shared.clone(), admin::Surface::Observe, admin_stopped.clone())));
+            admin.push(tokio::spawn(admin::run(api, shared.clone(), admin::Surface::Api, admin_stopped)));
+        }
+    }
     tokio::spawn(sweep_sessions(shared.clone(), stopped.clone()));
     if let Some(events) = shared.store.as_redis().map(|r| r.subscribe()) {
         tokio::spawn(follow_invalidations(shared.clone(), events, stopped));
     }
     tracing::info!(%proxy_addr, %admin_addr, tls = shared.snapshot().tls.is_some(), "tether listening");
-    Ok(Running { proxy_addr, admin_addr, shared, stop, proxy, admin })
+    Ok(Running { proxy_addr, admin_addr, api_addr, shared, stop, admin_stop, proxy, admin })
 }
 
 /// How often expired sessions are swept out of the store.

@@ -249,6 +249,8 @@ pub struct Shared {
     pub tunnels: crate::session::tunnels::OpenTunnels,
     /// The clock every lifetime is measured by (tests move it).
     pub clock: crate::session::Clock,
+    /// Set when a stop began: `/readyz` answers 503 while in-flight requests finish.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -276,6 +278,7 @@ impl Shared {
             reloading: std::sync::Mutex::new(()),
             tunnels: Default::default(),
             clock: Default::default(),
+            draining: Default::default(),
         })
     }
 

@@ -146,3 +146,73 @@ async fn reload_through_the_api() {
     assert_eq!(t.admin("POST", "/api/reload", Some(TOKEN)).await.0, 200);
     assert_eq!(t.admin("GET", "/api/policy", Some(TOKEN)).await.1["mode"], "monitor");
 }
+
+/// One plain-text GET to an admin listener.
+async fn admin_get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::get(path).header("host", "admin");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = send.send_request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let code = resp.status().as_u16();
+    (code, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
+}
+
+#[tokio::test]
+async fn the_api_can_have_a_listener_of_its_own() {
+    let up = spawn_upstream(None).await;
+    let c = certs();
+    std::fs::write(c.dir.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n[admin]\naddr = \"127.0.0.1:0\"\napi_addr = \"127.0.0.2:0\"\ntoken_file = \"admin.token\"\n[upstream]\nurl = \"http://{up}\"\n"
+    );
+    let t = start_text(&text, c).await;
+    let (observe, api) = (t.running.admin_addr, t.running.api_addr.expect("a listener for the API"));
+    assert_ne!(observe, api);
+    // (listener, path, token, status)
+    let rows = [
+        (observe, "/metrics", None, 200),
+        (observe, "/readyz", None, 200),
+        (observe, "/api/policy", Some(TOKEN), 404),
+        (api, "/api/policy", Some(TOKEN), 200),
+        (api, "/api/policy", None, 401),
+        (api, "/metrics", None, 404),
+        (api, "/readyz", None, 404),
+    ];
+    for (addr, path, token, status) in rows {
+        assert_eq!(admin_get(addr, path, token).await.0, status, "{addr} {path}");
+    }
+    // The same address twice is refused by the config.
+    let same = "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:9090\"\napi_addr = \"127.0.0.1:9090\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+    let err = tether::config::Config::parse(same, std::path::Path::new("/")).unwrap_err();
+    assert!(err.to_string().contains("admin.api_addr"), "{err}");
+}
+
+#[tokio::test]
+async fn readyz_answers_503_while_draining() {
+    let up = spawn_upstream(None).await;
+    let t = start_tls(&format!("http://{up}"), "", "").await;
+    let admin = t.running.admin_addr;
+    assert_eq!(admin_get(admin, "/readyz", None).await, (200, "ready\n".to_owned()));
+    // A request in flight keeps the drain going for a moment.
+    let slow = get(&t, "/").header("x-test-delay-ms", "1500").body(Full::new(Bytes::new())).unwrap();
+    let Tether { running, certs } = t;
+    let addr = running.proxy_addr;
+    let in_flight = tokio::spawn(async move {
+        let tls = tls_connect(addr, &certs, "localhost", &[b"http/1.1"]).await;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        send.send_request(slow).await.unwrap().status().as_u16()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(running.shutdown());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(admin_get(admin, "/readyz", None).await, (503, "draining\n".to_owned()));
+    assert_eq!(admin_get(admin, "/healthz", None).await.0, 200, "alive all the same");
+    assert_eq!(in_flight.await.unwrap(), 200, "the request in flight finished");
+    stopping.await.unwrap();
+}

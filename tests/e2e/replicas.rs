@@ -230,7 +230,8 @@ async fn a_frozen_redis_fails_no_request_and_still_challenges_a_vpn() {
     eprintln!("shared again after SIGCONT: {back:?}");
     assert!(back.is_some(), "state shared again once Redis answers");
     let (code, body) = admin_text(&b, "/readyz").await;
-    assert_eq!((code, body.as_str()), (200, "ready\n"));
+    assert_eq!(code, 200);
+    assert!(body.starts_with("ready\n") && !body.contains("degraded"), "{body}");
 
     // Then Redis goes away for good: still no request fails, the VPN is still challenged.
     server.signal("-KILL");

@@ -45,7 +45,7 @@ pub fn certs() -> Certs {
 /// answers with hop-by-hop headers that must not reach the client. A request carrying
 /// `x-test-respond-user` is answered with each `|`-separated name in its own
 /// `x-auth-request-user` header, as a console naming the session's user would; each
-/// `x-test-set-cookie` is answered as a `Set-Cookie`.
+/// `x-test-set-cookie` is answered as a `Set-Cookie`; `x-test-delay-ms` delays the answer.
 pub async fn spawn_upstream(tls: Option<&Certs>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -116,8 +116,12 @@ async fn upstream_handler(mut req: Request<Incoming>) -> Result<Response<Full<By
     let path = req.uri().to_string();
     let req_path = req.uri().path().to_owned();
     let respond_user = req.headers().get("x-test-respond-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let delay = req.headers().get("x-test-delay-ms").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let set_cookies: Vec<String> = req.headers().get_all("x-test-set-cookie").iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect();
     let body = req.into_body().collect().await?.to_bytes();
+    if let Some(ms) = delay {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let json = serde_json::json!({"method": method, "path": path, "version": version, "headers": headers, "body_len": body.len()});
     let mut resp = Response::builder().header("content-type", "application/json");
     for c in &set_cookies {
