@@ -29,7 +29,7 @@ pub use audit::{Audit, AuditSink};
 pub use limits::Limits;
 pub use listen::{Listen, TlsFiles};
 pub use session::Session;
-pub use step_up::{ClientAuth, ClientSecret, IdpEndpoints, Identify, StepUp, UnknownOwner};
+pub use step_up::{entra_multi_tenant, ClientAuth, ClientSecret, EgressProxy, IdpEndpoints, Identify, Provider, ProxyUrl, ProxyUrlError, StepUp, UnknownOwner};
 pub use store::Store;
 pub use upstream::Upstream;
 
