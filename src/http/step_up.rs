@@ -95,6 +95,8 @@ pub(super) async fn challenge(req: &Request<Incoming>, d: &Decision, cx: &Contex
                 acr_values: acr,
                 login_hint: d.user.as_deref(),
                 issued: &issued,
+                provider: cfg.provider,
+                acrs: &cfg.acrs,
             }
             .url();
             shared.metrics.step_ups.with_label_values(&["challenge", "redirect"]).inc();

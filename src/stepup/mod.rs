@@ -2,6 +2,7 @@
 //! itself as an OpenID Connect relying party.
 
 pub mod challenge;
+pub mod egress;
 pub mod oidc;
 pub mod return_to;
 
