@@ -66,7 +66,11 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<By
     match path.as_str() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         // A snapshot exists only once config, certificates, databases and lists loaded.
-        "/readyz" => text(StatusCode::OK, readiness(shared).await),
+        "/readyz" => {
+            let mut body = readiness(shared).await.to_owned();
+            body.push_str(&idp_readiness(shared));
+            owned_text(StatusCode::OK, body)
+        }
         "/metrics" => {
             shared.observe_state();
             let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.render())));
@@ -91,6 +95,22 @@ async fn readiness(shared: &Shared) -> &'static str {
         (true, OnError::NetworkOnly) => "ready (degraded: shared store unreachable; sessions without a cached copy are judged by network-only rules)\n",
         (true, OnError::Refuse) => "ready (degraded: shared store unreachable; sessions without a cached copy are refused)\n",
     }
+}
+
+/// A line for `/readyz` while the IdP's discovery is failing. Still 200: an IdP outage
+/// must not take the console down, and step-ups answer 401 until it is back.
+fn idp_readiness(shared: &Shared) -> String {
+    match shared.snapshot().idp.as_ref().map(|idp| idp.readiness()) {
+        Some(crate::stepup::oidc::Readiness::Failing(reason)) => format!("idp: discovery failing: {reason}\n"),
+        _ => String::new(),
+    }
+}
+
+fn owned_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

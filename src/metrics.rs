@@ -126,6 +126,8 @@ pub struct Metrics {
     pub store_revocations: IntGauge,
     pub step_ups: IntCounterVec,
     pub revocations: IntCounterVec,
+    pub idp_discovery_failures: IntCounter,
+    pub idp_ready: IntGauge,
 }
 
 impl Metrics {
@@ -175,6 +177,8 @@ impl Metrics {
             store_revocations: IntGauge::new("tether_store_revocations", "Revocations in force in the store (the shared set as of its last sweep).").expect(VALID),
             step_ups: IntCounterVec::new(Opts::new("tether_step_ups_total", "Step-up challenges by stage and result."), &["stage", "result"]).expect(VALID),
             revocations: IntCounterVec::new(Opts::new("tether_revocations_total", "Sessions revoked, by source."), &["source"]).expect(VALID),
+            idp_discovery_failures: IntCounter::new("tether_idp_discovery_failures_total", "Failed attempts to fetch the IdP's discovery document or key set ahead of need (retried with backoff).").expect(VALID),
+            idp_ready: IntGauge::new("tether_idp_ready", "1 once the IdP's discovery document and key set are held (or its endpoints are configured, or there is no [step_up]); 0 while they are being fetched or fetching fails.").expect(VALID),
             config_generation: IntGauge::new("tether_config_generation", "Generation of the snapshot in force; increases with every successful reload.").expect(VALID),
             registry,
         };
@@ -224,7 +228,9 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 34] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 36] = [
+            Box::new(self.idp_discovery_failures.clone()),
+            Box::new(self.idp_ready.clone()),
             Box::new(self.connections_closed.clone()),
             Box::new(self.tunnels_open.clone()),
             Box::new(self.tunnels_closed.clone()),

@@ -7,6 +7,7 @@ pub mod oidc;
 pub mod return_to;
 
 pub mod table;
+pub mod warm_up;
 pub mod wire;
 
 pub use challenge::Pending;
