@@ -7,6 +7,7 @@ mod adversarial;
 mod idp;
 mod lifetimes;
 mod malformed;
+mod presets;
 mod proxy;
 mod redis;
 mod replicas;
