@@ -238,7 +238,9 @@ mod tests {
         let issued = Issued { state: "st".into(), nonce: "no".into(), code_challenge: "cc".into() };
         let contexts = ["c1".to_owned(), "c2".to_owned()];
         let claims = r#"{"id_token":{"acrs":{"essential":true,"values":["c1","c2"]}}}"#;
-        let rows: [(Kind, Provider, &[String], Option<&str>, Option<&str>, Option<&str>); 8] = [
+        // kind, provider, acrs, then the prompt, max_age and claims sent.
+        type Row<'a> = (Kind, Provider, &'a [String], Option<&'a str>, Option<&'a str>, Option<&'a str>);
+        let rows: [Row<'_>; 8] = [
             (Kind::StepUp, Provider::Generic, &[], Some("login"), Some("0"), None),
             (Kind::StepUp, Provider::Okta, &[], Some("login"), Some("0"), None),
             (Kind::StepUp, Provider::Keycloak, &[], Some("login"), Some("0"), None),

@@ -259,7 +259,9 @@ mod tests {
 
     #[test]
     fn proxy_urls() {
-        let rows: [(&str, Result<(&str, u16, Option<&str>), ProxyUrlError>); 9] = [
+        // The text, then host, port and credentials, or the error.
+        type Row = (&'static str, Result<(&'static str, u16, Option<&'static str>), ProxyUrlError>);
+        let rows: [Row; 9] = [
             ("http://proxy:3128", Ok(("proxy", 3128, None))),
             ("http://proxy:3128/", Ok(("proxy", 3128, None))),
             ("proxy.corp:8080", Ok(("proxy.corp", 8080, None))),

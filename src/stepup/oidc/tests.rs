@@ -268,9 +268,12 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// One row per preset option and per way it fails: the case, the claims changed from a
-/// good token, and `Ok` or the failure's README name.
-fn preset_rows() -> Vec<(&'static str, PresetCase, Vec<(&'static str, Option<Value>)>, Result<(), &'static str>)> {
+/// What a preset row shows, its configuration, the claims changed from a good token, and
+/// `Ok` or the failure's README name.
+type PresetRow = (&'static str, PresetCase, Vec<(&'static str, Option<Value>)>, Result<(), &'static str>);
+
+/// One row per preset option and per way it fails.
+fn preset_rows() -> Vec<PresetRow> {
     use Provider::*;
     let google = || PresetCase::new(Google, "https://accounts.google.com");
     let entra_multi = || PresetCase { tenants: strings(&[TENANT]), ..PresetCase::new(Entra, ENTRA_TEMPLATE) };
