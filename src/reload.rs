@@ -55,6 +55,9 @@ fn build_next(shared: &Shared, path: &Path) -> Result<u64, ReloadError> {
     let next = Snapshot::build(config, shared.next_generation(), &shared.metrics, &shared.generated_key)?;
     let generation = next.generation;
     shared.install(next);
+    if let Some(old) = &current.idp {
+        old.retire();
+    }
     warm_up_idp(shared);
     Ok(generation)
 }

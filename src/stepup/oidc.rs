@@ -216,6 +216,8 @@ pub struct IdpClient {
     keys: Mutex<KeyCache>,
     seen_logouts: std::sync::Mutex<SeenLogouts>,
     readiness: std::sync::Mutex<Readiness>,
+    /// Set once a reload has replaced this client: its warm-up then stops reporting.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 /// Why one request to the IdP got no usable answer.
@@ -315,6 +317,7 @@ impl IdpClient {
             keys: Mutex::new(KeyCache { keys: Arc::new(KeySet::empty()), fetched: None }),
             seen_logouts: std::sync::Mutex::new(SeenLogouts::default()),
             readiness: std::sync::Mutex::new(readiness),
+            retired: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -326,6 +329,16 @@ impl IdpClient {
     /// [`super::warm_up`]); configured endpoints need none.
     pub fn discovers(&self) -> bool {
         matches!(self.cfg.endpoints, IdpEndpoints::Discovery { .. })
+    }
+
+    /// Marks this client as replaced by a reload's: requests in flight may still use it,
+    /// but what it finds no longer describes the IdP in force.
+    pub fn retire(&self) {
+        self.retired.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn readiness(&self) -> Readiness {

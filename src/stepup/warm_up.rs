@@ -28,8 +28,9 @@ pub fn backoff(failures: u32) -> Duration {
     FIRST_RETRY.saturating_mul(1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX)).min(MAX_RETRY)
 }
 
-/// Starts warming `idp` up on the current runtime. The task holds the client weakly: once
-/// a reload has replaced it (and no request still uses it) the task ends. Configured
+/// Starts warming `idp` up on the current runtime. The task holds the client weakly and
+/// ends once a reload has replaced it ([`IdpClient::retire`]), without touching the
+/// metrics its successor's task now keeps. Configured
 /// endpoints need no discovery; their keys are fetched at first use.
 pub fn spawn(idp: &Arc<IdpClient>, meters: Meters) {
     if !idp.discovers() {
@@ -45,8 +46,13 @@ pub fn spawn(idp: &Arc<IdpClient>, meters: Meters) {
     runtime.spawn(async move {
         let mut failures = 0u32;
         loop {
-            let Some(idp) = client.upgrade() else { return };
-            match idp.warm_up().await {
+            let Some(idp) = client.upgrade().filter(|c| !c.is_retired()) else { return };
+            let outcome = idp.warm_up().await;
+            // Replaced while fetching: the metrics now belong to its successor's task.
+            if idp.is_retired() {
+                return;
+            }
+            match outcome {
                 Ok(()) => {
                     meters.ready.set(1);
                     if failures > 0 {
