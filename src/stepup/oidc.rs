@@ -34,7 +34,7 @@ use crate::session::redis::RedisStore;
 /// Bound on any IdP response body (discovery, keys, tokens).
 const MAX_BODY: usize = 1 << 20;
 /// Bound on one IdP exchange, connect (and a proxy's tunnel) included.
-pub const IDP_TIMEOUT: Duration = Duration::from_secs(10);
+const IDP_TIMEOUT: Duration = Duration::from_secs(10);
 /// An unknown `kid` refetches the key set at most this often, so forged tokens cannot
 /// make tether hammer the IdP.
 pub const JWKS_REFRESH_MIN: Duration = Duration::from_secs(30);
