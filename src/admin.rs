@@ -84,6 +84,7 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>, surface: Surface) -
         "/readyz" if shared.draining.load(std::sync::atomic::Ordering::Acquire) => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/readyz" => {
             let mut body = readiness(shared).await.to_owned();
+            body.push_str(&idp_readiness(shared));
             body.push_str(&stale_databases(shared));
             owned_text(StatusCode::OK, body)
         }
@@ -131,6 +132,15 @@ fn stale_databases(shared: &Shared) -> String {
         }
     }
     out
+}
+
+/// A line for `/readyz` while the IdP's discovery is failing. Still 200: an IdP outage
+/// must not take the console down, and step-ups answer 401 until it is back.
+fn idp_readiness(shared: &Shared) -> String {
+    match shared.snapshot().idp.as_ref().map(|idp| idp.readiness()) {
+        Some(crate::stepup::oidc::Readiness::Failing(reason)) => format!("idp: discovery failing: {reason}\n"),
+        _ => String::new(),
+    }
 }
 
 fn owned_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -106,6 +106,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let generated_key = crate::session::HashKey::generate()?;
     let snapshot = Snapshot::build(config, 1, &metrics, &generated_key)?;
     let shared = Arc::new(Shared::new(snapshot, metrics, generated_key).await?);
+    crate::reload::warm_up_idp(&shared);
     let proxy_listener = TcpListener::bind(proxy_bind).await.map_err(|source| StartError::Bind { addr: proxy_bind, source })?;
     let admin_listener = TcpListener::bind(admin_bind).await.map_err(|source| StartError::Bind { addr: admin_bind, source })?;
     let bound = |l: &TcpListener, addr| l.local_addr().map_err(|source| StartError::Bind { addr, source });

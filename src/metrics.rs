@@ -154,6 +154,8 @@ pub struct Metrics {
     pub store_revocations: IntGauge,
     pub step_ups: IntCounterVec,
     pub revocations: IntCounterVec,
+    pub idp_discovery_failures: IntCounter,
+    pub idp_ready: IntGauge,
 }
 
 impl Metrics {
@@ -211,6 +213,8 @@ impl Metrics {
             store_revocations: IntGauge::new("tether_store_revocations", "Revocations in force in the store (the shared set as of its last sweep).").expect(VALID),
             step_ups: IntCounterVec::new(Opts::new("tether_step_ups_total", "Step-up challenges by stage and result."), &["stage", "result"]).expect(VALID),
             revocations: IntCounterVec::new(Opts::new("tether_revocations_total", "Sessions revoked, by source."), &["source"]).expect(VALID),
+            idp_discovery_failures: IntCounter::new("tether_idp_discovery_failures_total", "Failed attempts to fetch the IdP's discovery document or key set ahead of need (retried with backoff).").expect(VALID),
+            idp_ready: IntGauge::new("tether_idp_ready", "1 once the IdP's discovery document and key set are held (or its endpoints are configured, or there is no [step_up]); 0 while they are being fetched or fetching fails.").expect(VALID),
             config_generation: IntGauge::new("tether_config_generation", "Generation of the snapshot in force; increases with every successful reload.").expect(VALID),
             registry,
         };
@@ -261,11 +265,13 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 38] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 40] = [
             Box::new(self.build_info.clone()),
             Box::new(self.upstream_response_seconds.clone()),
             Box::new(self.tls_certificate_expiry.clone()),
             Box::new(self.route_decisions.clone()),
+            Box::new(self.idp_discovery_failures.clone()),
+            Box::new(self.idp_ready.clone()),
             Box::new(self.connections_closed.clone()),
             Box::new(self.tunnels_open.clone()),
             Box::new(self.tunnels_closed.clone()),

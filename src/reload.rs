@@ -55,7 +55,22 @@ fn build_next(shared: &Shared, path: &Path) -> Result<u64, ReloadError> {
     let next = Snapshot::build(config, shared.next_generation(), &shared.metrics, &shared.generated_key)?;
     let generation = next.generation;
     shared.install(next);
+    if let Some(old) = &current.idp {
+        old.retire();
+    }
+    warm_up_idp(shared);
     Ok(generation)
+}
+
+/// Fetches the IdP's discovery document and keys of the snapshot in force, in the
+/// background (at start and after each reload).
+pub(crate) fn warm_up_idp(shared: &Shared) {
+    let meters = crate::stepup::warm_up::Meters { failures: shared.metrics.idp_discovery_failures.clone(), ready: shared.metrics.idp_ready.clone() };
+    match &shared.snapshot().idp {
+        Some(idp) => crate::stepup::warm_up::spawn(idp, meters),
+        // Nothing to wait for.
+        None => meters.ready.set(1),
+    }
 }
 
 /// Listen addresses and the connection cap are read at start only: say so instead of

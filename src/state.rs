@@ -176,6 +176,7 @@ fn step_up_key(e: &OidcSetupError) -> &'static str {
         OidcSetupError::Tls(_) => "step_up.ca_file",
         OidcSetupError::Secret { .. } => "step_up.client_secret_file",
         OidcSetupError::PrivateKey { .. } => "step_up.client_private_key_file",
+        OidcSetupError::Proxy(_) => "step_up.proxy",
     }
 }
 

@@ -161,6 +161,11 @@ impl<'t> Section<'t> {
         self.typed(key, "a number", |v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
     }
 
+    /// A table read as free-form entries (a map whose keys are the operator's names).
+    pub(crate) fn table(&self, key: &'static str) -> Option<&'t Table> {
+        self.typed(key, "a table", Value::as_table)
+    }
+
     pub(crate) fn string_array(&self, key: &'static str) -> Option<Vec<&'t str>> {
         let items = self.typed(key, "an array of strings", Value::as_array)?;
         let mut out = Vec::with_capacity(items.len());

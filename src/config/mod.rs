@@ -31,7 +31,7 @@ pub use limits::Limits;
 pub use listen::{Listen, ProxySecret, TlsFiles};
 pub use log::{Log, LogFormat};
 pub use session::Session;
-pub use step_up::{ClientAuth, ClientSecret, IdpEndpoints, Identify, StepUp, UnknownOwner};
+pub use step_up::{entra_multi_tenant, ClientAuth, ClientSecret, EgressProxy, IdpEndpoints, Identify, Provider, ProxyUrl, ProxyUrlError, StepUp, UnknownOwner};
 pub use store::Store;
 pub use upstream::Upstream;
 

@@ -57,6 +57,131 @@ pub struct StepUp {
     pub allow_insecure_http: bool,
     pub identify: Identify,
     pub unknown_owner: UnknownOwner,
+    /// Which IdP's habits to expect; `Generic` is plain OpenID Connect.
+    pub provider: Provider,
+    /// Entra ID authentication contexts (`c1`…) asked for through the `claims` request
+    /// parameter; the ID token's `acrs` must name every one.
+    pub acrs: Vec<String>,
+    /// Entra ID tenants whose users may step up through a multi-tenant issuer
+    /// (`common`, `organizations`); a token's `tid` must be one of them.
+    pub tenants: Vec<String>,
+    /// Keycloak's ACR-to-LoA map, as configured in the realm: a token whose `acr` names
+    /// (or is) a level at least that of a requested value satisfies it.
+    pub acr_levels: Vec<(String, u32)>,
+    /// How tether reaches the IdP.
+    pub proxy: EgressProxy,
+}
+
+crate::labels::labels! {
+    /// The IdP presets: what tether sends and accepts beyond plain OpenID Connect.
+    pub enum Provider {
+        /// Plain OpenID Connect: `prompt=login`, `max_age=0`, `acr_values`.
+        Generic = "generic",
+        /// Okta (org or custom authorization server): plain OpenID Connect suffices.
+        Okta = "okta",
+        /// Microsoft Entra ID: authentication contexts through `claims`/`acrs`, and the
+        /// multi-tenant issuer template.
+        Entra = "entra",
+        /// Google: both issuer spellings, and no `prompt=login` (`max_age=0` alone).
+        Google = "google",
+        /// Keycloak: ACR-to-LoA levels.
+        Keycloak = "keycloak",
+    }
+}
+
+/// How tether's requests to the IdP leave the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgressProxy {
+    /// `HTTPS_PROXY`/`https_proxy`, unless `NO_PROXY`/`no_proxy` names the IdP's host;
+    /// directly without them.
+    Environment,
+    /// `step_up.proxy = "direct"`: never through a proxy, whatever the environment says.
+    Direct,
+    /// `step_up.proxy = "http://[user:pass@]host:port"`: always through it.
+    Via(ProxyUrl),
+}
+
+/// An HTTP proxy that tether asks to `CONNECT` to the IdP; `Debug` hides credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyUrl {
+    pub host: String,
+    pub port: u16,
+    /// `user:password`, percent-decoded, for `Proxy-Authorization: Basic`.
+    pub credentials: Option<String>,
+}
+
+impl fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let creds = if self.credentials.is_some() { "<redacted>@" } else { "" };
+        write!(f, "ProxyUrl({creds}{}:{})", self.host, self.port)
+    }
+}
+
+impl fmt::Display for ProxyUrl {
+    /// Host and port only: the credentials never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Why a proxy URL is refused. Never carries the URL itself: it may hold a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyUrlError {
+    #[error("only http:// proxies are supported (tether opens a CONNECT tunnel and runs TLS to the IdP itself)")]
+    Scheme,
+    #[error("the proxy URL names no host")]
+    NoHost,
+    #[error("the proxy port is not a number from 1 to 65535")]
+    Port,
+    #[error("a proxy URL is a scheme, credentials, host and port only, without a path")]
+    Path,
+}
+
+impl ProxyUrl {
+    /// `http://[user:pass@]host[:port][/]`, or `host:port` as `HTTPS_PROXY` often holds;
+    /// the port defaults to 80 as for any `http://` URL.
+    pub fn parse(text: &str) -> Result<ProxyUrl, ProxyUrlError> {
+        let text = text.trim();
+        let rest = match text.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+            Some(_) => return Err(ProxyUrlError::Scheme),
+            None => text,
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#']) {
+            return Err(ProxyUrlError::Path);
+        }
+        // The last '@' ends the credentials: a password may contain one unescaped.
+        let (credentials, hostport) = match rest.rsplit_once('@') {
+            Some((userinfo, hostport)) => {
+                let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+                (Some(format!("{}:{}", decode(user), decode(pass))), hostport)
+            }
+            None => (None, rest),
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or(ProxyUrlError::NoHost)?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(ProxyUrlError::NoHost);
+        }
+        let port = match port {
+            None => 80,
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or(ProxyUrlError::Port)?,
+        };
+        Ok(ProxyUrl { host: host.to_ascii_lowercase(), port, credentials })
+    }
 }
 
 crate::labels::labels! {
@@ -158,6 +283,43 @@ pub(super) fn read(s: &Section<'_>) -> Option<Option<StepUp>> {
             None
         }),
     };
+    let provider = match s.string("provider") {
+        None => Some(Provider::Generic),
+        Some(v) => Provider::parse(v).or_else(|| {
+            s.problem("provider", Problem::Invalid { expected: "generic, okta, entra, google or keycloak", found: v.to_owned() });
+            None
+        }),
+    };
+    let only_for = |key: &'static str, preset: Provider| {
+        if s.has(key) && provider.is_some_and(|p| p != preset) {
+            s.problem(key, Problem::Conflict { reason: only_for_reason(preset) });
+        }
+    };
+    only_for("acrs", Provider::Entra);
+    only_for("tenants", Provider::Entra);
+    only_for("acr_levels", Provider::Keycloak);
+    let acrs: Vec<String> = s.string_array("acrs").unwrap_or_default().into_iter().map(str::to_owned).collect();
+    let tenants: Vec<String> = s.string_array("tenants").unwrap_or_default().into_iter().map(|t| t.to_ascii_lowercase()).collect();
+    let acr_levels = read_acr_levels(s);
+    if provider == Some(Provider::Entra) && tenants.is_empty() {
+        if let Some(IdpEndpoints::Discovery { issuer }) = &endpoints {
+            if entra_multi_tenant(issuer) {
+                s.problem("tenants", Problem::Conflict { reason: "a multi-tenant Entra ID issuer (common, organizations) accepts any tenant's users: list the tenants whose users may step up" });
+            }
+        }
+    }
+    let proxy = match s.string("proxy") {
+        None => Some(EgressProxy::Environment),
+        Some("direct") => Some(EgressProxy::Direct),
+        Some(v) => match ProxyUrl::parse(v) {
+            Ok(url) => Some(EgressProxy::Via(url)),
+            Err(e) => {
+                // The value may hold a password: the error names the problem, not the URL.
+                s.problem("proxy", Problem::Invalid { expected: "\"direct\" or http://[user:password@]host:port", found: e.to_string() });
+                None
+            }
+        },
+    };
     let ca_file = s.optional_file("ca_file");
     let redirect_uri = s.string("redirect_uri").map(str::to_owned);
     let public_hosts = s.string_array("public_hosts").unwrap_or_default().into_iter().map(|h| h.to_ascii_lowercase()).collect();
@@ -183,7 +345,44 @@ pub(super) fn read(s: &Section<'_>) -> Option<Option<StepUp>> {
         allow_insecure_http,
         identify: identify?,
         unknown_owner: unknown_owner?,
+        provider: provider?,
+        acrs,
+        tenants,
+        acr_levels: acr_levels?,
+        proxy: proxy?,
     }))
+}
+
+fn only_for_reason(preset: Provider) -> &'static str {
+    match preset {
+        Provider::Entra => "applies to provider = \"entra\" only",
+        Provider::Keycloak => "applies to provider = \"keycloak\" only",
+        Provider::Generic | Provider::Okta | Provider::Google => "does not apply to this provider",
+    }
+}
+
+/// Whether an Entra ID issuer names no tenant (`common`, `organizations`): its discovery
+/// document names the issuer as a template, `https://login.microsoftonline.com/{tenantid}/v2.0`.
+pub fn entra_multi_tenant(issuer: &Uri) -> bool {
+    let tenant = issuer.path().trim_start_matches('/').split('/').next().unwrap_or("");
+    tenant.eq_ignore_ascii_case("common") || tenant.eq_ignore_ascii_case("organizations")
+}
+
+/// `acr_levels = { silver = 1, gold = 2 }`: Keycloak's levels are whole numbers.
+fn read_acr_levels(s: &Section<'_>) -> Option<Vec<(String, u32)>> {
+    let Some(table) = s.table("acr_levels") else { return Some(Vec::new()) };
+    let mut out = Vec::with_capacity(table.len());
+    let mut ok = true;
+    for (name, value) in table {
+        match value.as_integer().and_then(|n| u32::try_from(n).ok()) {
+            Some(level) => out.push((name.clone(), level)),
+            None => {
+                ok = false;
+                s.problem(&format!("acr_levels.{name}"), Problem::Invalid { expected: "a level of authentication (a whole number, as in Keycloak's ACR to LoA mapping)", found: value.to_string() });
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 /// The IdP's endpoints: an issuer to discover them from, or all three given (with the

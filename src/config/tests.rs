@@ -276,3 +276,43 @@ fn log_section_reads_format_and_access_and_names_its_mistakes() {
     assert_eq!(paths(&err), ["log.format", "log.acess"]);
     assert_eq!(err.0[1].to_string(), "log.acess: unknown key; did you mean `access`?");
 }
+
+#[test]
+fn idp_presets_and_their_keys() {
+    let base = "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[step_up]\nclient_id = \"tether\"\n";
+    let su = |extra: &str| parse(&format!("{base}{extra}")).map(|c| c.step_up.unwrap());
+    let plain = su("issuer = \"https://sso.example.com\"\n").unwrap();
+    assert_eq!((plain.provider, plain.proxy.clone()), (Provider::Generic, EgressProxy::Environment), "generic and the environment by default");
+
+    let entra = su("issuer = \"https://login.microsoftonline.com/organizations/v2.0\"\nprovider = \"entra\"\nacrs = [\"c1\", \"c2\"]\ntenants = [\"9122040D-6C67-4C5B-B112-36A304B66DAD\"]\n").unwrap();
+    assert_eq!(entra.acrs, ["c1", "c2"]);
+    assert_eq!(entra.tenants, ["9122040d-6c67-4c5b-b112-36a304b66dad"]);
+    for issuer in ["common", "organizations"] {
+        let err = su(&format!("issuer = \"https://login.microsoftonline.com/{issuer}/v2.0\"\nprovider = \"entra\"\n")).unwrap_err();
+        assert_eq!(paths(&err), ["step_up.tenants"], "a multi-tenant issuer needs its tenants");
+    }
+    su("issuer = \"https://login.microsoftonline.com/9122040d-6c67-4c5b-b112-36a304b66dad/v2.0\"\nprovider = \"entra\"\n").unwrap();
+
+    let kc = su("issuer = \"https://kc.example/realms/corp\"\nprovider = \"keycloak\"\nacr_values = \"gold\"\nacr_levels = { silver = 1, gold = 2 }\n").unwrap();
+    assert_eq!(kc.acr_levels, [("gold".to_owned(), 2), ("silver".to_owned(), 1)]);
+    let err = su("issuer = \"https://kc.example/realms/corp\"\nprovider = \"keycloak\"\nacr_levels = { gold = \"high\", silver = -1 }\n").unwrap_err();
+    assert_eq!(paths(&err), ["step_up.acr_levels.gold", "step_up.acr_levels.silver"]);
+
+    // A preset's keys belong to it alone.
+    let err = su("issuer = \"https://sso.example.com\"\nacrs = [\"c1\"]\ntenants = [\"t\"]\nacr_levels = { gold = 2 }\n").unwrap_err();
+    assert_eq!(paths(&err), ["step_up.acrs", "step_up.tenants", "step_up.acr_levels"]);
+    let err = su("issuer = \"https://sso.example.com\"\nprovider = \"azure\"\n").unwrap_err();
+    assert_eq!(paths(&err), ["step_up.provider"]);
+}
+
+#[test]
+fn the_idp_proxy_key() {
+    let base = "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[step_up]\nclient_id = \"tether\"\nissuer = \"https://sso.example.com\"\n";
+    let proxy = |v: &str| parse(&format!("{base}proxy = \"{v}\"\n")).map(|c| c.step_up.unwrap().proxy);
+    assert_eq!(proxy("direct").unwrap(), EgressProxy::Direct);
+    let EgressProxy::Via(url) = proxy("http://ops:pa%24%24@proxy.corp:3128").unwrap() else { panic!("a proxy URL") };
+    assert_eq!((url.host.as_str(), url.port, url.credentials.as_deref()), ("proxy.corp", 3128, Some("ops:pa$$")));
+    let err = proxy("https://ops:hunter2@proxy.corp:3128").unwrap_err();
+    assert_eq!(paths(&err), ["step_up.proxy"]);
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}

@@ -135,6 +135,8 @@ async fn authorization_url(req: &Request<Incoming>, d: &Decision, cx: &Context<'
         acr_values: cfg.acr_values.as_deref(),
         login_hint: d.user.as_deref(),
         issued: &issued,
+        provider: cfg.provider,
+        acrs: &cfg.acrs,
     }
     .url();
     HeaderValue::from_str(&url).map_err(|_| None)

@@ -10,6 +10,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::config::Provider;
 use crate::session::{HashKey, Secs, SessionKey};
 
 /// A challenge must be answered within this long (an IdP login, MFA included).
@@ -115,7 +116,8 @@ pub fn encode(value: &str, out: &mut String) {
     out.extend(utf8_percent_encode(value, QUERY_VALUE));
 }
 
-/// The parameters of an authorization request that a stolen session cannot satisfy.
+/// The parameters of an authorization request that a stolen session cannot satisfy, as
+/// the IdP's preset needs them spelt.
 pub struct AuthorizationRequest<'a> {
     pub kind: Kind,
     pub endpoint: &'a str,
@@ -125,6 +127,9 @@ pub struct AuthorizationRequest<'a> {
     pub acr_values: Option<&'a str>,
     pub login_hint: Option<&'a str>,
     pub issued: &'a Issued,
+    pub provider: Provider,
+    /// Entra ID authentication contexts, asked for through the `claims` parameter.
+    pub acrs: &'a [String],
 }
 
 impl AuthorizationRequest<'_> {
@@ -153,10 +158,20 @@ impl AuthorizationRequest<'_> {
         match self.kind {
             Kind::StepUp => {
                 // A stolen IdP session would satisfy a plain login silently: force a new one.
-                param("prompt", "login", &mut u);
+                // Google refuses `prompt=login`; `max_age=0` alone demands the fresh login
+                // there, and the callback still checks `auth_time` against the challenge.
+                if self.provider != Provider::Google {
+                    param("prompt", "login", &mut u);
+                }
                 param("max_age", "0", &mut u);
                 if let Some(acr) = self.acr_values {
                     param("acr_values", acr, &mut u);
+                }
+                if self.provider == Provider::Entra && !self.acrs.is_empty() {
+                    // OpenID Connect Core §5.5: Entra ID asks for authentication contexts
+                    // as an essential `acrs` claim of the ID token.
+                    let claims = serde_json::json!({ "id_token": { "acrs": { "essential": true, "values": self.acrs } } });
+                    param("claims", &claims.to_string(), &mut u);
                 }
             }
             // The IdP answers at once from its own session, or with `login_required`.
@@ -207,12 +222,57 @@ mod tests {
             acr_values: Some("urn:example:mfa"),
             login_hint: Some("alice@example.com"),
             issued: &issued,
+            provider: Provider::Generic,
+            acrs: &[],
         }
         .url();
         assert_eq!(
             url,
             "https://sso.example/authorize?response_type=code&client_id=tether&redirect_uri=https%3A%2F%2Fadmin.example%2F.tether%2Fcallback&scope=openid&state=st&nonce=no&code_challenge=cc&code_challenge_method=S256&prompt=login&max_age=0&acr_values=urn%3Aexample%3Amfa&login_hint=alice%40example.com"
         );
+    }
+
+    /// The step-up parameters each preset sends (`None`: the parameter is absent).
+    #[test]
+    fn presets_spell_the_step_up_their_way() {
+        let issued = Issued { state: "st".into(), nonce: "no".into(), code_challenge: "cc".into() };
+        let contexts = ["c1".to_owned(), "c2".to_owned()];
+        let claims = r#"{"id_token":{"acrs":{"essential":true,"values":["c1","c2"]}}}"#;
+        // kind, provider, acrs, then the prompt, max_age and claims sent.
+        type Row<'a> = (Kind, Provider, &'a [String], Option<&'a str>, Option<&'a str>, Option<&'a str>);
+        let rows: [Row<'_>; 8] = [
+            (Kind::StepUp, Provider::Generic, &[], Some("login"), Some("0"), None),
+            (Kind::StepUp, Provider::Okta, &[], Some("login"), Some("0"), None),
+            (Kind::StepUp, Provider::Keycloak, &[], Some("login"), Some("0"), None),
+            (Kind::StepUp, Provider::Google, &[], None, Some("0"), None),
+            (Kind::StepUp, Provider::Entra, &contexts, Some("login"), Some("0"), Some(claims)),
+            (Kind::StepUp, Provider::Entra, &[], Some("login"), Some("0"), None),
+            (Kind::Identify, Provider::Google, &[], Some("none"), None, None),
+            (Kind::Identify, Provider::Entra, &contexts, Some("none"), None, None),
+        ];
+        for (kind, provider, acrs, prompt, max_age, want_claims) in rows {
+            let url = AuthorizationRequest {
+                kind,
+                endpoint: "https://sso.example/authorize",
+                client_id: "tether",
+                redirect_uri: "https://admin.example/.tether/callback",
+                scope: "openid",
+                acr_values: None,
+                login_hint: None,
+                issued: &issued,
+                provider,
+                acrs,
+            }
+            .url();
+            let query = url.split_once('?').unwrap().1;
+            let get = |k: &str| {
+                query.split('&').find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('='))).map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+            };
+            let name = format!("{kind:?} {provider:?}");
+            assert_eq!(get("prompt").as_deref(), prompt, "{name}");
+            assert_eq!(get("max_age").as_deref(), max_age, "{name}");
+            assert_eq!(get("claims").as_deref(), want_claims, "{name}");
+        }
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! itself as an OpenID Connect relying party.
 
 pub mod challenge;
+pub mod egress;
 pub mod oidc;
 pub mod return_to;
 
 pub mod table;
+pub mod warm_up;
 pub mod wire;
 
 pub use challenge::Pending;

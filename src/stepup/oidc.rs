@@ -1,8 +1,9 @@
 //! tether as an OpenID Connect relying party: discovery, the IdP's key set (cached,
 //! refreshed on an unknown `kid` at most every [`JWKS_REFRESH_MIN`]), the code exchange
-//! over TLS, and verification of ID tokens and back-channel logout tokens: the signature
-//! through [`crate::jwt`], then [`check_id_token`] and [`check_logout_token`], pure
-//! functions of the claims, the configuration and `now`.
+//! over TLS (through a proxy's tunnel when [`super::egress`] says so), and verification of
+//! ID tokens and back-channel logout tokens: the signature through [`crate::jwt`], then
+//! [`check_id_token`] and [`check_logout_token`], pure functions of the claims, the
+//! configuration (the IdP preset's habits included) and `now`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Error as ClientError;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -24,14 +26,15 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::challenge::Kind;
-use crate::config::{ClientAuth, ClientSecret, IdpEndpoints, StepUp};
+use super::egress::{self, Egress, EnvProxyError};
+use crate::config::{entra_multi_tenant, ClientAuth, ClientSecret, IdpEndpoints, Provider, StepUp};
 use crate::jwt::{self, Claim, Expiry, KeySet, Rejected, Rules, Unusable};
 use crate::net::tls::{self, TlsError};
 use crate::session::redis::RedisStore;
 
 /// Bound on any IdP response body (discovery, keys, tokens).
 const MAX_BODY: usize = 1 << 20;
-/// Bound on one IdP exchange, connect included.
+/// Bound on one IdP exchange, connect (and a proxy's tunnel) included.
 const IDP_TIMEOUT: Duration = Duration::from_secs(10);
 /// An unknown `kid` refetches the key set at most this often, so forged tokens cannot
 /// make tether hammer the IdP.
@@ -68,6 +71,58 @@ pub enum OidcSetupError {
     Secret { path: std::path::PathBuf, source: std::io::Error },
     #[error("client private key {}: {source}", path.display())]
     PrivateKey { path: std::path::PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("proxy from the environment: {0}")]
+    Proxy(#[from] EnvProxyError),
+}
+
+/// Why discovery or the key set could not be fetched: what `/readyz` and the log say.
+/// URLs are the IdP's public endpoints; a proxy is named by host and port only.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("no discovery: the endpoints are configured")]
+    NotConfigured,
+    #[error("{url} is not a URL")]
+    BadUrl { url: String },
+    #[error("GET {url}: {}", chain(.source))]
+    Unreachable { url: String, source: ClientError },
+    #[error("GET {url}: no complete answer within {}s", IDP_TIMEOUT.as_secs())]
+    Timeout { url: String },
+    #[error("GET {url}: HTTP {status}")]
+    Status { url: String, status: StatusCode },
+    #[error("GET {url}: the body is unreadable or larger than {MAX_BODY} bytes")]
+    Body { url: String },
+    #[error("{url} is not a discovery document: {source}")]
+    Document { url: String, source: serde_json::Error },
+    #[error("the discovery document names issuer {found}, not {expected}")]
+    OtherIssuer { expected: String, found: String },
+    #[error("the discovery document names an endpoint that is not https://: {url}")]
+    Insecure { url: String },
+    #[error("{url} is not a JWK set")]
+    KeySet { url: String },
+}
+
+/// An error and its sources on one line: hyper's own message ("client error (Connect)")
+/// says little without them.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
+
+/// Whether the IdP's discovery document and keys are held, for `/readyz` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Not fetched yet (the first attempt is under way).
+    Pending,
+    /// The document and the key set are held.
+    Ready,
+    /// The last attempt failed, for this reason; retried in the background.
+    Failing(String),
 }
 
 crate::labels::labels! {
@@ -160,12 +215,22 @@ enum Credentials {
 }
 
 pub struct IdpClient {
-    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: Client<HttpsConnector<egress::Connector>, Full<Bytes>>,
     cfg: StepUp,
     credentials: Credentials,
     metadata: Mutex<Option<Arc<Metadata>>>,
     keys: Mutex<KeyCache>,
     seen_logouts: std::sync::Mutex<SeenLogouts>,
+    readiness: std::sync::Mutex<Readiness>,
+    /// Set once a reload has replaced this client: its warm-up then stops reporting.
+    retired: std::sync::atomic::AtomicBool,
+}
+
+/// Why one request to the IdP got no usable answer.
+enum SendError {
+    Transport(ClientError),
+    Timeout,
+    Body,
 }
 
 #[derive(Deserialize)]
@@ -211,6 +276,11 @@ impl IdpClient {
         let mut connector = HttpConnector::new();
         connector.enforce_http(false);
         connector.set_connect_timeout(Some(IDP_TIMEOUT));
+        let egress = Egress::new(&cfg.proxy, |name| std::env::var(name).ok())?;
+        if let Some(proxy) = egress.proxy() {
+            tracing::info!(%proxy, "requests to the IdP go through a proxy's CONNECT tunnel");
+        }
+        let connector = egress::Connector::new(connector, egress, IDP_TIMEOUT);
         let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(connector);
         let http = Client::builder(TokioExecutor::new()).timer(TokioTimer::new()).pool_timer(TokioTimer::new()).build(https);
         let credentials = match cfg.client_auth {
@@ -244,6 +314,7 @@ impl IdpClient {
             })),
             IdpEndpoints::Discovery { .. } => None,
         };
+        let readiness = if metadata.is_some() { Readiness::Ready } else { Readiness::Pending };
         Ok(IdpClient {
             http,
             cfg: cfg.clone(),
@@ -251,6 +322,8 @@ impl IdpClient {
             metadata: Mutex::new(metadata),
             keys: Mutex::new(KeyCache { keys: Arc::new(KeySet::empty()), fetched: None }),
             seen_logouts: std::sync::Mutex::new(SeenLogouts::default()),
+            readiness: std::sync::Mutex::new(readiness),
+            retired: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -258,57 +331,108 @@ impl IdpClient {
         &self.cfg
     }
 
+    /// Whether the endpoints come from a discovery document (fetched ahead of need by
+    /// [`super::warm_up`]); configured endpoints need none.
+    pub fn discovers(&self) -> bool {
+        matches!(self.cfg.endpoints, IdpEndpoints::Discovery { .. })
+    }
+
+    /// Marks this client as replaced by a reload's: requests in flight may still use it,
+    /// but what it finds no longer describes the IdP in force.
+    pub fn retire(&self) {
+        self.retired.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Fetches the discovery document and the key set unless held, and records the
+    /// outcome for `/readyz`.
+    pub async fn warm_up(&self) -> Result<(), DiscoveryError> {
+        let result = async {
+            self.discover().await?;
+            let mut cache = self.keys.lock().await;
+            if cache.fetched.is_none() {
+                cache.keys = self.fetch_keys().await?;
+                cache.fetched = Some(Instant::now());
+            }
+            Ok::<(), DiscoveryError>(())
+        }
+        .await;
+        *self.readiness.lock().unwrap_or_else(|p| p.into_inner()) = match &result {
+            Ok(()) => Readiness::Ready,
+            Err(e) => Readiness::Failing(e.to_string()),
+        };
+        result
+    }
+
     /// The endpoints, from config or (once, then cached) from discovery.
     pub async fn metadata(&self) -> Result<Arc<Metadata>, Failure> {
+        self.discover().await.map_err(|e| {
+            tracing::warn!(error = %e, "IdP discovery failed");
+            Failure::IdpUnavailable
+        })
+    }
+
+    async fn discover(&self) -> Result<Arc<Metadata>, DiscoveryError> {
         let mut slot = self.metadata.lock().await;
         if let Some(m) = &*slot {
             return Ok(m.clone());
         }
-        let IdpEndpoints::Discovery { issuer } = &self.cfg.endpoints else { return Err(Failure::IdpUnavailable) };
+        let IdpEndpoints::Discovery { issuer } = &self.cfg.endpoints else { return Err(DiscoveryError::NotConfigured) };
         let issuer_text = issuer.to_string();
         let issuer_text = issuer_text.trim_end_matches('/');
         let url = format!("{issuer_text}/.well-known/openid-configuration");
-        let body = self.get(&url).await?;
-        let m: Metadata = serde_json::from_slice(&body).map_err(|_| Failure::IdpUnavailable)?;
+        let body = self.fetch(&url).await?;
+        let m: Metadata = serde_json::from_slice(&body).map_err(|source| DiscoveryError::Document { url, source })?;
         // OpenID Connect Discovery §4.3: the document must name the issuer asked for.
-        if m.issuer.trim_end_matches('/') != issuer_text {
-            tracing::error!(expected = issuer_text, found = %m.issuer, "discovery document names another issuer");
-            return Err(Failure::IdpUnavailable);
+        // Entra ID's multi-tenant issuers name a template instead, whose `{tenantid}` each
+        // token fills in (checked against `step_up.tenants` then).
+        let templated = self.cfg.provider == Provider::Entra && entra_multi_tenant(issuer) && Some(m.issuer.trim_end_matches('/')) == entra_template(issuer_text).as_deref();
+        if m.issuer.trim_end_matches('/') != issuer_text && !templated {
+            return Err(DiscoveryError::OtherIssuer { expected: issuer_text.to_owned(), found: m.issuer });
         }
         // Codes and tokens never cross in clear, whatever the document says.
         let insecure = [&m.authorization_endpoint, &m.token_endpoint, &m.jwks_uri].into_iter().find(|u| !u.starts_with("https://"));
         if let Some(url) = insecure.filter(|_| !self.cfg.allow_insecure_http) {
-            tracing::error!(%url, "discovery document names an endpoint that is not https://");
-            return Err(Failure::IdpUnavailable);
+            return Err(DiscoveryError::Insecure { url: url.clone() });
         }
         let m = Arc::new(m);
         *slot = Some(m.clone());
         Ok(m)
     }
 
-    async fn send(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), Failure> {
+    async fn send(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), SendError> {
         let work = async {
-            let resp = self.http.request(req).await.map_err(|e| {
-                tracing::warn!(error = %e, "IdP request failed");
-                Failure::IdpUnavailable
-            })?;
+            let resp = self.http.request(req).await.map_err(SendError::Transport)?;
             let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_BODY).collect().await.map_err(|_| Failure::IdpUnavailable)?.to_bytes();
+            let body = Limited::new(resp.into_body(), MAX_BODY).collect().await.map_err(|_| SendError::Body)?.to_bytes();
             Ok((status, body))
         };
-        tokio::time::timeout(IDP_TIMEOUT, work).await.map_err(|_| Failure::IdpUnavailable)?
+        tokio::time::timeout(IDP_TIMEOUT, work).await.map_err(|_| SendError::Timeout)?
     }
 
-    async fn get(&self, url: &str) -> Result<Bytes, Failure> {
-        let uri: Uri = url.parse().map_err(|_| Failure::IdpUnavailable)?;
-        let req = Request::get(uri).header("accept", "application/json").body(Full::new(Bytes::new())).map_err(|_| Failure::IdpUnavailable)?;
-        match self.send(req).await? {
-            (s, body) if s.is_success() => Ok(body),
-            (s, _) => {
-                tracing::warn!(status = %s, url, "IdP answered with an error");
-                Err(Failure::IdpUnavailable)
-            }
+    async fn fetch(&self, url: &str) -> Result<Bytes, DiscoveryError> {
+        let uri: Uri = url.parse().map_err(|_| DiscoveryError::BadUrl { url: url.to_owned() })?;
+        let req = Request::get(uri).header("accept", "application/json").body(Full::new(Bytes::new())).map_err(|_| DiscoveryError::BadUrl { url: url.to_owned() })?;
+        match self.send(req).await {
+            Ok((s, body)) if s.is_success() => Ok(body),
+            Ok((status, _)) => Err(DiscoveryError::Status { url: url.to_owned(), status }),
+            Err(SendError::Transport(source)) => Err(DiscoveryError::Unreachable { url: url.to_owned(), source }),
+            Err(SendError::Timeout) => Err(DiscoveryError::Timeout { url: url.to_owned() }),
+            Err(SendError::Body) => Err(DiscoveryError::Body { url: url.to_owned() }),
         }
+    }
+
+    async fn fetch_keys(&self) -> Result<Arc<KeySet>, DiscoveryError> {
+        let url = self.discover().await?.jwks_uri.clone();
+        let body = self.fetch(&url).await?;
+        Ok(Arc::new(KeySet::parse(&body, Unusable::Skip).map_err(|_| DiscoveryError::KeySet { url })?))
     }
 
     /// Verification keys; refetched when `kid` is unknown (rate-limited) or none are held.
@@ -316,9 +440,10 @@ impl IdpClient {
         let mut cache = self.keys.lock().await;
         let stale = cache.fetched.is_none_or(|t| t.elapsed() >= JWKS_REFRESH_MIN);
         if !cache.keys.knows(kid) && stale {
-            let uri = self.metadata().await?.jwks_uri.clone();
-            let body = self.get(&uri).await?;
-            cache.keys = Arc::new(KeySet::parse(&body, Unusable::Skip).map_err(|_| Failure::IdpUnavailable)?);
+            cache.keys = self.fetch_keys().await.map_err(|e| {
+                tracing::warn!(error = %e, "IdP key set unavailable");
+                Failure::IdpUnavailable
+            })?;
             cache.fetched = Some(Instant::now());
         }
         Ok(cache.keys.clone())
@@ -366,7 +491,14 @@ impl IdpClient {
             (Credentials::None, _) => add("client_id", &self.cfg.client_id),
         }
         let req = builder.body(Full::new(Bytes::from(form))).map_err(|_| Failure::TokenExchange)?;
-        let (status, body) = self.send(req).await?;
+        let (status, body) = self.send(req).await.map_err(|e| {
+            match e {
+                SendError::Transport(e) => tracing::warn!(error = %chain(&e), "code exchange: the IdP could not be reached"),
+                SendError::Timeout => tracing::warn!("code exchange: the IdP did not answer in time"),
+                SendError::Body => tracing::warn!("code exchange: the IdP's answer is unreadable"),
+            }
+            Failure::IdpUnavailable
+        })?;
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             // The IdP's trouble, not the user's: it does not count as a failed step-up.
             tracing::warn!(%status, "code exchange: the IdP is failing");
@@ -412,6 +544,7 @@ impl IdpClient {
             acr_values: self.cfg.acr_values.as_deref(),
             required_amr: &self.cfg.required_amr,
             user_claim: &self.cfg.user_claim,
+            preset: Preset::of(&self.cfg),
         };
         check_id_token(&claims, &rules, expect)
     }
@@ -452,6 +585,85 @@ fn issuers(issuer: &str) -> [&str; 2] {
     [issuer.trim_end_matches('/'), issuer]
 }
 
+/// Where Entra ID's multi-tenant issuer template puts the signed-in user's tenant.
+const TENANT_PLACEHOLDER: &str = "{tenantid}";
+
+/// The issuer template an Entra ID multi-tenant issuer's discovery document names:
+/// `…/organizations/v2.0` → `…/{tenantid}/v2.0`.
+fn entra_template(issuer: &str) -> Option<String> {
+    let (origin, path) = issuer.split_once("://").and_then(|(scheme, rest)| rest.split_once('/').map(|(host, path)| (format!("{scheme}://{host}"), path)))?;
+    let (_tenant, rest) = path.split_once('/').unwrap_or((path, ""));
+    Some(if rest.is_empty() { format!("{origin}/{TENANT_PLACEHOLDER}") } else { format!("{origin}/{TENANT_PLACEHOLDER}/{rest}") })
+}
+
+/// What an IdP preset changes in the ID token checks; [`Preset::GENERIC`] changes nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Preset<'a> {
+    pub provider: Provider,
+    /// Entra ID: authentication contexts the token's `acrs` must all name.
+    pub acrs: &'a [String],
+    /// Entra ID: the tenants whose tokens are accepted (required with a templated issuer).
+    pub tenants: &'a [String],
+    /// Keycloak: ACR names and their levels of authentication.
+    pub acr_levels: &'a [(String, u32)],
+}
+
+impl Preset<'_> {
+    pub const GENERIC: Preset<'static> = Preset { provider: Provider::Generic, acrs: &[], tenants: &[], acr_levels: &[] };
+
+    pub fn of(cfg: &StepUp) -> Preset<'_> {
+        Preset { provider: cfg.provider, acrs: &cfg.acrs, tenants: &cfg.tenants, acr_levels: &cfg.acr_levels }
+    }
+
+    /// The `iss` values a token may carry, given the issuer discovery or config names and
+    /// the token's `tid`.
+    fn issuers(&self, issuer: &str, tid: Option<&str>) -> Result<Vec<String>, Failure> {
+        let listed = |tid: &str| self.tenants.iter().any(|t| t.eq_ignore_ascii_case(tid));
+        if self.provider == Provider::Entra && !self.tenants.is_empty() && !tid.is_some_and(listed) {
+            return Err(Failure::WrongIssuerOrAudience);
+        }
+        if issuer.contains(TENANT_PLACEHOLDER) {
+            // Only Entra ID's discovery may name a template, and only with tenants listed
+            // (config refuses a multi-tenant issuer without them): never any tenant at all.
+            let tid = tid.filter(|_| self.provider == Provider::Entra && !self.tenants.is_empty()).ok_or(Failure::WrongIssuerOrAudience)?;
+            let filled = issuer.replace(TENANT_PLACEHOLDER, tid);
+            return Ok(vec![filled.trim_end_matches('/').to_owned(), filled]);
+        }
+        let mut out: Vec<String> = issuers(issuer).iter().map(|s| (*s).to_owned()).collect();
+        if self.provider == Provider::Google {
+            // Google's tokens carry either spelling: `https://accounts.google.com`, or
+            // `accounts.google.com` for older integrations.
+            let bare = issuer.trim_end_matches('/');
+            out.push(bare.strip_prefix("https://").map_or_else(|| format!("https://{bare}"), str::to_owned));
+        }
+        Ok(out)
+    }
+
+    /// Whether the token's `acr` answers the requested `acr_values`: one of them, or for
+    /// Keycloak a level at least the lowest requested one's (Keycloak reports the level
+    /// reached, by its mapped name or as a number).
+    fn acr_satisfies(&self, acr: &str, wanted: &str) -> bool {
+        if wanted.split_whitespace().any(|w| w == acr) {
+            return true;
+        }
+        if self.provider != Provider::Keycloak {
+            return false;
+        }
+        let level = |name: &str| self.acr_levels.iter().find(|(n, _)| n == name).map(|(_, l)| *l).or_else(|| name.parse::<u32>().ok());
+        let needed = wanted.split_whitespace().filter_map(level).min();
+        matches!((level(acr), needed), (Some(have), Some(need)) if have >= need)
+    }
+
+    /// Entra ID: whether the token's `acrs` names every configured authentication context.
+    fn acrs_satisfied(&self, claims: &HashMap<String, Value>) -> bool {
+        if self.provider != Provider::Entra || self.acrs.is_empty() {
+            return true;
+        }
+        let have: Vec<&str> = claims.get("acrs").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        self.acrs.iter().all(|w| have.contains(&w.as_str()))
+    }
+}
+
 /// What this relying party demands of every ID token, whatever the challenge.
 #[derive(Debug, Clone, Copy)]
 pub struct IdTokenRules<'a> {
@@ -462,13 +674,17 @@ pub struct IdTokenRules<'a> {
     pub required_amr: &'a [String],
     /// The claim naming the user, compared with the challenged session's.
     pub user_claim: &'a str,
+    /// The IdP's habits: issuer spellings and templates, `acrs`, ACR levels.
+    pub preset: Preset<'a>,
 }
 
 /// The checks of an ID token whose signature verified: registered claims (`iss`, `aud`,
-/// `exp`, `iat`, `sub`), `azp`, the challenge's `nonce`, an `auth_time` no older than
-/// the challenge, `acr`, `amr`, and the same user as the challenged session.
+/// `exp`, `iat`, `sub`; `iss` as the preset spells it, `tid` for Entra ID), `azp`, the
+/// challenge's `nonce`, an `auth_time` no older than the challenge, `acr` (or Keycloak's
+/// level), Entra ID's `acrs`, `amr`, and the same user as the challenged session.
 pub fn check_id_token(claims: &Value, rules: &IdTokenRules<'_>, expect: &Expect<'_>) -> Result<IdClaims, Failure> {
-    let issuers = issuers(rules.issuer);
+    let accepted = rules.preset.issuers(rules.issuer, claims.get("tid").and_then(Value::as_str))?;
+    let issuers: Vec<&str> = accepted.iter().map(String::as_str).collect();
     let registered = Rules { issuers: &issuers, audience: rules.client_id, required: &ID_TOKEN_CLAIMS, expiry: Expiry::Checked, leeway: LEEWAY_SECS };
     jwt::check_registered(claims, &registered, expect.now)?;
     let c = RawIdClaims::deserialize(claims).map_err(|_| Failure::Malformed)?;
@@ -488,9 +704,12 @@ pub fn check_id_token(claims: &Value, rules: &IdTokenRules<'_>, expect: &Expect<
                 return Err(Failure::StaleAuthTime);
             }
             if let Some(wanted) = rules.acr_values {
-                if !c.acr.as_deref().is_some_and(|acr| wanted.split_whitespace().any(|w| w == acr)) {
+                if !c.acr.as_deref().is_some_and(|acr| rules.preset.acr_satisfies(acr, wanted)) {
                     return Err(Failure::AcrMissing);
                 }
+            }
+            if !rules.preset.acrs_satisfied(&c.rest) {
+                return Err(Failure::AcrMissing);
             }
             if !rules.required_amr.iter().all(|r| amr.contains(r)) {
                 return Err(Failure::AmrMissing);

@@ -80,7 +80,12 @@ fn start() -> Option<Idp> {
         let _ = std::io::BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let line = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the test IdP did not start");
+    let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(30)) else {
+        // Not left running: it would hold whatever this process inherited.
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the test IdP did not start within 30s");
+    };
     let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("unexpected IdP output {line:?}"));
     let issuer = v["issuer"].as_str().unwrap().to_owned();
     Some(Idp { issuer, cert, client_key, _dir: dir, _child: child, _stdin: stdin })
@@ -175,13 +180,6 @@ impl Browser {
 
     /// Follows an authorization URL through a scripted login to the callback URL.
     pub async fn login(&mut self, idp: &Idp, authorize: &str, login: &str, acr: Option<&str>, auth_time: Option<u64>) -> String {
-        let r = self.send(idp, "GET", authorize, None, None).await;
-        assert_eq!(r.status, 303, "authorization request: {}", String::from_utf8_lossy(&r.body));
-        let interaction = r.location.unwrap();
-        let r = self.send(idp, "GET", &interaction, None, None).await;
-        assert_eq!(r.status, 200);
-        let details: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(details["prompt"], "login", "prompt=login forces a fresh login");
         let mut form = format!("login={login}&amr=pwd,otp");
         if let Some(acr) = acr {
             form.push_str(&format!("&acr={acr}"));
@@ -189,6 +187,27 @@ impl Browser {
         if let Some(t) = auth_time {
             form.push_str(&format!("&auth_time={t}"));
         }
+        self.login_with_form(idp, authorize, form).await
+    }
+
+    /// [`Browser::login`] for an IdP preset's authorization URL, which carries `prompt`
+    /// (`None`: no prompt at all, as for Google) and must still bring the IdP to ask for
+    /// a fresh login; `extra` is more of the login form (`&acrs=c1,c2`).
+    pub async fn login_preset(&mut self, idp: &Idp, authorize: &str, prompt: Option<&str>, login: &str, extra: &str) -> String {
+        let query = authorize.split_once('?').map_or("", |(_, q)| q);
+        let sent = query.split('&').find_map(|kv| kv.strip_prefix("prompt="));
+        assert_eq!(sent, prompt, "the prompt parameter of {authorize}");
+        self.login_with_form(idp, authorize, format!("login={login}&amr=pwd,otp{extra}")).await
+    }
+
+    async fn login_with_form(&mut self, idp: &Idp, authorize: &str, form: String) -> String {
+        let r = self.send(idp, "GET", authorize, None, None).await;
+        assert_eq!(r.status, 303, "authorization request: {}", String::from_utf8_lossy(&r.body));
+        let interaction = r.location.unwrap();
+        let r = self.send(idp, "GET", &interaction, None, None).await;
+        assert_eq!(r.status, 200);
+        let details: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(details["prompt"], "login", "prompt=login forces a fresh login");
         let mut r = self.send(idp, "POST", &format!("{interaction}/login"), Some(form), None).await;
         loop {
             assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));

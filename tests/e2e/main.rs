@@ -13,6 +13,7 @@ mod logs;
 mod malformed;
 mod metrics;
 mod owner;
+mod presets;
 mod proxy;
 mod redis;
 mod replicas;

@@ -11,6 +11,15 @@
 //
 // stdout carries exactly one line, {"issuer":"https://localhost:PORT"}, once
 // listening; everything else goes to stderr.
+//
+// Habits of real IdPs it emulates, for tether's provider presets:
+//   - the client "tether-google" is refused any authorization request carrying
+//     prompt=login, as Google refuses it (max_age=0 must do);
+//   - the claims request parameter (Entra ID asks for authentication contexts as an
+//     essential "acrs" ID token claim); the login form's acrs=c1,c2 is what the
+//     ID token then carries;
+//   - a second spelling of the issuer in the ID token (Google's tokens may carry
+//     "accounts.google.com" without the scheme): the "bare_issuer" mutation.
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -82,6 +91,9 @@ const clients = [
     ...common, client_id: 'tether', client_secret: 'tether-secret', token_endpoint_auth_method: 'client_secret_basic',
   },
   {
+    ...common, client_id: 'tether-google', client_secret: 'tether-secret', token_endpoint_auth_method: 'client_secret_basic',
+  },
+  {
     ...common, client_id: 'tether-post', client_secret: 'tether-secret', token_endpoint_auth_method: 'client_secret_post',
   },
 ];
@@ -91,6 +103,9 @@ if (clientJwks) {
     ...common, client_id: 'tether-pkjwt', token_endpoint_auth_method: 'private_key_jwt', jwks: clientJwks,
   });
 }
+
+// The authentication contexts each account's last login satisfied (the form's acrs).
+const contextsByAccount = new Map();
 
 // --- listener --------------------------------------------------------------
 // The issuer needs the port, which the OS picks: listen first, attach the
@@ -103,22 +118,29 @@ const provider = new Provider(issuer, {
   clients,
   jwks: { keys: keys.map((k) => k.jwk) },
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
-  acrValues: ['urn:example:mfa', 'urn:example:pwd'],
+  // The last three are Keycloak-style: a level's name and levels as numbers.
+  acrValues: ['urn:example:mfa', 'urn:example:pwd', 'gold', '1', '2'],
   // By default the ID token only carries the claims of the requested scopes,
   // acr only when acr_values was sent, auth_time only with max_age/prompt=login,
   // and amr never (it is not a supported claim). Tying them to "openid" puts
   // them in every ID token; each is left out when the login did not set it.
+  // acrs (Entra ID's authentication contexts) is only ever asked for through the
+  // claims parameter.
   claims: {
-    acr: null, amr: null, auth_time: null, sid: null, iss: null,
+    acr: null, amr: null, auth_time: null, sid: null, iss: null, acrs: null,
     openid: ['sub', 'acr', 'amr', 'auth_time'],
   },
   features: {
     devInteractions: { enabled: false },
     backchannelLogout: { enabled: true },
+    claimsParameter: { enabled: true },
   },
   // The tests' client always sends PKCE; insist on it so a regression shows.
   pkce: { required: () => true },
-  findAccount: (ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
+  findAccount: (ctx, sub) => ({
+    accountId: sub,
+    claims: () => ({ sub, ...(contextsByAccount.has(sub) && { acrs: contextsByAccount.get(sub) }) }),
+  }),
   // Errors as JSON instead of an HTML page: easier to assert on in a test.
   renderError: (ctx, out) => { ctx.type = 'json'; ctx.body = out; },
   // Plain numbers also keep oidc-provider from printing "you SHOULD change" notices.
@@ -185,12 +207,20 @@ async function finishLogin(ctx, uid) {
   const scopes = new Set(['openid', ...String(params.scope ?? '').split(' ').filter(Boolean)]);
   grant.addOIDCScope([...scopes].join(' '));
   if (prompt.details.missingOIDCClaims) grant.addOIDCClaims(prompt.details.missingOIDCClaims);
+  // Claims asked for through the claims parameter are consented to at once, too (the
+  // login prompt comes before consent, so its details do not list them yet).
+  if (params.claims) {
+    const asked = JSON.parse(params.claims);
+    grant.addOIDCClaims([...Object.keys(asked.id_token ?? {}), ...Object.keys(asked.userinfo ?? {})]);
+  }
   const grantId = await grant.save();
 
   const login = { accountId: form.login };
   if (form.acr) login.acr = form.acr;
   if (form.amr) login.amr = form.amr.split(',').map((s) => s.trim()).filter(Boolean);
   if (form.auth_time) login.ts = Number(form.auth_time); // lets a test claim a stale login
+  if (form.acrs) contextsByAccount.set(form.login, form.acrs.split(',').map((s) => s.trim()).filter(Boolean));
+  else contextsByAccount.delete(form.login);
 
   // Answers 303 to /auth/:uid itself, so Koa must not write a response too.
   ctx.respond = false;
@@ -198,7 +228,7 @@ async function finishLogin(ctx, uid) {
 }
 
 // --- test hooks ------------------------------------------------------------
-const MUTATIONS = new Set(['bad_signature', 'expired', 'wrong_audience']);
+const MUTATIONS = new Set(['bad_signature', 'expired', 'wrong_audience', 'bare_issuer']);
 let nextIdTokenMutation;
 
 async function mutateIdToken(idToken, mode) {
@@ -211,6 +241,7 @@ async function mutateIdToken(idToken, mode) {
     claims.exp -= 2 * 3600;
   }
   if (mode === 'wrong_audience') claims.aud = 'someone-else';
+  if (mode === 'bare_issuer') claims.iss = issuer.replace(/^https:\/\//, '');
   return new SignJWT(claims).setProtectedHeader(header).sign(key);
 }
 
@@ -233,10 +264,18 @@ async function logoutToken({ sub, sid, aud }) {
 
 // --- routes outside oidc-provider ------------------------------------------
 const tokenPath = new URL(provider.urlFor('token')).pathname;
+const authorizationPath = new URL(provider.urlFor('authorization')).pathname;
+// Clients whose IdP, like Google, supports no prompt=login.
+const NO_PROMPT_LOGIN = new Set(['tether-google']);
 
 provider.use(async (ctx, next) => {
   const interactionMatch = ctx.path.match(/^\/interaction\/([^/]+)(\/login)?$/);
   try {
+    if (ctx.path === authorizationPath && NO_PROMPT_LOGIN.has(ctx.query.client_id)
+        && String(ctx.query.prompt ?? '').split(' ').includes('login')) {
+      log(`refused prompt=login for ${ctx.query.client_id}`);
+      return badRequest(ctx, 'prompt=login is not supported by this provider');
+    }
     if (interactionMatch && ctx.method === 'GET' && !interactionMatch[2]) {
       const { uid, prompt, params } = await loadInteraction(ctx, interactionMatch[1]);
       return sendJson(ctx, 200, { uid, prompt: prompt.name, params });

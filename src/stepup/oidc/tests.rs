@@ -144,7 +144,14 @@ fn logout_token_rows() -> Vec<Row> {
 }
 
 fn id_rules(amr: &[String]) -> IdTokenRules<'_> {
-    IdTokenRules { issuer: ISSUER, client_id: CLIENT, acr_values: Some("urn:example:mfa urn:example:hwk"), required_amr: amr, user_claim: "email" }
+    IdTokenRules {
+        issuer: ISSUER,
+        client_id: CLIENT,
+        acr_values: Some("urn:example:mfa urn:example:hwk"),
+        required_amr: amr,
+        user_claim: "email",
+        preset: Preset::GENERIC,
+    }
 }
 
 fn expect() -> Expect<'static> {
@@ -246,5 +253,113 @@ fn every_failure_reason_in_the_readme_has_a_row() {
             rows.contains(&reason) || RAISED_ELSEWHERE.iter().any(|(r, _)| *r == reason),
             "the README names {reason:?}: give it a row, or say where it is raised"
         );
+    }
+}
+
+const TENANT: &str = "9122040d-6c67-4c5b-b112-36a304b66dad";
+const OTHER_TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const ENTRA_TEMPLATE: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
+
+/// The configuration a preset row runs under.
+struct PresetCase {
+    issuer: &'static str,
+    acr_values: Option<&'static str>,
+    provider: Provider,
+    acrs: Vec<String>,
+    tenants: Vec<String>,
+    acr_levels: Vec<(String, u32)>,
+}
+
+impl PresetCase {
+    fn new(provider: Provider, issuer: &'static str) -> PresetCase {
+        PresetCase { issuer, acr_values: None, provider, acrs: vec![], tenants: vec![], acr_levels: vec![] }
+    }
+
+    fn rules(&self) -> IdTokenRules<'_> {
+        IdTokenRules {
+            issuer: self.issuer,
+            client_id: CLIENT,
+            acr_values: self.acr_values,
+            required_amr: &[],
+            user_claim: "sub",
+            preset: Preset { provider: self.provider, acrs: &self.acrs, tenants: &self.tenants, acr_levels: &self.acr_levels },
+        }
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// What a preset row shows, its configuration, the claims changed from a good token, and
+/// `Ok` or the failure's README name.
+type PresetRow = (&'static str, PresetCase, Vec<(&'static str, Option<Value>)>, Result<(), &'static str>);
+
+/// One row per preset option and per way it fails.
+fn preset_rows() -> Vec<PresetRow> {
+    use Provider::*;
+    let google = || PresetCase::new(Google, "https://accounts.google.com");
+    let entra_multi = || PresetCase { tenants: strings(&[TENANT]), ..PresetCase::new(Entra, ENTRA_TEMPLATE) };
+    let entra_acrs = || PresetCase { acrs: strings(&["c1", "c3"]), ..PresetCase::new(Entra, "https://login.microsoftonline.com/9122040d-6c67-4c5b-b112-36a304b66dad/v2.0") };
+    let keycloak = || PresetCase {
+        acr_values: Some("gold"),
+        acr_levels: vec![("silver".into(), 1), ("gold".into(), 2), ("platinum".into(), 3)],
+        ..PresetCase::new(Keycloak, "https://kc.example/realms/corp")
+    };
+    let tenant_iss = |t: &str| json!(format!("https://login.microsoftonline.com/{t}/v2.0"));
+    vec![
+        // Google: both issuer spellings, for this preset only.
+        ("google: the https issuer", google(), vec![("iss", Some(json!("https://accounts.google.com")))], Ok(())),
+        ("google: the bare issuer", google(), vec![("iss", Some(json!("accounts.google.com")))], Ok(())),
+        ("google: another issuer", google(), vec![("iss", Some(json!("https://evil.example")))], Err("wrong_issuer_or_audience")),
+        ("generic: no bare issuer", PresetCase::new(Generic, "https://accounts.google.com"), vec![("iss", Some(json!("accounts.google.com")))], Err("wrong_issuer_or_audience")),
+        ("google: auth_time still demanded", google(), vec![("iss", Some(json!("accounts.google.com"))), ("auth_time", None)], Err("stale_auth_time")),
+        // Entra ID: the multi-tenant template, filled in with a listed tid.
+        ("entra: a listed tenant", entra_multi(), vec![("iss", Some(tenant_iss(TENANT))), ("tid", Some(json!(TENANT)))], Ok(())),
+        ("entra: a tenant not listed", entra_multi(), vec![("iss", Some(tenant_iss(OTHER_TENANT))), ("tid", Some(json!(OTHER_TENANT)))], Err("wrong_issuer_or_audience")),
+        ("entra: iss of another tenant than tid", entra_multi(), vec![("iss", Some(tenant_iss(OTHER_TENANT))), ("tid", Some(json!(TENANT)))], Err("wrong_issuer_or_audience")),
+        ("entra: no tid", entra_multi(), vec![("iss", Some(tenant_iss(TENANT)))], Err("wrong_issuer_or_audience")),
+        ("entra: the template itself as iss", entra_multi(), vec![("iss", Some(json!(ENTRA_TEMPLATE))), ("tid", Some(json!(TENANT)))], Err("wrong_issuer_or_audience")),
+        ("generic: a template is never filled in", PresetCase { tenants: strings(&[TENANT]), ..PresetCase::new(Generic, ENTRA_TEMPLATE) }, vec![("iss", Some(tenant_iss(TENANT))), ("tid", Some(json!(TENANT)))], Err("wrong_issuer_or_audience")),
+        ("entra: a template without tenants accepts nobody", PresetCase::new(Entra, ENTRA_TEMPLATE), vec![("iss", Some(tenant_iss(TENANT))), ("tid", Some(json!(TENANT)))], Err("wrong_issuer_or_audience")),
+        ("entra: a single-tenant issuer and its tid", PresetCase { tenants: strings(&[TENANT]), ..entra_acrs() }, vec![("iss", Some(tenant_iss(TENANT))), ("tid", Some(json!(TENANT))), ("acrs", Some(json!(["c1", "c3"])))], Ok(())),
+        // Entra ID: authentication contexts.
+        ("entra: every context", entra_acrs(), vec![("iss", Some(tenant_iss(TENANT))), ("acrs", Some(json!(["c3", "c2", "c1"])))], Ok(())),
+        ("entra: a context missing", entra_acrs(), vec![("iss", Some(tenant_iss(TENANT))), ("acrs", Some(json!(["c1"])))], Err("acr_missing")),
+        ("entra: no acrs", entra_acrs(), vec![("iss", Some(tenant_iss(TENANT)))], Err("acr_missing")),
+        ("entra: acrs as text", entra_acrs(), vec![("iss", Some(tenant_iss(TENANT))), ("acrs", Some(json!("c1 c3")))], Err("acr_missing")),
+        // Keycloak: ACR-to-LoA levels.
+        ("keycloak: the requested name", keycloak(), vec![("iss", Some(json!("https://kc.example/realms/corp"))), ("acr", Some(json!("gold")))], Ok(())),
+        ("keycloak: its level as a number", keycloak(), vec![("iss", Some(json!("https://kc.example/realms/corp"))), ("acr", Some(json!("2")))], Ok(())),
+        ("keycloak: a higher level by name", keycloak(), vec![("iss", Some(json!("https://kc.example/realms/corp"))), ("acr", Some(json!("platinum")))], Ok(())),
+        ("keycloak: a lower level", keycloak(), vec![("iss", Some(json!("https://kc.example/realms/corp"))), ("acr", Some(json!("silver")))], Err("acr_missing")),
+        ("keycloak: a lower number", keycloak(), vec![("iss", Some(json!("https://kc.example/realms/corp"))), ("acr", Some(json!("1")))], Err("acr_missing")),
+        ("keycloak: an unmapped name", keycloak(), vec![("iss", Some(json!("https://kc.example/realms/corp"))), ("acr", Some(json!("bronze")))], Err("acr_missing")),
+        ("generic: levels mean nothing", PresetCase { acr_values: Some("gold"), ..PresetCase::new(Generic, "https://kc.example/realms/corp") }, vec![("iss", Some(json!("https://kc.example/realms/corp"))), ("acr", Some(json!("2")))], Err("acr_missing")),
+        // Okta: plain OpenID Connect, org or custom authorization server issuer.
+        ("okta: a custom authorization server", PresetCase { acr_values: Some("urn:okta:loa:2fa:any"), ..PresetCase::new(Okta, "https://corp.okta.com/oauth2/default") }, vec![("iss", Some(json!("https://corp.okta.com/oauth2/default"))), ("acr", Some(json!("urn:okta:loa:2fa:any")))], Ok(())),
+        ("okta: the org server's token at a custom server", PresetCase::new(Okta, "https://corp.okta.com/oauth2/default"), vec![("iss", Some(json!("https://corp.okta.com")))], Err("wrong_issuer_or_audience")),
+    ]
+}
+
+#[test]
+fn id_tokens_by_preset() {
+    let base = edit(&good_id_token(), &[("acr", None), ("amr", None)]);
+    for (name, case, changes, want) in preset_rows() {
+        let claims = edit(&base, &changes);
+        let got = check_id_token(&claims, &case.rules(), &Expect { user: None, ..expect() });
+        assert_eq!(got.as_ref().map(|_| ()).map_err(|f| f.as_str()), want, "{name}");
+    }
+}
+
+#[test]
+fn entra_templates() {
+    for (issuer, want) in [
+        ("https://login.microsoftonline.com/organizations/v2.0", Some("https://login.microsoftonline.com/{tenantid}/v2.0")),
+        ("https://login.microsoftonline.com/common/v2.0", Some("https://login.microsoftonline.com/{tenantid}/v2.0")),
+        ("https://login.microsoftonline.us/common", Some("https://login.microsoftonline.us/{tenantid}")),
+        ("https://login.microsoftonline.com", None),
+    ] {
+        assert_eq!(entra_template(issuer).as_deref(), want, "{issuer}");
     }
 }
