@@ -488,7 +488,7 @@ if c.get("lifecycle", {}).get("preStop", {}).get("sleep"):
             problem(f"{f}: the preStop sleep needs Kubernetes 1.30+, and this file does not say so")
 
 # Metric names: the README's metrics table, plus whatever the samples export.
-readme = open("README.md").read()
+readme = open("docs/operations.md").read()
 section = readme.split("## Metrics", 1)[1].split("\n## ", 1)[0]
 documented = set()
 for line in section.splitlines():
@@ -505,7 +505,7 @@ for s in samples:
             sampled.add(m.group(1))
 known = documented | sampled
 if not documented:
-    problem("README.md: no metrics table found")
+    problem("docs/operations.md: no metrics table found")
 
 KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
             "offset", "bool", "inf", "nan"}

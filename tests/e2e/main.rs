@@ -5,6 +5,7 @@ mod check;
 mod cli;
 mod console;
 mod detector;
+mod docs;
 mod adversarial;
 mod cdn;
 mod idp;

@@ -241,7 +241,7 @@ const RAISED_ELSEWHERE: [(&str, &str); 8] = [
 
 #[test]
 fn every_failure_reason_in_the_readme_has_a_row() {
-    let readme = include_str!("../../../README.md");
+    let readme = include_str!("../../../docs/step-up.md");
     let start = readme.find("`detail` one of").expect("the README lists the step-up failure reasons");
     let list = &readme[start + "`detail` one of".len()..];
     let list = &list[..list.find("After `step_up.max_failures`").expect("the list ends before max_failures")];
