@@ -34,7 +34,7 @@ pub struct Listen {
     /// by this CA, so only the CDN can connect at all.
     pub client_ca: Option<PathBuf>,
     /// A shared secret a trusted peer must send in a header on every request before its
-    /// forwarded headers are believed (weaker than `client_ca`; see the README).
+    /// forwarded headers are believed (weaker than `client_ca`; see docs/deployment.md).
     pub proxy_secret: Option<ProxySecret>,
     /// Offer HTTP/2 to TLS clients (default); off for consoles that misbehave over it.
     pub http2: bool,

@@ -6,7 +6,7 @@
 //! client can add an `X-Forwarded-For` of its own that such a balancer passes through
 //! untouched — read first, it would let the client choose its address. A balancer that
 //! speaks `X-Forwarded-For` must overwrite (or strip) a client's `Forwarded`, as the
-//! common ones can be told to; the README says so.
+//! common ones can be told to; docs/detection.md says so.
 //!
 //! The client address is a risk signal, so believing a forwarded header from anyone but
 //! a configured hop would let a thief choose the address tether judges.

@@ -123,7 +123,7 @@ impl Default for Policy {
     /// The defaults survive the benign changes the field reports (IPv6 rotation, carrier
     /// churn, Wi-Fi/cellular, browser upgrades, resumption, Private Relay, corporate
     /// VPNs) and step up the replay shapes (anonymizer, IoC, library client, impossible
-    /// travel, alternation); see the README's policy table.
+    /// travel, alternation); see the policy table in docs/detection.md.
     fn default() -> Self {
         Policy {
             mode: Mode::Enforce,

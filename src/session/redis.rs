@@ -15,7 +15,7 @@
 //!   not written back, so a blind first sight never overwrites real history.
 //!   Reconnection is automatic; [`RedisStore::degraded_operations`] counts the failures.
 //!
-//! Key layout, lifetimes and the required `maxmemory-policy` are in the README
+//! Key layout, lifetimes and the required `maxmemory-policy` are in docs/detection.md
 //! ("Shared store").
 
 pub mod codec;

@@ -1,5 +1,5 @@
 //! A real console behind tether: a Django admin (tests/console, from PyPI), configured as
-//! the README's console table says, naming its signed-in user in a response header. The
+//! docs/consoles.md says, naming its signed-in user in a response header. The
 //! flows that matter, against it and the real OpenID provider: signing in through tether,
 //! the owner learned from the console, a thief with the stolen `sessionid` who steps up as
 //! someone else, and the owner who steps up from a VPN and keeps working.

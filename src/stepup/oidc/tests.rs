@@ -1,5 +1,5 @@
 //! The ID-token and logout-token checks as tables: one row per way a token fails, each
-//! named by the failure reason the README lists, run through everything the client does
+//! named by the failure reason docs/step-up.md lists, run through everything the client does
 //! after fetching keys (signature, registered claims, the token's own checks).
 
 use jsonwebtoken::{encode, EncodingKey};
@@ -242,7 +242,7 @@ const RAISED_ELSEWHERE: [(&str, &str); 8] = [
 #[test]
 fn every_failure_reason_in_the_readme_has_a_row() {
     let readme = include_str!("../../../docs/step-up.md");
-    let start = readme.find("`detail` one of").expect("the README lists the step-up failure reasons");
+    let start = readme.find("`detail` one of").expect("docs/step-up.md lists the step-up failure reasons");
     let list = &readme[start + "`detail` one of".len()..];
     let list = &list[..list.find("After `step_up.max_failures`").expect("the list ends before max_failures")];
     let reasons: Vec<&str> = list.split('`').skip(1).step_by(2).collect();
@@ -251,7 +251,7 @@ fn every_failure_reason_in_the_readme_has_a_row() {
     for reason in reasons {
         assert!(
             rows.contains(&reason) || RAISED_ELSEWHERE.iter().any(|(r, _)| *r == reason),
-            "the README names {reason:?}: give it a row, or say where it is raised"
+            "docs/step-up.md names {reason:?}: give it a row, or say where it is raised"
         );
     }
 }
