@@ -476,7 +476,7 @@ impl Detector {
 }
 
 fn client_of(req: &Request<'_>) -> Client {
-    let ua = req.headers.get(http::header::USER_AGENT).map_or(UserAgent::UNKNOWN, |v| UserAgent::parse(v.as_bytes()));
+    let ua = req.headers.get(http::header::USER_AGENT).map_or(UserAgent::UNKNOWN, |v| UserAgent::parse_memo(v.as_bytes()));
     Client {
         ua,
         ja4: req.fingerprint.map(|f| Ja4Digest::of(&f.ja4_stable)),

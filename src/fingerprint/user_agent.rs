@@ -3,6 +3,12 @@
 //! A hand-written scan over the bytes, no regular expressions: tether only needs to
 //! notice a family or OS change, or a version going backwards, so a coarse and fast
 //! reading is the right tool.
+//!
+//! A connection's user agent rarely changes between its requests, and the browsers in
+//! front of one console are few, so [`UserAgent::parse_memo`] remembers the last few
+//! readings on each thread, keyed by the exact header bytes.
+
+use std::cell::RefCell;
 
 crate::labels::labels! {
     /// Who claims to be making the request.
@@ -64,10 +70,77 @@ impl UserAgent {
         let (family, major) = family(ua);
         UserAgent { family, major, os: os(ua) }
     }
+
+    /// [`UserAgent::parse`], answered from this thread's memo when the same bytes were
+    /// read recently: the live path reads every request's user agent, and a keep-alive
+    /// connection sends the same one each time.
+    pub fn parse_memo(ua: &[u8]) -> UserAgent {
+        if ua.len() > MEMO_MAX_LEN {
+            return UserAgent::parse(ua);
+        }
+        MEMO.with(|memo| {
+            // A memo already borrowed (never, on one thread) just means no memo.
+            let Ok(mut memo) = memo.try_borrow_mut() else { return UserAgent::parse(ua) };
+            memo.get_or_parse(ua)
+        })
+    }
 }
 
+/// Readings remembered per thread: a worker serves many connections, and a console's
+/// users run a handful of browser builds between them. Past that, a miss costs eight
+/// length comparisons on top of the parse.
+const MEMO_ENTRIES: usize = 8;
+/// Longer user agents are parsed every time; a browser's is 100 to 200 bytes. The memo
+/// is `MEMO_ENTRIES * MEMO_MAX_LEN` bytes a thread, copied in, never allocated, so it
+/// holds no reference into a connection's buffers.
+const MEMO_MAX_LEN: usize = 256;
+
+thread_local! {
+    static MEMO: RefCell<Memo> = const { RefCell::new(Memo::new()) };
+}
+
+struct Memo {
+    entries: [MemoEntry; MEMO_ENTRIES],
+    /// The entry the next miss replaces (round robin: no bookkeeping on a hit).
+    next: usize,
+}
+
+struct MemoEntry {
+    len: u16,
+    bytes: [u8; MEMO_MAX_LEN],
+    parsed: UserAgent,
+}
+
+impl Memo {
+    const fn new() -> Memo {
+        const EMPTY: MemoEntry = MemoEntry { len: 0, bytes: [0; MEMO_MAX_LEN], parsed: UserAgent::UNKNOWN };
+        Memo { entries: [EMPTY; MEMO_ENTRIES], next: 0 }
+    }
+
+    /// `ua` is at most `MEMO_MAX_LEN` bytes.
+    fn get_or_parse(&mut self, ua: &[u8]) -> UserAgent {
+        let len = ua.len();
+        if let Some(hit) = self.entries.iter().find(|e| usize::from(e.len) == len && e.bytes[..len] == *ua) {
+            return hit.parsed;
+        }
+        let parsed = UserAgent::parse(ua);
+        let slot = &mut self.entries[self.next];
+        slot.bytes[..len].copy_from_slice(ua);
+        // invariant: len <= MEMO_MAX_LEN, which fits in u16.
+        slot.len = len as u16;
+        slot.parsed = parsed;
+        self.next = (self.next + 1) % MEMO_ENTRIES;
+        parsed
+    }
+}
+
+/// The first position of `needle` in `hay`. Only the positions holding the needle's
+/// first byte are compared in full: a comparison per position was the parser's main cost
+/// (a browser's user agent is scanned for some fifteen markers).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    let (&first, rest) = needle.split_first()?;
+    let last = hay.len().checked_sub(needle.len())?;
+    (0..=last).find(|&i| hay[i] == first && hay[i + 1..i + needle.len()] == *rest)
 }
 
 /// The integer right after `marker`, if any.
@@ -183,6 +256,33 @@ mod tests {
             assert_eq!(p(ua), want, "{ua}");
         }
         assert!(UaFamily::Safari.is_browser() && !UaFamily::Curl.is_browser());
+    }
+
+    #[test]
+    fn memo_answers_as_the_parser_does() {
+        let uas: Vec<String> = (0..3 * MEMO_ENTRIES)
+            .map(|i| format!("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.0.0 Safari/537.36", 100 + i))
+            .chain(["curl/8.1".to_owned(), String::new(), "Mozilla/5.0 ".to_owned() + &"x".repeat(MEMO_MAX_LEN) + " Firefox/1"])
+            .collect();
+        // Interleaved and repeated, so entries are replaced and hit.
+        for round in 0..3 {
+            for (i, ua) in uas.iter().enumerate() {
+                let ua = if (i + round) % 2 == 0 { ua.as_str() } else { uas[i / 2].as_str() };
+                assert_eq!(UserAgent::parse_memo(ua.as_bytes()), UserAgent::parse(ua.as_bytes()), "{ua}");
+            }
+        }
+        // Same length, different bytes: never confused.
+        assert_eq!(UserAgent::parse_memo(b"curl/8.1").family, UaFamily::Curl);
+        assert_eq!(UserAgent::parse_memo(b"Java/8.1").family, UaFamily::Java);
+    }
+
+    #[test]
+    fn find_matches_at_every_position() {
+        assert_eq!(find(b"abcabd", b"abd"), Some(3));
+        assert_eq!(find(b"abd", b"abd"), Some(0));
+        assert_eq!(find(b"ab", b"abd"), None);
+        assert_eq!(find(b"aaab", b"aab"), Some(1));
+        assert_eq!(find(b"xyz", b""), None);
     }
 
     #[test]

@@ -135,7 +135,10 @@ async fn respond(
         return Ok(refuse(&req, &cx, refusal));
     }
     if req.uri().path().starts_with(own::OWN_PREFIX) {
-        return own::serve(req, &cx).await;
+        // Boxed, like every rare branch below: a request's future is moved whole (into
+        // hyper's dispatcher, at every hand-off) and sized by its largest branch, so the
+        // IdP and owner paths would otherwise be copied on every forwarded request.
+        return Box::pin(own::serve(req, &cx)).await;
     }
     let decision = judge(&req, &cx).await?;
     outcome.decided(decision.as_ref());
@@ -278,13 +281,13 @@ async fn answer_or_forward(req: Request<Incoming>, cx: &Context<'_>, decision: O
     // A new browser session whose owner nobody has named goes to the IdP first, to be
     // identified silently; it comes back to this same request, judged afresh.
     if d.identify {
-        if let Some(resp) = step_up::identify(&req, d, cx).await {
+        if let Some(resp) = Box::pin(step_up::identify(&req, d, cx)).await {
             return Ok(answer::close_if(resp, cx.unread_body));
         }
     }
     match d.verdict.effective() {
         Action::Allow => forward(req, cx, decision).await,
-        Action::StepUp => Ok(answer::close_if(step_up::challenge(&req, d, cx).await, cx.unread_body)),
+        Action::StepUp => Ok(answer::close_if(Box::pin(step_up::challenge(&req, d, cx)).await, cx.unread_body)),
         Action::Block | Action::Revoke => Ok(answer::close_if(step_up::blocked(&req, d), cx.unread_body)),
     }
 }
@@ -386,6 +389,12 @@ async fn learn_owner_from_response(headers: &mut http::HeaderMap, cx: &Context<'
     if d.degraded || d.user.as_deref() == Some(&*user) || cx.identity.as_ref().is_some_and(|i| i.unrecognised) {
         return;
     }
+    Box::pin(learn_owner(cx, d, user)).await;
+}
+
+/// The store's side of [`learn_owner_from_response`], for the rare response that names
+/// a new owner.
+async fn learn_owner(cx: &Context<'_>, d: &Decision, user: Arc<str>) {
     let shared = cx.shared;
     match cx.snap.detector.learn_owner(&shared.store, d.session, &user, OwnerSource::ResponseHeader, cx.now).await {
         Ok(change) => {
