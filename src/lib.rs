@@ -30,6 +30,7 @@ pub mod offline;
 pub mod paths;
 pub mod policy;
 pub mod reload;
+pub mod report;
 pub mod server;
 pub mod session;
 pub mod shutdown;

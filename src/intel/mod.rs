@@ -107,13 +107,7 @@ pub struct IntelErrors(pub Vec<IntelError>);
 
 impl std::fmt::Display for IntelErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
+        crate::report::Joined(&self.0).fmt(f)
     }
 }
 

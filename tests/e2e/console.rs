@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use crate::idp::{self, Browser, Idp, REDIRECT_URI};
+use crate::idp::{self, Browser, Idp};
 use crate::support::*;
 
 const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/150.0.0.0 Safari/537.36";
@@ -55,13 +55,8 @@ fn console() -> Option<Console> {
 
 async fn tether_before(console: &Console, idp: &Idp) -> Tether {
     let sections = detector_sections("enforce", "").replace("cookies = [\"session\"]", "cookies = [\"sessionid\"]");
-    let step_up = format!(
-        "[step_up]\nissuer = \"{}\"\nclient_id = \"tether\"\nclient_secret = \"tether-secret\"\nca_file = \"{}\"\nredirect_uri = \"{REDIRECT_URI}\"\n",
-        idp.issuer,
-        idp.cert.display()
-    );
-    let (start, end) = (sections.find("[step_up]").unwrap(), sections.find("[audit]").unwrap());
-    let rest = format!("user_response_header = \"x-auth-request-user\"\n{}{step_up}{}", &sections[..start], &sections[end..]);
+    let sections = with_step_up(&sections, &idp::step_up_section(idp, idp::SECRET_CLIENT, ""));
+    let rest = format!("user_response_header = \"x-auth-request-user\"\n{sections}");
     start_tls(&format!("http://127.0.0.1:{}", console.port), "", &rest).await
 }
 

@@ -93,6 +93,15 @@ fn start() -> Option<Idp> {
     Some(Idp { issuer, cert, client_key, _dir: dir, _child: child, _stdin: stdin })
 }
 
+/// A `[step_up]` section against the test IdP (discovery, its CA, the tests' callback)
+/// for the client in `client` (its `client_id` and credentials), plus `extra` keys.
+pub fn step_up_section(idp: &Idp, client: &str, extra: &str) -> String {
+    format!("[step_up]\nissuer = \"{}\"\n{client}\nca_file = \"{}\"\nredirect_uri = \"{REDIRECT_URI}\"\n{extra}\n", idp.issuer, idp.cert.display())
+}
+
+/// The tests' confidential client at the test IdP.
+pub const SECRET_CLIENT: &str = "client_id = \"tether\"\nclient_secret = \"tether-secret\"";
+
 /// A scripted browser for the IdP side: a path-aware cookie jar and manual redirects.
 #[derive(Default)]
 pub struct Browser {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use crate::idp::{self, Browser, Idp, REDIRECT_URI};
+use crate::idp::{self, Browser, Idp};
 use crate::support::*;
 
 const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/150.0.0.0 Safari/537.36";
@@ -18,15 +18,9 @@ const MULLVAD: &str = "127.0.2.10";
 /// user header: owners come only from what the test configures.
 fn sections(idp: &Idp, step_up_extra: &str, upstream_extra: &str) -> String {
     let sections = detector_sections("enforce", "").replace("[audit]\n", "[audit]\nallowed = true\n");
-    let step_up = format!(
-        "[step_up]\nissuer = \"{}\"\nclient_id = \"tether\"\nclient_secret = \"tether-secret\"\nca_file = \"{}\"\nredirect_uri = \"{REDIRECT_URI}\"\n{step_up_extra}\n",
-        idp.issuer,
-        idp.cert.display()
-    );
-    let start = sections.find("[step_up]").unwrap();
-    let end = sections.find("[audit]").unwrap();
+    let sections = with_step_up(&sections, &idp::step_up_section(idp, idp::SECRET_CLIENT, step_up_extra));
     // Keys right after start_tls's `[upstream] url` line belong to that section.
-    format!("{upstream_extra}\n{}{step_up}{}", &sections[..start], &sections[end..])
+    format!("{upstream_extra}\n{sections}")
 }
 
 async fn tether(idp: &Idp, step_up_extra: &str, upstream_extra: &str) -> Tether {

@@ -23,10 +23,7 @@ const VPN: &str = "127.0.2.10";
 /// The whole config for tether with `[step_up]` as given; the owner is named by a
 /// trusted auth layer (X-User from 127.0.0.1), as in the step-up tests.
 fn config_text(certs: &Certs, upstream: std::net::SocketAddr, step_up: &str) -> String {
-    let sections = detector_sections("enforce", "");
-    let start = sections.find("[step_up]").unwrap();
-    let end = sections.find("[audit]").unwrap();
-    let sections = format!("{}{step_up}\n{}", &sections[..start], &sections[end..]).replace("[session]\n", "[session]\nuser_header = \"x-user\"\n");
+    let sections = with_step_up(&detector_sections("enforce", ""), step_up).replace("[session]\n", "[session]\nuser_header = \"x-user\"\n");
     format!(
         "[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrusted_proxies = [\"127.0.0.1\"]\n[admin]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{upstream}\"\n{sections}",
         certs.cert.display(),

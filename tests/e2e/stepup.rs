@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use crate::idp::{self, Browser, Idp, REDIRECT_URI};
+use crate::idp::{self, Browser, Idp};
 use crate::support::*;
 
 const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/150.0.0.0 Safari/537.36";
@@ -13,20 +13,13 @@ const COOKIE: &str = "session=owner-session-cookie";
 /// tether with discovery against the test IdP; the owner's user is named by a trusted
 /// auth layer (the X-User header from 127.0.0.1).
 async fn tether_with_idp(idp: &Idp, step_up_extra: &str, policy_extra: &str) -> Tether {
-    tether_with_client(idp, "client_id = \"tether\"\nclient_secret = \"tether-secret\"", step_up_extra, policy_extra).await
+    tether_with_client(idp, idp::SECRET_CLIENT, step_up_extra, policy_extra).await
 }
 
 async fn tether_with_client(idp: &Idp, client: &str, step_up_extra: &str, policy_extra: &str) -> Tether {
     let up = spawn_upstream(None).await;
-    let sections = detector_sections("enforce", policy_extra);
-    let step_up = format!(
-        "[step_up]\nissuer = \"{}\"\n{client}\nca_file = \"{}\"\nredirect_uri = \"{REDIRECT_URI}\"\n{step_up_extra}\n",
-        idp.issuer,
-        idp.cert.display()
-    );
-    let start = sections.find("[step_up]").unwrap();
-    let end = sections.find("[audit]").unwrap();
-    let sections = format!("{}{step_up}{}", &sections[..start], &sections[end..]).replace("[session]\n", "[session]\nuser_header = \"x-user\"\n");
+    let sections = with_step_up(&detector_sections("enforce", policy_extra), &idp::step_up_section(idp, client, step_up_extra))
+        .replace("[session]\n", "[session]\nuser_header = \"x-user\"\n");
     start_tls(&format!("http://{up}"), "trusted_proxies = [\"127.0.0.1\"]", &sections).await
 }
 
@@ -267,14 +260,7 @@ async fn an_unreachable_idp_fails_closed() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let up = spawn_upstream(None).await;
-    let sections = detector_sections("enforce", "");
-    let start = sections.find("[step_up]").unwrap();
-    let end = sections.find("[audit]").unwrap();
-    let sections = format!(
-        "{}[step_up]\nissuer = \"https://localhost:{port}\"\nclient_id = \"tether\"\n{}",
-        &sections[..start],
-        &sections[end..]
-    );
+    let sections = with_step_up(&detector_sections("enforce", ""), &format!("[step_up]\nissuer = \"https://localhost:{port}\"\nclient_id = \"tether\"\n"));
     let t = start_tls(&format!("http://{up}"), "", &sections).await;
     let (parts, _) = h1_from(&t, "127.0.0.1", browser(&t, "/")).await;
     assert_eq!(parts.status, 200);

@@ -259,6 +259,14 @@ pub fn detector_sections(mode: &str, extra_policy: &str) -> String {
     )
 }
 
+/// `sections` (from [`detector_sections`]) with its `[step_up]` section replaced by
+/// `step_up` (a whole section, header included).
+pub fn with_step_up(sections: &str, step_up: &str) -> String {
+    let start = sections.find("[step_up]").expect("a [step_up] section");
+    let end = sections.find("[audit]").expect("an [audit] section after it");
+    format!("{}{step_up}\n{}", &sections[..start], &sections[end..])
+}
+
 /// Reads the audit log as JSON values once the writer (a separate task) has written
 /// what `ready` looks for; bounded by the hang guard.
 pub async fn audit_until(t: &Tether, ready: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
