@@ -337,7 +337,12 @@ impl Detector {
                 Some(u) if taught || allowed => Some((u, &baseline)),
                 _ => None,
             };
-            store.store(key, record, learned).await?;
+            // A request that changes nothing (the same place within the same second, no
+            // lesson for the baseline) writes nothing: with one session busy on every
+            // core, rewriting its entry was the request path's only contended lock.
+            if learned.is_some() || prior != Some(&record) {
+                store.store(key, record, learned).await?;
+            }
             if prior.is_none() || newly_owned {
                 if let Some(u) = &user {
                     store.index_session(u, key).await?;

@@ -113,6 +113,7 @@ const NO_CERTIFICATE: i64 = i64::MIN;
 
 pub struct Metrics {
     registry: Registry,
+    hot: Hot,
     pub build_info: IntGaugeVec,
     pub connections_accepted: IntCounter,
     pub connections_rejected: IntCounter,
@@ -161,7 +162,17 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
+        let requests = IntCounterVec::new(Opts::new("tether_requests_total", "Requests answered, by protocol and status class."), &["protocol", "status"]).expect(VALID);
+        let request_seconds = HistogramVec::new(
+                HistogramOpts::new("tether_request_duration_seconds", "Time from request head to response head, by protocol.")
+                    .buckets(exponential_buckets(0.0005, 2.0, 16).expect(VALID)),
+                &["protocol"],
+            ).expect(VALID);
+        let decisions = IntCounterVec::new(Opts::new("tether_decisions_total", "Decisions on requests that carried a session, by action and mode (monitor: would-be action)."), &["action", "mode"]).expect(VALID);
+        let route_decisions = IntCounterVec::new(Opts::new("tether_route_decisions_total", "Decisions by the [[policy.routes]] rule that judged them (its name, \"unnamed\", or \"none\"), action and mode."), &["route", "action", "mode"]).expect(VALID);
+        let hot = Hot::resolve(&requests, &request_seconds, &decisions, &route_decisions);
         let m = Metrics {
+            hot,
             build_info: IntGaugeVec::new(Opts::new("tether_build_info", "Always 1; the labels name the running build (package version, commit or \"unknown\")."), &["version", "commit"]).expect(VALID),
             upstream_response_seconds: Histogram::with_opts(
                 HistogramOpts::new("tether_upstream_response_duration_seconds", "Time from sending a request to the upstream to its response head (responses only; failures are in tether_upstream_errors_total).")
@@ -169,7 +180,7 @@ impl Metrics {
             ).expect(VALID),
             tls_certificate_expiry: IntGaugeVec::new(Opts::new("tether_tls_certificate_expiry_seconds", "Seconds until the listener certificate in force expires (negative once expired); absent on a plaintext listener."), &[]).expect(VALID),
             certificate_not_after: AtomicI64::new(NO_CERTIFICATE),
-            route_decisions: IntCounterVec::new(Opts::new("tether_route_decisions_total", "Decisions by the [[policy.routes]] rule that judged them (its name, \"unnamed\", or \"none\"), action and mode."), &["route", "action", "mode"]).expect(VALID),
+            route_decisions,
             connections_accepted: IntCounter::new("tether_connections_accepted_total", "Client connections accepted.").expect(VALID),
             connections_rejected: IntCounter::new("tether_connections_rejected_total", "Client connections closed at accept because the connection cap was reached.").expect(VALID),
             connections_open: IntGauge::new("tether_connections_open", "Client connections currently open.").expect(VALID),
@@ -185,12 +196,8 @@ impl Metrics {
                 HistogramOpts::new("tether_tls_handshake_seconds", "Time from the complete ClientHello to the end of the TLS handshake.")
                     .buckets(exponential_buckets(0.0005, 2.0, 14).expect(VALID)),
             ).expect(VALID),
-            requests: IntCounterVec::new(Opts::new("tether_requests_total", "Requests answered, by protocol and status class."), &["protocol", "status"]).expect(VALID),
-            request_seconds: HistogramVec::new(
-                HistogramOpts::new("tether_request_duration_seconds", "Time from request head to response head, by protocol.")
-                    .buckets(exponential_buckets(0.0005, 2.0, 16).expect(VALID)),
-                &["protocol"],
-            ).expect(VALID),
+            requests,
+            request_seconds,
             upstream_errors: IntCounterVec::new(Opts::new("tether_upstream_errors_total", "Upstream failures by kind."), &["kind"]).expect(VALID),
             upgrades: IntCounter::new("tether_upgrades_total", "Connections switched to a tunnel after the upstream's 101.").expect(VALID),
             intel_lookup_errors: IntCounter::new("tether_intel_lookup_errors_total", "Database records that could not be decoded (the address is treated as unknown).").expect(VALID),
@@ -198,7 +205,7 @@ impl Metrics {
             intel_db_build: IntGaugeVec::new(Opts::new("tether_intel_database_build_timestamp_seconds", "Build time of each loaded MaxMind database, for staleness alerts."), &["database"]).expect(VALID),
             config_reloads: IntCounterVec::new(Opts::new("tether_config_reloads_total", "Reloads by result; a failure keeps the configuration in force."), &["result"]).expect(VALID),
             config_last_reload: IntGauge::new("tether_config_last_reload_success_timestamp_seconds", "When the configuration in force was loaded.").expect(VALID),
-            decisions: IntCounterVec::new(Opts::new("tether_decisions_total", "Decisions on requests that carried a session, by action and mode (monitor: would-be action)."), &["action", "mode"]).expect(VALID),
+            decisions,
             signals: IntCounterVec::new(Opts::new("tether_signals_total", "Signals fired, by name."), &["signal"]).expect(VALID),
             sessions: IntGauge::new("tether_sessions", "Sessions tracked by the store.").expect(VALID),
             decision_seconds: Histogram::with_opts(
@@ -321,12 +328,6 @@ impl Metrics {
         self.certificate_not_after.store(not_after.unwrap_or(NO_CERTIFICATE), Ordering::Relaxed);
     }
 
-    /// Counts a decision under the route rule that judged it (`route` from
-    /// [`crate::policy::Policy::route_label`], never a path).
-    pub fn route_decision(&self, route: &str, action: crate::policy::Action, mode: crate::policy::Mode) {
-        self.route_decisions.with_label_values(&[route, action.as_str(), mode.as_str()]).inc();
-    }
-
     /// Creates the zero series of every route label `policy` can give, in its mode;
     /// called with each snapshot, so a dashboard sees a new rule before its first
     /// decision. Labels of rules since removed keep their counts until restart.
@@ -376,6 +377,64 @@ impl Default for Metrics {
 const VALID: &str = "static metric definition is valid";
 
 /// Status class label for a response status.
+/// The series every request touches, resolved once. A labelled lookup hashes its label
+/// values, takes its family's lock and clones the child: on every request, from every
+/// worker, those were shared cache lines passed between the cores.
+struct Hot {
+    /// By HTTP/2 (0: HTTP/1.1, 1: HTTP/2), then status class.
+    requests: [[IntCounter; StatusClass::COUNT]; 2],
+    request_seconds: [Histogram; 2],
+    /// By action, then mode (0: enforce, 1: monitor).
+    decisions: [[IntCounter; 2]; crate::policy::Action::COUNT],
+    /// `tether_route_decisions_total` for the label `none` (no route judged), as above.
+    no_route: [[IntCounter; 2]; crate::policy::Action::COUNT],
+}
+
+const PROTOCOLS: [&str; 2] = ["http1", "http2"];
+const MODES: [crate::policy::Mode; 2] = [crate::policy::Mode::Enforce, crate::policy::Mode::Monitor];
+
+fn mode_index(mode: crate::policy::Mode) -> usize {
+    usize::from(mode == crate::policy::Mode::Monitor)
+}
+
+impl Hot {
+    fn resolve(requests: &IntCounterVec, request_seconds: &HistogramVec, decisions: &IntCounterVec, route_decisions: &IntCounterVec) -> Hot {
+        use crate::policy::Action;
+        let by_mode = |vec: &IntCounterVec, route: Option<&str>, a: Action| {
+            MODES.map(|mode| match route {
+                Some(r) => vec.with_label_values(&[r, a.as_str(), mode.as_str()]),
+                None => vec.with_label_values(&[a.as_str(), mode.as_str()]),
+            })
+        };
+        Hot {
+            requests: PROTOCOLS.map(|p| StatusClass::ALL.map(|c| requests.with_label_values(&[p, c.as_str()]))),
+            request_seconds: PROTOCOLS.map(|p| request_seconds.with_label_values(&[p])),
+            decisions: Action::ALL.map(|a| by_mode(decisions, None, a)),
+            no_route: Action::ALL.map(|a| by_mode(route_decisions, Some(crate::policy::ROUTE_NONE), a)),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one answered request and its time from head to response head.
+    pub fn request(&self, http2: bool, status: http::StatusCode, seconds: f64) {
+        let p = usize::from(http2);
+        self.hot.requests[p][StatusClass::of(status) as usize].inc();
+        self.hot.request_seconds[p].observe(seconds);
+    }
+
+    /// Counts one decision, under its route's label too.
+    pub fn decision(&self, route: &str, action: crate::policy::Action, mode: crate::policy::Mode) {
+        let (a, m) = (action as usize, mode_index(mode));
+        self.hot.decisions[a][m].inc();
+        if route == crate::policy::ROUTE_NONE {
+            self.hot.no_route[a][m].inc();
+        } else {
+            self.route_decisions.with_label_values(&[route, action.as_str(), mode.as_str()]).inc();
+        }
+    }
+}
+
 pub fn status_class(status: http::StatusCode) -> &'static str {
     StatusClass::of(status).as_str()
 }
@@ -433,12 +492,16 @@ mod tests {
         let route = |name: Option<&str>| Route { name: name.map(Into::into), path_prefix: "/x".into(), methods: vec![], sensitivity: 1.0, fresh_auth: None, fold_case: false };
         let policy = Policy { routes: vec![route(Some("tokens")), route(None)], ..Policy::default() };
         m.routes_in_force(&policy);
-        m.route_decision("tokens", Action::StepUp, Mode::Enforce);
+        m.decision("tokens", Action::StepUp, Mode::Enforce);
+        m.decision("none", Action::Allow, Mode::Monitor);
         let text = String::from_utf8(m.render()).unwrap();
         for line in [
             r#"tether_route_decisions_total{action="step_up",mode="enforce",route="tokens"} 1"#,
             r#"tether_route_decisions_total{action="allow",mode="enforce",route="none"} 0"#,
             r#"tether_route_decisions_total{action="block",mode="enforce",route="unnamed"} 0"#,
+            r#"tether_route_decisions_total{action="allow",mode="monitor",route="none"} 1"#,
+            r#"tether_decisions_total{action="step_up",mode="enforce"} 1"#,
+            r#"tether_decisions_total{action="allow",mode="monitor"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line}");
         }

@@ -79,6 +79,9 @@ fn warn_restart_only(old: &Config, new: &Config) {
     if old.listen.addr != new.listen.addr {
         tracing::warn!(key = "listen.addr", "changed in the file; takes effect only at restart");
     }
+    if old.listen.workers != new.listen.workers {
+        tracing::warn!(key = "listen.workers", "changed in the file; takes effect only at restart");
+    }
     if old.admin.addr != new.admin.addr {
         tracing::warn!(key = "admin.addr", "changed in the file; takes effect only at restart");
     }

@@ -109,7 +109,7 @@ impl Snapshot {
             }
             None => None,
         };
-        let upstream = UpstreamClient::new(&config.upstream, &config.limits).map_err(|e| fail("upstream.ca_file", e.into())).ok();
+        let upstream = UpstreamClient::new(&config.upstream, &config.limits, config.listen.workers).map_err(|e| fail("upstream.ca_file", e.into())).ok();
         let intel = match &config.intel {
             Some(cfg) => match Intel::load(cfg, metrics.intel_lookup_errors.clone()) {
                 Ok(intel) => Some(Arc::new(intel)),

@@ -38,6 +38,9 @@ pub struct Listen {
     pub proxy_secret: Option<ProxySecret>,
     /// Offer HTTP/2 to TLS clients (default); off for consoles that misbehave over it.
     pub http2: bool,
+    /// Threads serving connections, each with its own runtime; one per core by default.
+    /// Read at start only.
+    pub workers: usize,
 }
 
 /// `listen.proxy_secret_header` and the secret from `listen.proxy_secret_file`; `Debug`
@@ -61,6 +64,14 @@ const MIN_PROXY_SECRET: usize = 16;
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// More threads than this would only switch between each other.
+const MAX_WORKERS: i64 = 256;
+
+/// One worker per core the process may use (cgroup limits included).
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 pub(super) fn read(s: &Section<'_>) -> Option<Listen> {
@@ -103,6 +114,7 @@ pub(super) fn read(s: &Section<'_>) -> Option<Listen> {
         client_ca: client_ca.ok()?,
         proxy_secret: proxy_secret?,
         http2: s.boolean("http2").unwrap_or(true),
+        workers: s.integer("workers", 1, MAX_WORKERS).map_or_else(default_workers, |n| n as usize),
     })
 }
 

@@ -96,9 +96,12 @@ where
                 .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
             let connection = builder.serve_connection(io, svc);
             let idle = activity.idle_for(limits.h2_idle_timeout);
-            if until_stopped_or(connection, &mut shutdown, idle, |c| c.graceful_shutdown()).await {
+            // Counted when decided, before the close the client sees.
+            let idle = async {
+                idle.await;
                 shared.metrics.connections_closed.with_label_values(&["h2_idle"]).inc();
-            }
+            };
+            until_stopped_or(connection, &mut shutdown, idle, |c| c.graceful_shutdown()).await;
         }
     }
 }

@@ -10,7 +10,6 @@ use tokio::time::Instant;
 
 use crate::audit::{Event, EventKind};
 use crate::detector::{audit_events, Decision, Request as DetectorRequest};
-use crate::metrics::status_class;
 use crate::net::Protocol;
 use crate::policy::Action;
 use crate::state::{Shared, Snapshot};
@@ -25,10 +24,9 @@ const X_TETHER_SIGNALS: &str = "x-tether-signals";
 pub fn decision(shared: &Shared, snap: &Snapshot, d: &Decision, req: &DetectorRequest<'_>, spent: Duration) {
     let m = &shared.metrics;
     m.decision_seconds.observe(spent.as_secs_f64());
-    m.decisions.with_label_values(&[d.verdict.action.as_str(), d.verdict.mode.as_str()]).inc();
     // The policy that judged it names the rule (a separate family: the contract's
     // tether_decisions_total keeps its label set).
-    m.route_decision(snap.detector.policy.route_label(&d.verdict), d.verdict.action, d.verdict.mode);
+    m.decision(snap.detector.policy.route_label(&d.verdict), d.verdict.action, d.verdict.mode);
     for s in d.verdict.signals.iter() {
         m.signals.with_label_values(&[s.as_str()]).inc();
     }
@@ -74,7 +72,5 @@ pub fn upstream_response(shared: &Shared, sent: Instant) {
 
 /// Counts one answered request and its time from head to response head.
 pub fn request(shared: &Shared, protocol: Protocol, status: StatusCode, started: Instant) {
-    let protocol = protocol.as_str();
-    shared.metrics.requests.with_label_values(&[protocol, status_class(status)]).inc();
-    shared.metrics.request_seconds.with_label_values(&[protocol]).observe(started.elapsed().as_secs_f64());
+    shared.metrics.request(protocol == Protocol::Http2, status, started.elapsed().as_secs_f64());
 }

@@ -26,6 +26,8 @@ pub enum TlsError {
     Ca { path: PathBuf, source: rustls::Error },
     #[error("the client CA cannot verify certificates: {0}")]
     ClientCa(String),
+    #[error("{0} cannot be named in a TLS handshake")]
+    ServerName(String),
 }
 
 /// Who may connect to the listener, and in which protocols.

@@ -128,10 +128,12 @@ impl Store {
         }
     }
 
+    // The shared store's calls are boxed: their futures are large, and a request's future,
+    // copied whole at every hand-off, would otherwise carry them with the embedded store.
     pub async fn load(&self, key: &SessionKey, user: Option<&str>, now: Secs) -> Result<Loaded, StoreError> {
         match self {
             Store::Memory(m, _) => Ok(m.load(key, user, now)),
-            Store::Redis(r) => r.load(key, user, now).await,
+            Store::Redis(r) => Box::pin(r.load(key, user, now)).await,
         }
     }
 
@@ -146,7 +148,7 @@ impl Store {
                 m.store(key, record, learned);
                 Ok(())
             }
-            Store::Redis(r) => r.store(key, record, learned).await,
+            Store::Redis(r) => Box::pin(r.store(key, record, learned)).await,
         }
     }
 
@@ -156,7 +158,7 @@ impl Store {
                 m.index_session(user, key);
                 Ok(())
             }
-            Store::Redis(r) => r.index_session(user, key).await,
+            Store::Redis(r) => Box::pin(r.index_session(user, key)).await,
         }
     }
 
@@ -169,7 +171,7 @@ impl Store {
                 }
                 Ok(existed)
             }
-            Store::Redis(r) => r.revoke(key, now).await,
+            Store::Redis(r) => Box::pin(r.revoke(key, now)).await,
         }
     }
 

@@ -257,3 +257,61 @@ async fn ja4_header_is_believed_only_from_trusted_balancers() {
         assert!(seen(&echo, "x-client-ja4").is_empty());
     }
 }
+
+/// An upstream that answers each request as if it kept the connection (a length, no
+/// `Connection: close`) and then closes it: what a console's keep-alive timeout does to a
+/// pooled connection. Returns its address, the request lines it read and the number of
+/// connections it accepted.
+async fn closing_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (seen, count) = (lines.clone(), accepted.clone());
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let head = read_head(&mut tcp).await;
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let line = text.lines().next().unwrap_or_default().to_owned();
+                let host = text.lines().any(|l| l.to_ascii_lowercase().starts_with("host: "));
+                seen.lock().unwrap().push(format!("{line} host={host}"));
+                let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").await;
+                // Closed at once, unannounced.
+            });
+        }
+    });
+    (addr, lines, accepted)
+}
+
+#[tokio::test]
+async fn an_upstream_closing_its_connections_silently_costs_no_request() {
+    let (up, lines, accepted) = closing_upstream().await;
+    let t = std::sync::Arc::new(start_tls(&format!("http://{up}"), "", "").await);
+    // One after another (a closed pooled connection is found closed, or the request
+    // comes back unwritten and goes on a new one), then many at once.
+    for i in 0..30 {
+        let (parts, body) = h1(&t, get(&t, &format!("/seq/{i}?q=1")).body(empty()).unwrap()).await;
+        assert_eq!((parts.status.as_u16(), &body[..]), (200, &b"ok\n"[..]), "request {i}");
+    }
+    let parallel: Vec<_> = (0..40)
+        .map(|i| {
+            let t = t.clone();
+            tokio::spawn(async move { h1(&t, get(&t, &format!("/par/{i}")).body(empty()).unwrap()).await.0.status.as_u16() })
+        })
+        .collect();
+    for task in parallel {
+        assert_eq!(tokio::time::timeout(HANG_GUARD, task).await.expect("a request never completed").unwrap(), 200);
+    }
+    assert_eq!(t.metric("tether_requests_total{protocol=\"http1\",status=\"5xx\"}").await, 0.0);
+    let lines = lines.lock().unwrap().clone();
+    assert_eq!(lines.len(), 70, "{lines:?}");
+    assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 70);
+    // The request line is origin-form, and the upstream is named in Host.
+    assert!(lines.contains(&"GET /seq/7?q=1 HTTP/1.1 host=true".to_owned()), "{lines:?}");
+    assert!(lines.iter().all(|l| l.starts_with("GET /") && l.ends_with("HTTP/1.1 host=true")), "{lines:?}");
+}
