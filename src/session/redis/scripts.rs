@@ -55,7 +55,9 @@ return {rec or false, base or false, revoked, lost, user_at}
 /// Returns 0 written, 1 written and published, 2 refused (a binding it did not see),
 /// 3 refused (revoked), 4 written with another replica's demand or owner kept (and
 /// published): a replica that loaded the session before its owner was learned elsewhere
-/// does not erase the owner by writing what it loaded.
+/// does not erase the owner by writing what it loaded; nor a device binding (flag 64, its
+/// length in the value's last two bytes): a session once bound to a device key stays
+/// bound, whichever replica writes next.
 pub const STORE: &str = r#"
 local now = tonumber(ARGV[3])
 local until_ = redis.call('ZSCORE', KEYS[2], ARGV[2])
@@ -88,6 +90,16 @@ if old and #old >= 13 and string.byte(old, 1) == 1 and #new >= 13 then
       if bit.band(mf, 32) == 0 and nulen == 0 then
         new = string.sub(new, 1, 9) .. string.char(mf + 32, mfail) .. string.sub(old, 12, 13 + oulen) .. string.sub(new, 14)
         code = 4
+      end
+    end
+    if bit.band(of, 64) == 64 and #old >= 2 then
+      local mf = string.byte(new, 10)
+      if bit.band(mf, 64) == 0 then
+        local tl = struct.unpack('>H', old, #old - 1)
+        if tl + 2 <= #old then
+          new = string.sub(new, 1, 9) .. string.char(mf + 64) .. string.sub(new, 11) .. string.sub(old, #old - 1 - tl, #old)
+          code = 4
+        end
       end
     end
   end
