@@ -319,3 +319,54 @@ async fn registration_is_offered_only_where_and_to_whom_it_is_configured() {
     // And that session is now bound.
     assert_eq!(h1_from(&t, HOME, page(&t, "/admin", "session=fresh-login")).await.0.status, 403);
 }
+
+/// Two replicas sharing one Redis and one hash key, with `[dbsc]` on.
+async fn replicas(url: &str) -> (tempfile::TempDir, Tether, Tether) {
+    let dir = tempfile::tempdir().unwrap();
+    let key: String = (0..32).map(|_| format!("{:02x}", crate::redis::rand_u32() as u8)).collect();
+    let key_file = dir.path().join("session.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let store = format!("[store]\nbackend = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"t{:08x}:dbsc:\"\n", crate::redis::rand_u32());
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        let up = spawn_upstream(None).await;
+        let session = format!("[session]\ncookies = [\"session\"]\nhash_key_file = \"{}\"\n", key_file.display());
+        let sections = detector_sections("enforce", "").replace("[session]\ncookies = [\"session\"]\n", &session);
+        let t = start_tls(&format!("http://{up}"), "", &format!("{sections}\n{store}\n[dbsc]\nenabled = true\n")).await;
+        if let Some(redis) = t.running.shared.store.as_redis() {
+            let listening = crate::redis::eventually(std::time::Duration::from_secs(10), async || redis.is_listening()).await;
+            assert!(listening.is_some(), "the replica hears the others' invalidations");
+        }
+        out.push(t);
+    }
+    let b = out.pop().unwrap();
+    let a = out.pop().unwrap();
+    (dir, a, b)
+}
+
+#[tokio::test]
+async fn a_binding_made_at_one_replica_holds_at_the_other_and_challenges_are_spent_once() {
+    let Some(r) = crate::redis::shared("DBSC replica test") else { return };
+    let (_dir, a, b) = replicas(&r.url).await;
+    let mut browser = Browser::new();
+    let (first, _) = h1_from(&a, HOME, browser.get(&a, "/app")).await;
+    // B has seen (and cached) the session before it is bound at A.
+    assert_eq!(h1_from(&b, HOME, browser.get(&b, "/app")).await.0.status, 200);
+    assert_eq!(browser.register(&a, &first).await, 200);
+    // The thief at B: refused as soon as A's registration reaches B.
+    let refused = crate::redis::eventually(std::time::Duration::from_secs(5), async || h1_from(&b, HOME, page(&b, "/app", COOKIE)).await.0.status == 403).await;
+    assert!(refused.is_some(), "B enforces the binding made at A");
+    // The browser refreshes at B and carries on at A.
+    assert_eq!(browser.refresh(&b, HOME, None).await, 200);
+    assert_eq!(h1_from(&a, HOME, browser.get(&a, "/app")).await.0.status, 200);
+    // A proof answered at B is spent at A too.
+    let id = browser.session_id.clone().unwrap();
+    let (parts, _) = h1_from(&b, HOME, post(&b, "/.tether/dbsc/refresh", &browser.cookies(), &[("sec-secure-session-id", format!("\"{id}\""))])).await;
+    let (challenge, _) = challenge_of(&parts);
+    let proof = browser.proof(&challenge, false);
+    let headers = [("sec-secure-session-id", format!("\"{id}\"")), ("secure-session-response", format!("\"{proof}\""))];
+    assert_eq!(h1_from(&b, HOME, post(&b, "/.tether/dbsc/refresh", &browser.cookies(), &headers)).await.0.status, 200);
+    let (parts, _) = h1_from(&a, HOME, post(&a, "/.tether/dbsc/refresh", &browser.cookies(), &headers)).await;
+    assert_eq!(parts.status, 403, "the replayed proof is refused at the other replica");
+    assert!(parts.headers.get("set-cookie").is_none());
+}

@@ -48,7 +48,8 @@ return {rec or false, base or false, revoked, lost, user_at}
 /// Store: writes the record unless the session is revoked or the stored binding is one
 /// the writer never saw; a step-up demand or failure count recorded by another replica
 /// is kept unless this write proves a newer authentication. Publishes when the security
-/// state changed, so other replicas drop their cached copy.
+/// state changed (a device key registered included), so other replicas drop their
+/// cached copy.
 ///
 /// KEYS: session, revoked. ARGV: prefix, session hex, now, record, ttl, user or "",
 /// deadline, baseline or "", baseline ttl, idle ttl, absolute ttl, the baseline's user.
@@ -84,7 +85,7 @@ if old and #old >= 13 and string.byte(old, 1) == 1 and #new >= 13 then
         code = 4
       end
     end
-    if code == 0 and (bit.band(nf, 3) ~= bit.band(of, 3) or nfail ~= ofail or na ~= oa) then code = 1 end
+    if code == 0 and (bit.band(nf, 67) ~= bit.band(of, 67) or nfail ~= ofail or na ~= oa) then code = 1 end
     if bit.band(of, 32) == 32 and oulen > 0 then
       local mf, mfail, nulen = struct.unpack('>BBH', new, 10)
       if bit.band(mf, 32) == 0 and nulen == 0 then
