@@ -432,7 +432,6 @@ impl Detector {
             return Ok(DeviceBound::AlreadyBound);
         }
         record.device = Some(Box::new(DeviceBinding { key: device, registered: now, demanded: 0 }));
-        record.last.at = record.last.at.max(now);
         store.store(key, record, None).await?;
         Ok(DeviceBound::Bound)
     }

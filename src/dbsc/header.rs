@@ -128,7 +128,9 @@ mod tests {
 
     #[test]
     fn sf_strings_are_read_once_and_plainly() {
-        let rows: [(&[(&str, &str)], Option<&str>); 7] = [
+        // (the request's headers, what is read)
+        type Row<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let rows: [Row<'_>; 7] = [
             (&[(RESPONSE, "\"a.b.c\"")], Some("a.b.c")),
             (&[(RESPONSE, "\"a.b.c\";p=1")], Some("a.b.c")),
             (&[(RESPONSE, "a.b.c")], Some("a.b.c")),

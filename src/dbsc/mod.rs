@@ -17,7 +17,8 @@ pub mod token;
 
 use crate::session::Secs;
 
-/// The registration endpoint (the `path` of `Secure-Session-Registration`).
+/// The registration endpoint (the `path` of `Secure-Session-Registration`) and the
+/// refresh endpoint the session instructions name.
 pub use crate::paths::{DBSC_REFRESH, DBSC_REGISTER};
 
 /// How long a challenge may be answered. Browsers sign within a second or two (a TPM
