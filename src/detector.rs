@@ -42,6 +42,9 @@ pub struct Request<'a> {
     /// This request may be sent to the IdP for a silent identification (a browser
     /// navigation, with `step_up.identify = "silent"` and an IdP configured).
     pub identify: bool,
+    /// A tunnel re-judged mid-stream (after a reload): its device proof (DBSC) was
+    /// checked when it opened, and the bound cookie it opened with expires by design.
+    pub recheck: bool,
 }
 
 /// The detector's answer for a request that carried a session.
@@ -316,7 +319,7 @@ impl Detector {
         }
         // Once bound to a device key, the session answers only with a bound cookie,
         // whatever client presents it (the downgrade window stays closed).
-        let binding = prior.and_then(|r| r.device.as_deref()).filter(|_| self.dbsc.enabled);
+        let binding = prior.and_then(|r| r.device.as_deref()).filter(|_| self.dbsc.enabled && !req.recheck);
         let bound_cookie = binding.map(|_| {
             let values = crate::dbsc::header::cookie_values(req.headers, &self.dbsc.bound_cookie);
             crate::dbsc::token::read_bound(&self.hash_key, &key, values, req.now)
@@ -767,6 +770,7 @@ mod tests {
             peer_trusted: false,
             asserted_user: None,
             identify: false,
+            recheck: false,
         };
         det.decide(store, &req).await.unwrap().expect("a session")
     }
@@ -806,7 +810,7 @@ mod tests {
             let (det, store) = (&det, &store);
             async move {
                 let h = headers("cookie", format!("session={cookie}"));
-                let req = Request { now, ip: "192.0.2.10".parse().unwrap(), net, method: &Method::GET, path: "/", query: None, headers: &h, fingerprint: None, peer_trusted: false, asserted_user: None, identify };
+                let req = Request { now, ip: "192.0.2.10".parse().unwrap(), net, method: &Method::GET, path: "/", query: None, headers: &h, fingerprint: None, peer_trusted: false, asserted_user: None, identify, recheck: false };
                 det.decide(store, &req).await.unwrap().expect("a session")
             }
         };

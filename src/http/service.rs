@@ -95,6 +95,7 @@ impl Context<'_> {
             identify: self.snap.config.step_up.as_ref().is_some_and(|s| s.identify == Identify::Silent)
                 && self.snap.idp.is_some()
                 && super::step_up::is_browser_navigation(req),
+            recheck: false,
         }
     }
 }

@@ -370,3 +370,37 @@ async fn a_binding_made_at_one_replica_holds_at_the_other_and_challenges_are_spe
     assert_eq!(parts.status, 403, "the replayed proof is refused at the other replica");
     assert!(parts.headers.get("set-cookie").is_none());
 }
+
+#[tokio::test]
+async fn a_websocket_opened_with_a_bound_cookie_outlives_it_across_a_reload() {
+    use futures_util::{SinkExt, StreamExt};
+    const ALLOW: &str = "tether_decisions_total{action=\"allow\",mode=\"enforce\"}";
+    let up = spawn_upstream(None).await;
+    let c = certs();
+    let path = c.dir.path().join("tether.toml");
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n[admin]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{up}\"\n{}\n[dbsc]\nenabled = true\n",
+        detector_sections("enforce", "")
+    );
+    std::fs::write(&path, &text).unwrap();
+    let t = start_text(&text, c).await;
+    let b = registered(&t).await;
+    let tls = tls_connect(t.addr(), &t.certs, "localhost", &[b"http/1.1"]).await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("wss://localhost:{}/ws", t.addr().port())).unwrap();
+    req.headers_mut().insert("cookie", b.cookies().parse().unwrap());
+    req.headers_mut().insert("user-agent", CHROME.parse().unwrap());
+    let (mut ws, _) = tokio::time::timeout(HANG_GUARD, tokio_tungstenite::client_async(req, tls)).await.unwrap().unwrap();
+    // Past the bound cookie's lifetime, a reload judges the tunnel again: the proof it
+    // opened with stands for the tunnel's life.
+    t.running.shared.clock.shift(11 * 60);
+    let before = t.metric(ALLOW).await;
+    t.running.reload(&path).unwrap();
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while t.metric(ALLOW).await <= before {
+        assert!(std::time::Instant::now() < deadline, "the tunnel was not judged again");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    ws.send(tokio_tungstenite::tungstenite::Message::text("still here")).await.unwrap();
+    let echoed = tokio::time::timeout(HANG_GUARD, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "still here");
+}
