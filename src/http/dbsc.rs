@@ -170,6 +170,10 @@ fn seed_challenge(h: &mut HeaderMap, cx: &Context<'_>, session: &SessionKey) {
 /// tether offered this session. The registering request is judged like any other (its
 /// sighting is recorded), and only an allowed one binds the session.
 pub(super) async fn register(req: Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBody> {
+    endpoint(register_inner(req, cx).await, cx)
+}
+
+async fn register_inner(req: Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBody> {
     let (snap, shared) = (cx.snap, cx.shared);
     if req.method() != Method::POST {
         return answer::json(StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"invalid_request\"}\n");
@@ -210,6 +214,20 @@ pub(super) async fn register(req: Request<Incoming>, cx: &Context<'_>) -> Respon
 /// over an unspent challenge, a new bound cookie. A session that is no longer bound (or
 /// no longer known) ends the browser's DBSC session with `{"continue": false}`.
 pub(super) async fn refresh(req: Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBody> {
+    endpoint(refresh_inner(req, cx).await, cx)
+}
+
+/// What every answer of the two endpoints carries: no framing and no reading across
+/// origins (the spec's advice for an endpoint browsers call with credentials), and a
+/// closed HTTP/1 connection when a body was left unread.
+fn endpoint(mut r: Response<ProxyBody>, cx: &Context<'_>) -> Response<ProxyBody> {
+    let h = r.headers_mut();
+    h.insert(http::header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
+    answer::close_if(r, cx.unread_body)
+}
+
+async fn refresh_inner(req: Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBody> {
     let (snap, shared) = (cx.snap, cx.shared);
     if req.method() != Method::POST {
         return answer::json(StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"invalid_request\"}\n");

@@ -81,6 +81,8 @@ impl Browser {
     async fn register(&mut self, t: &Tether, offered: &http::response::Parts) -> u16 {
         let challenge = offered_challenge(offered);
         let (parts, body) = h1(t, post(t, "/.tether/dbsc/register", &self.cookies(), &[("secure-session-response", format!("\"{}\"", self.proof(&challenge, true)))])).await;
+        assert_eq!(parts.headers["x-frame-options"], "DENY");
+        assert_eq!(parts.headers["cross-origin-resource-policy"], "same-origin");
         if parts.status == 200 {
             let config = json(&body);
             assert_eq!(config["refresh_url"], "/.tether/dbsc/refresh");
