@@ -798,6 +798,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_bound_session_answers_only_with_its_bound_cookie_and_a_risk_demands_a_fresh_one() {
+        use crate::dbsc::token::bound_cookie;
+        use crate::session::device::DeviceAlg;
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[session]\ncookies = [\"session\"]\n[dbsc]\nenabled = true\non_risk = \"step_up\"\n";
+        std::fs::write(dir.path().join("tether.toml"), text).unwrap();
+        let config = Config::load(&dir.path().join("tether.toml")).unwrap();
+        let det = Detector::build(&config, &HashKey::new([7; 32], None)).unwrap();
+        let store = Store::memory(StoreLimits::default());
+        let home: &'static NetInfo = Box::leak(Box::new(NetInfo { asn: Some(crate::intel::Asn(64496)), ..NetInfo::unknown() }));
+        let vpn: &'static NetInfo = Box::leak(Box::new(NetInfo { asn: Some(crate::intel::Asn(9009)), category: crate::intel::Category::Vpn, ..NetInfo::unknown() }));
+        let run = |bound: Option<String>, net: &'static NetInfo, now: Secs| {
+            let (det, store) = (&det, &store);
+            async move {
+                let cookie = match bound {
+                    Some(b) => format!("session=s; __Host-tether-bound={b}"),
+                    None => "session=s".to_owned(),
+                };
+                let h = headers("cookie", cookie);
+                let req = Request { now, ip: "192.0.2.10".parse().unwrap(), net, method: &Method::GET, path: "/", query: None, headers: &h, fingerprint: None, peer_trusted: false, asserted_user: None, identify: false, recheck: false };
+                det.decide(store, &req).await.unwrap().expect("a session")
+            }
+        };
+        let key = run(None, home, NOW).await.session;
+        let device = DeviceKey { alg: DeviceAlg::Es256, bytes: vec![1; 64].into(), split: 32 };
+        assert_eq!(det.bind_device(&store, key, device.clone(), NOW).await.unwrap(), DeviceBound::Bound);
+        assert_eq!(det.bind_device(&store, key, device, NOW).await.unwrap(), DeviceBound::AlreadyBound, "the first key stays");
+        let minted = |issued: Secs| Some(bound_cookie(&det.hash_key, &key, issued, issued + 600));
+        // (bound cookie, network, time, what the binding makes of it, action, why)
+        let rows = [
+            (minted(NOW), home, NOW + 1, DeviceCheck::Proven, Action::Allow, "its own cookie, at home"),
+            (None, home, NOW + 2, DeviceCheck::Missing, Action::Block, "the console cookie alone"),
+            (Some("forged".to_owned()), home, NOW + 3, DeviceCheck::Stale, Action::Block, "a forged cookie"),
+            (minted(NOW), home, NOW + 601, DeviceCheck::Stale, Action::Block, "an expired one, whatever the jar did"),
+            (minted(NOW), vpn, NOW + 10, DeviceCheck::ProofDemanded, Action::StepUp, "a risk: a fresh proof first"),
+            (minted(NOW + 5), vpn, NOW + 11, DeviceCheck::ProofDemanded, Action::StepUp, "a cookie from before the demand still does not answer"),
+            (minted(NOW + 12), vpn, NOW + 12, DeviceCheck::Proven, Action::StepUp, "proven afresh: on to the OIDC step-up"),
+        ];
+        for (bound, net, now, check, action, why) in rows {
+            let d = run(bound, net, now).await;
+            assert_eq!((d.device, d.verdict.action), (check, action), "{why}");
+            assert_eq!(d.verdict.signals.contains(Signal::DbscUnproven), matches!(check, DeviceCheck::Missing | DeviceCheck::Stale), "{why}");
+        }
+        assert_eq!(det.device_of(&store, key, NOW + 12).await.unwrap().map(|b| b.demanded), Some(NOW + 10), "the demand stands until an allowed request");
+        let d = run(minted(NOW + 12), home, NOW + 13).await;
+        assert_eq!((d.device, d.verdict.action), (DeviceCheck::Proven, Action::Allow), "the owner at home");
+        assert_eq!(det.device_of(&store, key, NOW + 13).await.unwrap().map(|b| b.demanded), Some(0), "an allowed request settles the demand");
+    }
+
+    #[tokio::test]
     async fn silent_identification_is_offered_once_and_never_to_a_suspicious_sighting() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tether.toml"), "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[session]\ncookies = [\"session\"]\n").unwrap();
