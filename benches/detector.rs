@@ -64,7 +64,7 @@ fn security_path(c: &mut Criterion) {
     let method = Method::GET;
     let ip: IpAddr = "192.0.2.10".parse().unwrap();
     let h = headers("9f8e7d6c5b4a39281706f5e4d3c2b1a0-session-cookie-value");
-    let req = |now| Request { now, ip, net: &net, method: &method, path: "/dashboard", query: None, headers: &h, fingerprint: Some(&fp), peer_trusted: false, asserted_user: None, identify: false };
+    let req = |now| Request { now, ip, net: &net, method: &method, path: "/dashboard", query: None, headers: &h, fingerprint: Some(&fp), peer_trusted: false, asserted_user: None, identify: false, recheck: false };
     ready(det.decide(&store, &req(1_800_000_000))).unwrap();
 
     let mut group = c.benchmark_group("detector");
@@ -115,7 +115,7 @@ fn memory_per_session() {
     let before = resident_bytes();
     for i in 0..N {
         let h = headers(&format!("s{i:016x}"));
-        let r = Request { now: 1_800_000_000, ip, net: &net, method: &method, path: "/", query: None, headers: &h, fingerprint: Some(&fp), peer_trusted: false, asserted_user: None, identify: false };
+        let r = Request { now: 1_800_000_000, ip, net: &net, method: &method, path: "/", query: None, headers: &h, fingerprint: Some(&fp), peer_trusted: false, asserted_user: None, identify: false, recheck: false };
         ready(det.decide(&store, &r)).unwrap();
     }
     let after = resident_bytes();

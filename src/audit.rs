@@ -50,6 +50,14 @@ crate::labels::labels! {
         /// A silent identification came back without a user (`detail`: the reason); the
         /// request is judged by the policy as it stands.
         IdentifyFailed = "identify_failed",
+        /// A device key registered for the session (DBSC): it is bound from now on.
+        DbscRegistered = "dbsc_registered",
+        /// A bound session's cookie renewed by a fresh key proof (`detail`:
+        /// `reproved` when the proof answered a demand and re-bound the session).
+        DbscRefreshed = "dbsc_refreshed",
+        /// A registration or refresh refused (`detail`: why). Requests refused for want of
+        /// a bound cookie are decision lines with the `dbsc_unproven` reason.
+        DbscRefused = "dbsc_refused",
     }
 }
 
@@ -127,8 +135,8 @@ impl Event {
             }
         };
         let outcome = match (self.kind, self.action) {
-            (EventKind::StepUpCompleted, _) => "success",
-            (EventKind::StepUpFailed | EventKind::SessionRevoked | EventKind::RequestRefused | EventKind::IdentifyFailed, _) => "failure",
+            (EventKind::StepUpCompleted | EventKind::DbscRegistered | EventKind::DbscRefreshed, _) => "success",
+            (EventKind::StepUpFailed | EventKind::SessionRevoked | EventKind::RequestRefused | EventKind::IdentifyFailed | EventKind::DbscRefused, _) => "failure",
             (_, Some(Action::Allow)) => "success",
             (_, Some(_)) => "failure",
             _ => "unknown",

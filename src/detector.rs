@@ -19,6 +19,9 @@ use crate::session::key::HashKeyError;
 use crate::session::record::{address_tag, name_owner, Client, Ja4Digest, OwnerChange, OwnerSource, Proven, SessionRecord, RECENT_ADDRESSES};
 use crate::session::redis::OnError;
 use crate::session::{HashKey, Loaded, Secs, SessionKey, Store, StoreError};
+use crate::dbsc::token::Bound;
+use crate::dbsc::OnRisk;
+use crate::session::device::{DeviceBinding, DeviceKey};
 
 /// Everything about one request the detector looks at.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +42,9 @@ pub struct Request<'a> {
     /// This request may be sent to the IdP for a silent identification (a browser
     /// navigation, with `step_up.identify = "silent"` and an IdP configured).
     pub identify: bool,
+    /// A tunnel re-judged mid-stream (after a reload): its device proof (DBSC) was
+    /// checked when it opened, and the bound cookie it opened with expires by design.
+    pub recheck: bool,
 }
 
 /// The detector's answer for a request that carried a session.
@@ -63,6 +69,37 @@ pub struct Decision {
     /// Send this request for a silent identification before anything else: its owner is
     /// unknown and the attempt is now recorded.
     pub identify: bool,
+    /// What the session's device binding (DBSC) says of this request.
+    pub device: DeviceCheck,
+}
+
+/// A request of a session bound to a device key (DBSC), judged by its bound cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceCheck {
+    /// The session has no device key (or `[dbsc]` is off): nothing to prove.
+    Unbound,
+    /// A valid bound cookie: the key was proven when it was minted.
+    Proven,
+    /// No bound cookie at all: a browser that still held its key would have refreshed
+    /// first, so this is the long-lived cookie without its device (`dbsc_unproven`).
+    Missing,
+    /// A bound cookie that is expired, forged or another session's (`dbsc_unproven`);
+    /// expiring it makes a DBSC browser refresh.
+    Stale,
+    /// A risk signal on a bound session (`dbsc.on_risk`): a fresh key proof is demanded
+    /// before anything else.
+    ProofDemanded,
+}
+
+/// What registering a device key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceBound {
+    Bound,
+    /// The session already has a key: a second registration would let whoever holds the
+    /// cookie replace the owner's device.
+    AlreadyBound,
+    /// The store holds no live record of the session (never seen, forgotten or revoked).
+    NoSession,
 }
 
 /// What a verified step-up brings to [`Detector::complete_step_up`].
@@ -140,6 +177,7 @@ pub struct Detector {
     cookies: Vec<String>,
     bearer: bool,
     user_header: Option<http::HeaderName>,
+    dbsc: crate::dbsc::DbscConfig,
 }
 
 impl Detector {
@@ -159,6 +197,7 @@ impl Detector {
             cookies: s.cookies.clone(),
             bearer: s.bearer,
             user_header: s.user_header.clone(),
+            dbsc: config.dbsc.clone(),
         })
     }
 
@@ -278,6 +317,16 @@ impl Detector {
         if loaded.history_lost {
             signals.insert(Signal::HistoryLost);
         }
+        // Once bound to a device key, the session answers only with a bound cookie,
+        // whatever client presents it (the downgrade window stays closed).
+        let binding = prior.and_then(|r| r.device.as_deref()).filter(|_| self.dbsc.enabled && !req.recheck);
+        let bound_cookie = binding.map(|_| {
+            let values = crate::dbsc::header::cookie_values(req.headers, &self.dbsc.bound_cookie);
+            crate::dbsc::token::read_bound(&self.hash_key, &key, values, req.now)
+        });
+        if matches!(bound_cookie, Some(Bound::Absent | Bound::Invalid)) {
+            signals.insert(Signal::DbscUnproven);
+        }
         let authenticated_at = prior.and_then(|r| r.authenticated_at).max(jwt_auth);
         // Judged as every method it may act as and every spelling of its path: the
         // strictest matching route wins.
@@ -293,6 +342,7 @@ impl Detector {
         let tag = obs.address_tag();
         let new_address = prior.is_some_and(|r| !r.knows_address(tag));
         let mut record = next_record(prior, &obs, client, authenticated_at, &verdict);
+        let device = self.device_check(bound_cookie, binding, &verdict, &mut record, req.now);
         let owner_change = match &user {
             Some(u) => name_owner(&mut record, u, user_source),
             None => OwnerChange::Unchanged,
@@ -349,7 +399,80 @@ impl Detector {
                 }
             }
         }
-        Ok(Decision { session: key, user, verdict, bound: prior.is_none() && !degraded, new_address, reference: None, degraded, owner_change, owner_source, identify })
+        Ok(Decision { session: key, user, verdict, bound: prior.is_none() && !degraded, new_address, reference: None, degraded, owner_change, owner_source, identify, device })
+    }
+
+    /// What the device binding makes of a judged request, and the demand it records: on
+    /// a step-up verdict (enforced, `dbsc.on_risk` not `off`) a bound cookie minted
+    /// before the demand no longer answers, so the browser must prove its key afresh
+    /// (with `challenge` that proof re-binds the session; with `step_up` the OIDC step-up
+    /// follows it). An allowed request settles the demand.
+    fn device_check(&self, cookie: Option<Bound>, binding: Option<&DeviceBinding>, verdict: &Verdict, record: &mut SessionRecord, now: Secs) -> DeviceCheck {
+        let (Some(cookie), Some(binding)) = (cookie, binding) else { return DeviceCheck::Unbound };
+        let issued = match cookie {
+            Bound::Absent => return DeviceCheck::Missing,
+            Bound::Invalid => return DeviceCheck::Stale,
+            Bound::Valid { issued } => issued,
+        };
+        let risky = verdict.enforced() && verdict.action == Action::StepUp && self.dbsc.on_risk != OnRisk::Off;
+        let demanded = binding.demanded;
+        match record.device.as_deref_mut() {
+            Some(d) if risky && (demanded == 0 || issued < demanded) => {
+                if demanded == 0 {
+                    d.demanded = now;
+                }
+                DeviceCheck::ProofDemanded
+            }
+            Some(d) if verdict.action == Action::Allow && demanded != 0 => {
+                d.demanded = 0;
+                DeviceCheck::Proven
+            }
+            _ => DeviceCheck::Proven,
+        }
+    }
+
+    /// Registers a device key for a session tether has seen. A session keeps the first
+    /// key it registers; one that is unknown, forgotten or revoked registers nothing.
+    pub async fn bind_device(&self, store: &Store, key: SessionKey, device: DeviceKey, now: Secs) -> Result<DeviceBound, StoreError> {
+        let loaded = store.load(&key, None, now).await?;
+        let Some(mut record) = loaded.record.filter(|_| !loaded.revoked) else { return Ok(DeviceBound::NoSession) };
+        if record.device.is_some() {
+            return Ok(DeviceBound::AlreadyBound);
+        }
+        record.device = Some(Box::new(DeviceBinding { key: device, registered: now, demanded: 0 }));
+        store.store(key, record, None).await?;
+        Ok(DeviceBound::Bound)
+    }
+
+    /// The device binding of a live session, for a refresh to verify against.
+    pub async fn device_of(&self, store: &Store, key: SessionKey, now: Secs) -> Result<Option<DeviceBinding>, StoreError> {
+        let loaded = store.load(&key, None, now).await?;
+        Ok(loaded.record.filter(|_| !loaded.revoked).and_then(|r| r.device.map(|d| *d)))
+    }
+
+    /// A fresh key proof answered a demand under `dbsc.on_risk = "challenge"`: the
+    /// device holding the session's key is where the proof came from, so the session is
+    /// re-bound there (it joins the proven contexts), as a completed step-up would. No
+    /// authentication time is recorded: a key proof says which device, not which user.
+    /// Returns whether a demand was outstanding.
+    pub async fn prove_device(&self, store: &Store, key: SessionKey, req: &Request<'_>) -> Result<bool, StoreError> {
+        let loaded = store.load(&key, None, req.now).await?;
+        let Some(mut record) = loaded.record.filter(|_| !loaded.revoked) else { return Ok(false) };
+        if record.device.as_ref().is_none_or(|d| d.demanded == 0) {
+            return Ok(false);
+        }
+        let client = client_of(req);
+        let place = Observed { now: req.now, ip: req.ip, net: req.net, client, jwt_invalid: false }.place();
+        record.bound = place;
+        record.client = client;
+        record.last = place;
+        record.previous = None;
+        record.step_up_pending = false;
+        record.bound_suspect = false;
+        record.remember_address(address_tag(req.ip));
+        record.proven.add(&place, client.tls);
+        store.store(key, record, None).await?;
+        Ok(true)
     }
 
     /// The session key, and the verified claims when the credential is a JWT. A verified
@@ -401,6 +524,7 @@ impl Detector {
                 owner_source: OwnerSource::Unknown,
                 identify_at: 0,
                 proven: Proven::default(),
+                device: None,
             },
         };
         let owner = record.user.clone();
@@ -518,6 +642,7 @@ fn next_record(prior: Option<&SessionRecord>, obs: &Observed<'_>, client: Client
                 owner_source: OwnerSource::Unknown,
                 identify_at: 0,
                 proven,
+                device: None,
             }
         }
         Some(p) => {
@@ -650,6 +775,7 @@ mod tests {
             peer_trusted: false,
             asserted_user: None,
             identify: false,
+            recheck: false,
         };
         det.decide(store, &req).await.unwrap().expect("a session")
     }
@@ -677,6 +803,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_bound_session_answers_only_with_its_bound_cookie_and_a_risk_demands_a_fresh_one() {
+        use crate::dbsc::token::bound_cookie;
+        use crate::session::device::DeviceAlg;
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[session]\ncookies = [\"session\"]\n[dbsc]\nenabled = true\non_risk = \"step_up\"\n";
+        std::fs::write(dir.path().join("tether.toml"), text).unwrap();
+        let config = Config::load(&dir.path().join("tether.toml")).unwrap();
+        let det = Detector::build(&config, &HashKey::new([7; 32], None)).unwrap();
+        let store = Store::memory(StoreLimits::default());
+        let home: &'static NetInfo = Box::leak(Box::new(NetInfo { asn: Some(crate::intel::Asn(64496)), ..NetInfo::unknown() }));
+        let vpn: &'static NetInfo = Box::leak(Box::new(NetInfo { asn: Some(crate::intel::Asn(9009)), category: crate::intel::Category::Vpn, ..NetInfo::unknown() }));
+        let run = |bound: Option<String>, net: &'static NetInfo, now: Secs| {
+            let (det, store) = (&det, &store);
+            async move {
+                let cookie = match bound {
+                    Some(b) => format!("session=s; __Host-tether-bound={b}"),
+                    None => "session=s".to_owned(),
+                };
+                let h = headers("cookie", cookie);
+                let req = Request { now, ip: "192.0.2.10".parse().unwrap(), net, method: &Method::GET, path: "/", query: None, headers: &h, fingerprint: None, peer_trusted: false, asserted_user: None, identify: false, recheck: false };
+                det.decide(store, &req).await.unwrap().expect("a session")
+            }
+        };
+        let key = run(None, home, NOW).await.session;
+        let device = DeviceKey { alg: DeviceAlg::Es256, bytes: vec![1; 64].into(), split: 32 };
+        assert_eq!(det.bind_device(&store, key, device.clone(), NOW).await.unwrap(), DeviceBound::Bound);
+        assert_eq!(det.bind_device(&store, key, device, NOW).await.unwrap(), DeviceBound::AlreadyBound, "the first key stays");
+        let minted = |issued: Secs| Some(bound_cookie(&det.hash_key, &key, issued, issued + 600));
+        // (bound cookie, network, time, what the binding makes of it, action, why)
+        let rows = [
+            (minted(NOW), home, NOW + 1, DeviceCheck::Proven, Action::Allow, "its own cookie, at home"),
+            (None, home, NOW + 2, DeviceCheck::Missing, Action::Block, "the console cookie alone"),
+            (Some("forged".to_owned()), home, NOW + 3, DeviceCheck::Stale, Action::Block, "a forged cookie"),
+            (minted(NOW), home, NOW + 601, DeviceCheck::Stale, Action::Block, "an expired one, whatever the jar did"),
+            (minted(NOW), vpn, NOW + 10, DeviceCheck::ProofDemanded, Action::StepUp, "a risk: a fresh proof first"),
+            (minted(NOW + 5), vpn, NOW + 11, DeviceCheck::ProofDemanded, Action::StepUp, "a cookie from before the demand still does not answer"),
+            (minted(NOW + 12), vpn, NOW + 12, DeviceCheck::Proven, Action::StepUp, "proven afresh: on to the OIDC step-up"),
+        ];
+        for (bound, net, now, check, action, why) in rows {
+            let d = run(bound, net, now).await;
+            assert_eq!((d.device, d.verdict.action), (check, action), "{why}");
+            assert_eq!(d.verdict.signals.contains(Signal::DbscUnproven), matches!(check, DeviceCheck::Missing | DeviceCheck::Stale), "{why}");
+        }
+        assert_eq!(det.device_of(&store, key, NOW + 12).await.unwrap().map(|b| b.demanded), Some(NOW + 10), "the demand stands until an allowed request");
+        let d = run(minted(NOW + 12), home, NOW + 13).await;
+        assert_eq!((d.device, d.verdict.action), (DeviceCheck::Proven, Action::Allow), "the owner at home");
+        assert_eq!(det.device_of(&store, key, NOW + 13).await.unwrap().map(|b| b.demanded), Some(0), "an allowed request settles the demand");
+    }
+
+    #[tokio::test]
     async fn silent_identification_is_offered_once_and_never_to_a_suspicious_sighting() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tether.toml"), "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[session]\ncookies = [\"session\"]\n").unwrap();
@@ -689,7 +865,7 @@ mod tests {
             let (det, store) = (&det, &store);
             async move {
                 let h = headers("cookie", format!("session={cookie}"));
-                let req = Request { now, ip: "192.0.2.10".parse().unwrap(), net, method: &Method::GET, path: "/", query: None, headers: &h, fingerprint: None, peer_trusted: false, asserted_user: None, identify };
+                let req = Request { now, ip: "192.0.2.10".parse().unwrap(), net, method: &Method::GET, path: "/", query: None, headers: &h, fingerprint: None, peer_trusted: false, asserted_user: None, identify, recheck: false };
                 det.decide(store, &req).await.unwrap().expect("a session")
             }
         };

@@ -77,6 +77,26 @@ crate::labels::labels! {
 }
 
 crate::labels::labels! {
+    /// What became of a device-bound session (DBSC) step: `tether_dbsc_total{outcome}`.
+    pub enum DbscOutcome {
+        /// A response that established a session offered registration.
+        Offered = "offered",
+        /// A device key registered; the session is bound.
+        Registered = "registered",
+        /// A bound cookie renewed by a fresh key proof.
+        Refreshed = "refreshed",
+        /// A refresh without a proof, answered with a challenge (the spec's 403).
+        Challenged = "challenged",
+        /// A registration or refresh refused (the audit line's `detail` says why).
+        ProofRefused = "proof_refused",
+        /// A request of a bound session refused for want of a valid bound cookie.
+        RequestRefused = "request_refused",
+        /// A risk signal on a bound session demanded a fresh key proof.
+        ProofDemanded = "proof_demanded",
+    }
+}
+
+crate::labels::labels! {
     /// A response status, by its first digit.
     pub enum StatusClass {
         Informational = "1xx",
@@ -157,6 +177,7 @@ pub struct Metrics {
     pub revocations: IntCounterVec,
     pub idp_discovery_failures: IntCounter,
     pub idp_ready: IntGauge,
+    pub dbsc: IntCounterVec,
 }
 
 impl Metrics {
@@ -222,6 +243,7 @@ impl Metrics {
             revocations: IntCounterVec::new(Opts::new("tether_revocations_total", "Sessions revoked, by source."), &["source"]).expect(VALID),
             idp_discovery_failures: IntCounter::new("tether_idp_discovery_failures_total", "Failed attempts to fetch the IdP's discovery document or key set ahead of need (retried with backoff).").expect(VALID),
             idp_ready: IntGauge::new("tether_idp_ready", "1 once the IdP's discovery document and key set are held (or its endpoints are configured, or there is no [step_up]); 0 while they are being fetched or fetching fails.").expect(VALID),
+            dbsc: IntCounterVec::new(Opts::new("tether_dbsc_total", "Device-bound session (DBSC) steps by outcome: registration offered, key registered, cookie refreshed, refresh challenged, proof refused, request refused without a bound cookie, fresh proof demanded on risk."), &["outcome"]).expect(VALID),
             config_generation: IntGauge::new("tether_config_generation", "Generation of the snapshot in force; increases with every successful reload.").expect(VALID),
             registry,
         };
@@ -268,11 +290,20 @@ impl Metrics {
         for r in HelloResult::ALL {
             m.client_hello.with_label_values(&[r.as_str()]);
         }
+        for o in DbscOutcome::ALL {
+            m.dbsc.with_label_values(&[o.as_str()]);
+        }
         m
     }
 
+    /// Counts one device-bound session step.
+    pub fn dbsc(&self, outcome: DbscOutcome) {
+        self.dbsc.with_label_values(&[outcome.as_str()]).inc();
+    }
+
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 40] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 41] = [
+            Box::new(self.dbsc.clone()),
             Box::new(self.build_info.clone()),
             Box::new(self.upstream_response_seconds.clone()),
             Box::new(self.tls_certificate_expiry.clone()),

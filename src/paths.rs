@@ -21,13 +21,19 @@ pub const CALLBACK: &str = callback!();
 /// Where the IdP posts OpenID back-channel logout tokens.
 pub const BACKCHANNEL_LOGOUT: &str = "/.tether/backchannel-logout";
 
+/// Where a browser registers a device-bound session (DBSC) with its proof of a new key.
+pub const DBSC_REGISTER: &str = "/.tether/dbsc/register";
+
+/// Where a browser bound to a device key refreshes its short-lived bound cookie.
+pub const DBSC_REFRESH: &str = "/.tether/dbsc/refresh";
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn own_paths_sit_under_the_own_prefix() {
-        for path in [CALLBACK, BACKCHANNEL_LOGOUT] {
+        for path in [CALLBACK, BACKCHANNEL_LOGOUT, DBSC_REGISTER, DBSC_REFRESH] {
             assert!(path.starts_with(OWN_PREFIX), "{path}");
         }
     }

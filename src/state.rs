@@ -246,6 +246,8 @@ pub struct Shared {
     pub clock: crate::session::Clock,
     /// Set when a stop began: `/readyz` answers 503 while in-flight requests finish.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Device-key challenges already answered (DBSC), so each is accepted once.
+    pub dbsc_spent: crate::dbsc::spent::Spent,
 }
 
 impl Shared {
@@ -274,6 +276,7 @@ impl Shared {
             tunnels: Default::default(),
             clock: Default::default(),
             draining: Default::default(),
+            dbsc_spent: Default::default(),
         })
     }
 

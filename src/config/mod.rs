@@ -7,6 +7,7 @@
 
 mod admin;
 mod audit;
+mod dbsc;
 mod decode;
 mod intel;
 mod limits;
@@ -37,7 +38,7 @@ pub use upstream::Upstream;
 
 /// The sections a config file may hold; anything else at the top level is an error.
 const SECTIONS: &[&str] =
-    &["listen", "upstream", "admin", "limits", "intel", "session", "policy", "step_up", "store", "audit", "log"];
+    &["listen", "upstream", "admin", "limits", "intel", "session", "policy", "step_up", "store", "audit", "log", "dbsc"];
 
 /// One thing wrong with a config file.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,8 @@ pub struct Config {
     pub store: Store,
     pub audit: Audit,
     pub log: Log,
+    /// `[dbsc]`: device-bound sessions (off unless enabled).
+    pub dbsc: crate::dbsc::DbscConfig,
 }
 
 impl Config {
@@ -161,6 +164,8 @@ impl Config {
         let store = file.section("store", store::read);
         let audit = file.section("audit", audit::read);
         let log = file.section("log", log::read);
+        let cookies = session.as_ref().map(|s| s.cookies.clone());
+        let dbsc = file.section_with("dbsc", |s| dbsc::read(s, cookies.as_deref()));
 
         let config = || {
             Some(Config {
@@ -175,6 +180,7 @@ impl Config {
                 store: store?,
                 audit: audit?,
                 log: log?,
+                dbsc: dbsc?,
             })
         };
         match config() {
@@ -198,6 +204,11 @@ impl FileReader<'_> {
     /// records problems and carries on reading (every key gets its error) without
     /// tracking whether it has failed.
     fn section<T>(&mut self, name: &'static str, read: fn(&Section<'_>) -> Option<T>) -> Option<T> {
+        self.section_with(name, read)
+    }
+
+    /// [`FileReader::section`] for a reader that also looks at an earlier section.
+    fn section_with<T>(&mut self, name: &'static str, read: impl FnOnce(&Section<'_>) -> Option<T>) -> Option<T> {
         let problems = Problems::default();
         let section = Section::new(self.root, name, &problems, self.base_dir);
         let value = read(&section);

@@ -316,3 +316,20 @@ fn the_idp_proxy_key() {
     assert_eq!(paths(&err), ["step_up.proxy"]);
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+#[test]
+fn dbsc_is_off_by_default_and_every_bad_key_is_named() {
+    let base = "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:8080\"\n[session]\ncookies = [\"session\"]\n";
+    let cfg = parse(base).unwrap();
+    assert!(!cfg.dbsc.enabled);
+    assert_eq!((cfg.dbsc.bound_cookie.as_str(), cfg.dbsc.bound_lifetime), ("__Host-tether-bound", 600));
+    let good = parse(&format!("{base}[dbsc]\nenabled = true\nroutes = [\"/admin\"]\nbound_lifetime = \"15m\"\non_risk = \"challenge\"\nlogin_route = \"/admin/login\"\n")).unwrap();
+    assert_eq!((good.dbsc.bound_lifetime, good.dbsc.on_risk), (900, crate::dbsc::OnRisk::Challenge));
+    let bad = format!(
+        "{base}[dbsc]\nenabled = true\nroutes = [\"admin\"]\nuser_agents = [\"\"]\nbound_cookie = \"session\"\nbound_lifetime = \"30s\"\nlogin_route = \"login\"\non_risk = \"maybe\"\ncolour = 1\n"
+    );
+    let err = parse(&bad).unwrap_err();
+    let mut got = paths(&err);
+    got.sort();
+    assert_eq!(got, ["dbsc.bound_cookie", "dbsc.bound_lifetime", "dbsc.colour", "dbsc.login_route", "dbsc.on_risk", "dbsc.routes[0]", "dbsc.user_agents[0]"], "{err}");
+}

@@ -85,6 +85,13 @@ pub fn see_other(location: HeaderValue) -> Response<ProxyBody> {
     r
 }
 
+/// `307 Temporary Redirect` to `location`: the same request again, method and body kept.
+pub fn temporary_redirect(location: HeaderValue) -> Response<ProxyBody> {
+    let mut r = build(StatusCode::TEMPORARY_REDIRECT, None, Bytes::new());
+    r.headers_mut().insert(LOCATION, location);
+    r
+}
+
 /// 429 with `Retry-After`: too many step-up challenges from this address, or at all.
 pub fn too_many(retry_after: u32) -> Response<ProxyBody> {
     let mut r = json(StatusCode::TOO_MANY_REQUESTS, "{\"error\":\"too_many_step_up_challenges\"}\n");

@@ -7,6 +7,7 @@ mod answer;
 // The bodies live beside the upstream client that sends them; `http::body` stays their
 // name here, where the service builds its answers.
 pub use crate::upstream::body;
+mod dbsc;
 pub mod error;
 pub mod hygiene;
 mod own;

@@ -1,5 +1,5 @@
-//! tether's own endpoints under `/.tether/`: the step-up callback and OIDC back-channel
-//! logout. They are answered here, never forwarded, and never judged by the detector
+//! tether's own endpoints under `/.tether/`: the step-up callback, OIDC back-channel
+//! logout, and (with `[dbsc]`) device-bound session registration and refresh. They are answered here, never forwarded, and never judged by the detector
 //! (the callback carries the very session that is being challenged).
 
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use crate::stepup::oidc::{Expect, Failure, IdClaims};
 use crate::stepup::Pending;
 
 /// Everything tether serves itself lives under `OWN_PREFIX` (spelled once, in `paths`).
-pub use crate::paths::{BACKCHANNEL_LOGOUT, CALLBACK, OWN_PREFIX};
+pub use crate::paths::{BACKCHANNEL_LOGOUT, CALLBACK, DBSC_REFRESH, DBSC_REGISTER, OWN_PREFIX};
 
 /// A logout token is a few kilobytes at most.
 const MAX_LOGOUT_BODY: usize = 64 << 10;
@@ -86,6 +86,8 @@ pub(super) async fn serve(req: Request<Incoming>, cx: &Context<'_>) -> Result<Re
     match req.uri().path() {
         CALLBACK if req.method() == Method::GET => Ok(callback(&req, cx).await),
         BACKCHANNEL_LOGOUT => Ok(backchannel_logout(req, cx.snap, cx.shared).await),
+        DBSC_REGISTER if cx.snap.config.dbsc.enabled => Ok(super::dbsc::register(req, cx).await),
+        DBSC_REFRESH if cx.snap.config.dbsc.enabled => Ok(super::dbsc::refresh(req, cx).await),
         _ => Err(ProxyError::OwnPathNotFound),
     }
 }

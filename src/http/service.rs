@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use super::access;
 use super::answer;
+use super::dbsc;
 use super::body::{Guarded, ProxyBody};
 use super::error::{BadRequest, ProxyError};
 use super::hygiene;
@@ -94,6 +95,7 @@ impl Context<'_> {
             identify: self.snap.config.step_up.as_ref().is_some_and(|s| s.identify == Identify::Silent)
                 && self.snap.idp.is_some()
                 && super::step_up::is_browser_navigation(req),
+            recheck: false,
         }
     }
 }
@@ -278,6 +280,10 @@ async fn answer_or_forward(req: Request<Incoming>, cx: &Context<'_>, decision: O
     let Some(d) = &decision else {
         return forward(req, cx, None).await;
     };
+    // A bound session proves its device before anything else is asked of it.
+    if let Some(resp) = dbsc::answer(&req, cx, d) {
+        return Ok(answer::close_if(resp, cx.unread_body));
+    }
     // A new browser session whose owner nobody has named goes to the IdP first, to be
     // identified silently; it comes back to this same request, judged afresh.
     if d.identify {
@@ -305,11 +311,13 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
         _ => None,
     };
 
+    let offer = dbsc::eligible(&req, cx);
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
     hygiene::strip_hop_by_hop(headers);
     hygiene::strip_client_claims(headers);
     hygiene::join_cookies(headers);
+    dbsc::strip(headers, cx);
     hygiene::mark_sensitive(headers);
     // What only tether's own hops may say, and the secret that proves one, never reach
     // the console.
@@ -364,6 +372,7 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
     let (mut parts, body) = resp.into_parts();
     hygiene::strip_hop_by_hop(&mut parts.headers);
     learn_owner_from_response(&mut parts.headers, cx, decision.as_ref()).await;
+    dbsc::offer(&mut parts.headers, cx, decision.as_ref(), offer);
     if snap.config.upstream.harden_session_cookies && cx.conn.tls.is_some() {
         hygiene::harden_session_cookies(&mut parts.headers, &snap.config.session.cookies);
     }

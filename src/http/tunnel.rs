@@ -81,6 +81,7 @@ impl Recheck {
             asserted_user: None,
             // A tunnel re-judged mid-stream is never redirected.
             identify: false,
+            recheck: true,
         };
         let identity = match snap.detector.identify(&req) {
             Ok(Some(identity)) => identity,

@@ -191,6 +191,7 @@ impl<'a> Replayer<'a> {
                     peer_trusted: false,
                     asserted_user: None,
                     identify: false,
+                    recheck: false,
                 };
                 // The live proxy already checked the owner: apply it as it was.
                 let proof = Proof { auth_time: now, user: user.as_ref(), challenged_owner: user.as_ref(), unknown_owner: UnknownOwner::Adopt };
@@ -256,6 +257,7 @@ impl<'a> Replayer<'a> {
             peer_trusted: false,
             asserted_user: line.user.as_deref(),
             identify: false,
+            recheck: false,
         };
         let mode = self.detector.mode().as_str();
         // An audit line names its session by the keyed hash: judged under that very key.

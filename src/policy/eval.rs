@@ -67,7 +67,7 @@ pub fn evaluate(mut signals: Signals, policy: &Policy, route: Option<&Route>, au
     if signals.contains(Signal::StepUpPending) {
         action = action.max(Action::StepUp);
     }
-    if signals.contains(Signal::Revoked) {
+    if signals.contains(Signal::Revoked) || signals.contains(Signal::DbscUnproven) {
         action = action.max(Action::Block);
     }
     // `route` was borrowed from `policy.routes`, so its address finds its index.

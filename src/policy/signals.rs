@@ -44,7 +44,10 @@ crate::labels::labels! {
         /// was lost, so this is no first sight. At the step-up threshold: at worst the
         /// owner steps up once after a flood.
         HistoryLost = "history_lost" => 50,
-        // The last three are structural: they force an action whatever their weight.
+        // The last four are structural: they force an action whatever their weight.
+        /// A session bound to a device key (DBSC) came without a valid bound cookie: the
+        /// long-lived cookie alone, replayed away from the key. Forces a block.
+        DbscUnproven = "dbsc_unproven" => 0,
         /// A step-up demanded earlier has not been completed.
         StepUpPending = "step_up_pending" => 0,
         /// The route demands a recent authentication and there is none.

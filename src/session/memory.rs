@@ -341,6 +341,7 @@ mod tests {
             owner_source: Default::default(),
             identify_at: 0,
             proven: Default::default(),
+            device: None,
         }
     }
 

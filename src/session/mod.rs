@@ -6,6 +6,7 @@ pub mod jwt;
 pub mod key;
 pub mod memory;
 pub mod credential;
+pub mod device;
 pub mod persist;
 pub mod record;
 pub mod redis;

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use crate::fingerprint::{Ja4, TlsClass, UserAgent};
 use crate::intel::{Asn, Category, Coordinates, Country, NetInfo};
 
+use super::device::DeviceBinding;
+
 /// Seconds since the Unix epoch, as stored (u32 lasts until 2106).
 pub type Secs = u32;
 
@@ -151,6 +153,9 @@ pub struct SessionRecord {
     /// Where the session was born and where it completed step-ups: returning to one of
     /// them is not a change.
     pub proven: Proven,
+    /// The device key the session is bound to (DBSC), once registered. Boxed: most
+    /// sessions have none, and an unbound one pays only the pointer.
+    pub device: Option<Box<DeviceBinding>>,
 }
 
 crate::labels::labels! {
@@ -602,6 +607,7 @@ mod tests {
                 owner_source: OwnerSource::Unknown,
                 identify_at: 0,
                 proven,
+                device: None,
             }
         };
         for (before, before_source, named, by, after, after_source, change) in rows {

@@ -4,6 +4,7 @@ mod admin;
 mod check;
 mod cli;
 mod console;
+mod dbsc;
 mod detector;
 mod docs;
 mod adversarial;

@@ -164,6 +164,7 @@ fn record(at: Secs, user: Option<&str>, country: &str) -> SessionRecord {
         owner_source: Default::default(),
         identify_at: 0,
         proven: Default::default(),
+        device: None,
     }
 }
 
@@ -286,6 +287,27 @@ async fn a_step_up_demand_from_one_replica_survives_a_plain_request_at_the_other
     d.store(k, newer, None).await.unwrap();
     let kept = replica(&cfg).await.load(&k, None, t0 + 5).await.unwrap().record.unwrap();
     assert_eq!(kept.created, t0, "the first binding stands");
+}
+
+#[tokio::test]
+async fn a_device_binding_from_one_replica_survives_a_write_from_what_the_other_loaded_before() {
+    use tether::session::device::{DeviceAlg, DeviceBinding, DeviceKey};
+    let Some(t) = shared("shared-store device binding test") else { return };
+    let cfg = config(&t.url, "device");
+    let (a, b) = (replica(&cfg).await, replica(&cfg).await);
+    let k = key(1);
+    let t0 = now();
+    let base = record(t0, None, "SE");
+    a.store(k, base.clone(), None).await.unwrap();
+    let stale = b.load(&k, None, t0).await.unwrap().record.unwrap();
+    let device = Some(Box::new(DeviceBinding { key: DeviceKey { alg: DeviceAlg::Es256, bytes: vec![7; 64].into(), split: 32 }, registered: t0, demanded: 0 }));
+    a.store(k, SessionRecord { device: device.clone(), ..base }, None).await.unwrap();
+    // B, from what it loaded before the registration, writes a plain request.
+    let ip: IpAddr = "198.51.100.7".parse().unwrap();
+    b.store(k, SessionRecord { last: Place::new(ip, &NetInfo::unknown(), t0 + 1), ..stale }, None).await.unwrap();
+    let got = replica(&cfg).await.load(&k, None, t0 + 1).await.unwrap().record.unwrap();
+    assert_eq!(got.device, device, "once bound, bound: the key stands");
+    assert_eq!(got.last.at, t0 + 1, "the rest of B's write landed");
 }
 
 #[tokio::test]

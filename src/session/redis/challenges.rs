@@ -65,4 +65,17 @@ impl RedisStore {
             .await?;
         Ok(set.is_some())
     }
+
+    /// Spends an answered device-key challenge (DBSC) once across every replica: `false`
+    /// when any replica spent it before. `id` is the challenge's MAC tag (not a secret);
+    /// the mark lives as long as the challenge could still be answered.
+    pub async fn spend_device_challenge(&self, id: &[u8], ttl: Secs) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let key = format!("{}dc:{}", inner.keys.prefix, hex(id));
+        let mut conn = inner.conn();
+        let set = inner
+            .run(async move { redis::cmd("SET").arg(key).arg(1).arg("NX").arg("EX").arg(ttl.max(1)).query_async::<Option<String>>(&mut conn).await })
+            .await?;
+        Ok(set.is_some())
+    }
 }

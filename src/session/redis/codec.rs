@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::fingerprint::{Os, TlsClass, UaFamily, UserAgent};
 use crate::intel::{Asn, Category, Coordinates, Country, NetInfo};
 use crate::session::record::{Client, Ja4Digest, OwnerSource, Place, Prefix, Proven, ProvenContext, Recent, PROVEN_CONTEXTS, RECENT_ADDRESSES};
+use crate::session::device::{DeviceAlg, DeviceBinding, DeviceKey, MAX_KEY_BYTES};
 use crate::session::{Secs, SessionRecord, UserBaseline};
 
 /// Bumped on any layout change: a replica never misreads another version's value, it
@@ -27,6 +28,9 @@ pub const FLAG_SUSPECT: u8 = 1 << 2;
 const FLAG_PREVIOUS: u8 = 1 << 3;
 const FLAG_JA4: u8 = 1 << 4;
 const FLAG_USER: u8 = 1 << 5;
+/// A device binding (DBSC) follows the proven contexts, and the value ends with its
+/// length, so the store script can carry it over without a decoder.
+pub const FLAG_DEVICE: u8 = 1 << 6;
 
 /// Longest user name or challenge string kept; longer ones are not encodable (a user
 /// claim is a name, not a document).
@@ -280,6 +284,9 @@ pub fn encode_record(r: &SessionRecord) -> Result<Vec<u8>, CodecError> {
     if r.user.is_some() {
         flags |= FLAG_USER;
     }
+    if r.device.is_some() {
+        flags |= FLAG_DEVICE;
+    }
     out.push(RECORD_VERSION);
     out.extend_from_slice(&r.created.to_be_bytes());
     out.extend_from_slice(&r.authenticated_at.unwrap_or(0).to_be_bytes());
@@ -296,7 +303,48 @@ pub fn encode_record(r: &SessionRecord) -> Result<Vec<u8>, CodecError> {
         out.extend_from_slice(&a.to_be_bytes());
     }
     put_owner_and_proven(&mut out, r);
+    if let Some(d) = &r.device {
+        put_device(&mut out, d)?;
+    }
     Ok(out)
+}
+
+/// The device binding, last of all: algorithm (1), registered (4), demanded (4), the
+/// key's split (2) and length (2) and bytes, then the length of all of that (2), which
+/// the store script reads from the value's end to carry a binding another replica wrote.
+fn put_device(out: &mut Vec<u8>, d: &DeviceBinding) -> Result<(), CodecError> {
+    if d.key.bytes.len() > MAX_KEY_BYTES {
+        return Err(CodecError::TooLong);
+    }
+    let start = out.len();
+    out.push(d.key.alg.code());
+    out.extend_from_slice(&d.registered.to_be_bytes());
+    out.extend_from_slice(&d.demanded.to_be_bytes());
+    out.extend_from_slice(&d.key.split.to_be_bytes());
+    // invariant: bounded by MAX_KEY_BYTES above, so it fits a u16.
+    out.extend_from_slice(&(d.key.bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(&d.key.bytes);
+    let len = out.len() - start;
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    Ok(())
+}
+
+fn device(r: &mut Reader<'_>) -> Result<DeviceBinding, CodecError> {
+    let before = r.buf.len();
+    let alg = DeviceAlg::from_code(r.u8()?).ok_or(CodecError::Invalid)?;
+    let registered = r.u32()?;
+    let demanded = r.u32()?;
+    let split = r.u16()?;
+    let n = usize::from(r.u16()?);
+    if n > MAX_KEY_BYTES || usize::from(split) > n {
+        return Err(CodecError::Invalid);
+    }
+    let bytes: Box<[u8]> = r.take(n)?.into();
+    let written = before - r.buf.len();
+    if usize::from(r.u16()?) != written {
+        return Err(CodecError::Invalid);
+    }
+    Ok(DeviceBinding { key: DeviceKey { alg, bytes, split }, registered, demanded })
 }
 
 /// The tail written after the recent addresses: the owner's source (1 byte), when a
@@ -396,6 +444,7 @@ pub fn decode_record(buf: &[u8]) -> Result<SessionRecord, CodecError> {
         *a = r.u32()?;
     }
     let (owner_source, identify_at, proven) = owner_and_proven(&mut r)?;
+    let device = if flags & FLAG_DEVICE != 0 { Some(Box::new(device(&mut r)?)) } else { None };
     r.end()?;
     Ok(SessionRecord {
         bound,
@@ -412,6 +461,7 @@ pub fn decode_record(buf: &[u8]) -> Result<SessionRecord, CodecError> {
         owner_source,
         identify_at,
         proven,
+        device,
     })
 }
 
@@ -522,6 +572,7 @@ mod tests {
                 p.add(&place_at("192.0.2.10", &NetInfo { category: Category::Vpn, ..NetInfo::unknown() }, 1_700_000_100), TlsClass::Library);
                 p
             },
+            device: None,
         }
     }
 
@@ -546,6 +597,7 @@ mod tests {
             owner_source: OwnerSource::Unknown,
             identify_at: 0,
             proven: Proven::default(),
+            device: None,
             ..r
         };
         let bytes = encode_record(&bare).unwrap();
@@ -563,6 +615,38 @@ mod tests {
         // Some(0) is not None.
         let zero = SessionRecord { authenticated_at: Some(0), ..bare };
         assert_eq!(decode_record(&encode_record(&zero).unwrap()).unwrap(), zero);
+    }
+
+    fn device_binding() -> Box<DeviceBinding> {
+        Box::new(DeviceBinding {
+            key: DeviceKey { alg: DeviceAlg::Es256, bytes: (0..64u8).collect::<Vec<_>>().into(), split: 32 },
+            registered: 1_700_000_003,
+            demanded: 0,
+        })
+    }
+
+    #[test]
+    fn device_bindings_round_trip_and_old_values_read_without_one() {
+        let plain = sample_record();
+        let bound = SessionRecord { device: Some(device_binding()), ..plain.clone() };
+        let bytes = encode_record(&bound).unwrap();
+        assert_eq!(decode_record(&bytes).unwrap(), bound);
+        // The binding is the value's last part, and its last two bytes say how long it is.
+        let tail = usize::from(u16::from_be_bytes([bytes[bytes.len() - 2], bytes[bytes.len() - 1]]));
+        assert_eq!(tail, 1 + 4 + 4 + 2 + 2 + 64);
+        let without = encode_record(&plain).unwrap();
+        assert_eq!(&bytes[11..without.len()], &without[11..], "the binding only appends (and sets a flag)");
+        assert_eq!(decode_record(&without).unwrap().device, None);
+        // Every cut inside the binding is refused, as is a flag without the binding.
+        for n in without.len()..bytes.len() {
+            assert!(decode_record(&bytes[..n]).is_err(), "cut at {n} accepted");
+        }
+        let mut lying = without.clone();
+        lying[9] |= FLAG_DEVICE;
+        assert!(decode_record(&lying).is_err());
+        // An RSA key too long to keep is not encodable.
+        let huge = DeviceBinding { key: DeviceKey { alg: DeviceAlg::Rs256, bytes: vec![1; MAX_KEY_BYTES + 1].into(), split: 3 }, ..*device_binding() };
+        assert_eq!(encode_record(&SessionRecord { device: Some(Box::new(huge)), ..plain }), Err(CodecError::TooLong));
     }
 
     #[test]

@@ -48,14 +48,17 @@ return {rec or false, base or false, revoked, lost, user_at}
 /// Store: writes the record unless the session is revoked or the stored binding is one
 /// the writer never saw; a step-up demand or failure count recorded by another replica
 /// is kept unless this write proves a newer authentication. Publishes when the security
-/// state changed, so other replicas drop their cached copy.
+/// state changed (a device key registered included), so other replicas drop their
+/// cached copy.
 ///
 /// KEYS: session, revoked. ARGV: prefix, session hex, now, record, ttl, user or "",
 /// deadline, baseline or "", baseline ttl, idle ttl, absolute ttl, the baseline's user.
 /// Returns 0 written, 1 written and published, 2 refused (a binding it did not see),
 /// 3 refused (revoked), 4 written with another replica's demand or owner kept (and
 /// published): a replica that loaded the session before its owner was learned elsewhere
-/// does not erase the owner by writing what it loaded.
+/// does not erase the owner by writing what it loaded; nor a device binding (flag 64, its
+/// length in the value's last two bytes): a session once bound to a device key stays
+/// bound, whichever replica writes next.
 pub const STORE: &str = r#"
 local now = tonumber(ARGV[3])
 local until_ = redis.call('ZSCORE', KEYS[2], ARGV[2])
@@ -82,12 +85,22 @@ if old and #old >= 13 and string.byte(old, 1) == 1 and #new >= 13 then
         code = 4
       end
     end
-    if code == 0 and (bit.band(nf, 3) ~= bit.band(of, 3) or nfail ~= ofail or na ~= oa) then code = 1 end
+    if code == 0 and (bit.band(nf, 67) ~= bit.band(of, 67) or nfail ~= ofail or na ~= oa) then code = 1 end
     if bit.band(of, 32) == 32 and oulen > 0 then
       local mf, mfail, nulen = struct.unpack('>BBH', new, 10)
       if bit.band(mf, 32) == 0 and nulen == 0 then
         new = string.sub(new, 1, 9) .. string.char(mf + 32, mfail) .. string.sub(old, 12, 13 + oulen) .. string.sub(new, 14)
         code = 4
+      end
+    end
+    if bit.band(of, 64) == 64 and #old >= 2 then
+      local mf = string.byte(new, 10)
+      if bit.band(mf, 64) == 0 then
+        local tl = struct.unpack('>H', old, #old - 1)
+        if tl + 2 <= #old then
+          new = string.sub(new, 1, 9) .. string.char(mf + 64) .. string.sub(new, 11) .. string.sub(old, #old - 1 - tl, #old)
+          code = 4
+        end
       end
     end
   end

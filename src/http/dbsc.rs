@@ -1,0 +1,345 @@
+//! Device Bound Session Credentials on the request path: offering registration on the
+//! response that establishes a session, the registration and refresh endpoints under
+//! `/.tether/dbsc/`, and the answer to a request of a bound session that cannot show a
+//! valid bound cookie (or that a risk signal sends back for a fresh key proof).
+//!
+//! The verdict itself is the detector's (`DeviceCheck`, the `dbsc_unproven` signal);
+//! this module only turns it into the responses the DBSC browser acts on.
+
+use http::header::{HeaderMap, HeaderValue, SET_COOKIE, USER_AGENT};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::answer;
+use super::body::ProxyBody;
+use super::service::{judge_identified, Context, Judged};
+use crate::audit::{Event, EventKind};
+use crate::dbsc::header;
+use crate::dbsc::proof::{self, ProofError};
+use crate::dbsc::spent::SpendError;
+use crate::dbsc::token::{self, ChallengeError};
+use crate::dbsc::{OnRisk, CHALLENGE_TTL, DBSC_REFRESH, DBSC_REGISTER};
+use crate::detector::{Decision, DeviceBound, DeviceCheck};
+use crate::metrics::DbscOutcome;
+use crate::policy::{Action, Signal};
+use crate::session::SessionKey;
+
+crate::labels::labels! {
+    /// Why a registration or refresh was refused, beyond the proof's own failures (the
+    /// audit detail of `dbsc_refused`).
+    enum Refusal {
+        NoSession = "no_session",
+        NotAllowed = "session_not_allowed",
+        AlreadyBound = "already_bound",
+        NotBound = "not_bound",
+        SessionIdMismatch = "session_id_mismatch",
+        ChallengeForged = "challenge_forged",
+        ChallengeExpired = "challenge_expired",
+        ChallengeReplayed = "challenge_replayed",
+        ChallengeTableFull = "challenge_table_full",
+    }
+}
+
+/// Whether a request's response may offer registration, decided before the request is
+/// forwarded (its path and user agent go upstream with it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Eligible {
+    login_route: bool,
+}
+
+pub(super) fn eligible(req: &Request<Incoming>, cx: &Context<'_>) -> Option<Eligible> {
+    let cfg = &cx.snap.config.dbsc;
+    let ua = req.headers().get(USER_AGENT).map_or(&b""[..], HeaderValue::as_bytes);
+    let path = req.uri().path();
+    cfg.offers(path, ua).then(|| Eligible { login_route: cfg.login_route.as_deref() == Some(path) })
+}
+
+/// The console's response establishes a session when it answers the first sight of one,
+/// or when the login route's response sets a session cookie; then, and only for the
+/// routes and clients opted in, it carries `Secure-Session-Registration` with a challenge
+/// bound to that session.
+pub(super) fn offer(headers: &mut HeaderMap, cx: &Context<'_>, decision: Option<&Decision>, eligible: Option<Eligible>) {
+    let Some(e) = eligible else { return };
+    let unrecognised = cx.identity.as_ref().is_some_and(|i| i.unrecognised);
+    let session = match (e.login_route.then(|| set_session(headers, cx)).flatten(), decision) {
+        (Some(key), _) => key,
+        (None, Some(d)) if d.bound && !d.degraded && !unrecognised && d.device == DeviceCheck::Unbound => d.session,
+        _ => return,
+    };
+    let Some(challenge) = token::challenge(&cx.snap.detector.hash_key, &session, cx.now, CHALLENGE_TTL) else { return };
+    if let Some(v) = header::registration(DBSC_REGISTER, &challenge) {
+        headers.append(header::REGISTRATION, v);
+        cx.shared.metrics.dbsc(DbscOutcome::Offered);
+    }
+}
+
+/// The session key of a session cookie the response sets (the first non-empty one).
+fn set_session(headers: &HeaderMap, cx: &Context<'_>) -> Option<SessionKey> {
+    let names = &cx.snap.config.session.cookies;
+    headers.get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
+        let pair = line.split(';').next()?;
+        let (name, value) = pair.split_once('=')?;
+        let (name, value) = (name.trim(), value.trim().trim_matches('"'));
+        (names.iter().any(|n| n == name) && !value.is_empty()).then(|| cx.snap.detector.hash_key.session_key(name.as_bytes(), value.as_bytes()))
+    })
+}
+
+/// Removes the bound cookie from a request on its way upstream: it is tether's alone.
+pub(super) fn strip(headers: &mut HeaderMap, cx: &Context<'_>) {
+    let cfg = &cx.snap.config.dbsc;
+    if cfg.enabled {
+        header::strip_cookie(headers, &cfg.bound_cookie);
+    }
+}
+
+/// The answer for a judged request of a bound session that must prove its key first;
+/// `None` to carry on. Enforced only (monitor mode records the decision and forwards),
+/// and never for a revoked session, whose block page says more.
+pub(super) fn answer(req: &Request<Incoming>, cx: &Context<'_>, d: &Decision) -> Option<Response<ProxyBody>> {
+    if !d.verdict.enforced() || d.verdict.signals.contains(Signal::Revoked) {
+        return None;
+    }
+    let metrics = &cx.shared.metrics;
+    match d.device {
+        DeviceCheck::Unbound | DeviceCheck::Proven => None,
+        DeviceCheck::Missing => {
+            metrics.dbsc(DbscOutcome::RequestRefused);
+            Some(refused(req, cx, d.session))
+        }
+        DeviceCheck::Stale => {
+            metrics.dbsc(DbscOutcome::RequestRefused);
+            Some(reprove(req, cx, d.session))
+        }
+        DeviceCheck::ProofDemanded => {
+            metrics.dbsc(DbscOutcome::ProofDemanded);
+            Some(reprove(req, cx, d.session))
+        }
+    }
+}
+
+/// The same request again with the bound cookie expired and a challenge pre-seeded: a
+/// DBSC browser finds its cookie gone, refreshes with a fresh proof (over this
+/// challenge) and only then follows the redirect (the spec's point-in-time re-proof).
+fn reprove(req: &Request<Incoming>, cx: &Context<'_>, session: SessionKey) -> Response<ProxyBody> {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = HeaderValue::from_str(target).unwrap_or(HeaderValue::from_static("/"));
+    let mut r = answer::temporary_redirect(location);
+    let h = r.headers_mut();
+    if let Some(v) = header::expire(&cx.snap.config.dbsc.bound_cookie) {
+        h.append(SET_COOKIE, v);
+    }
+    seed_challenge(h, cx, &session);
+    r
+}
+
+/// No bound cookie at all: a browser that still held the key would have refreshed
+/// before sending this, so whoever sent it has the console cookie without the device.
+/// Unless the browser says it skipped a refresh (then reloading tries again), the
+/// console cookie is cleared too, so the browser that lost its key signs in afresh
+/// instead of being refused until the cookie expires.
+fn refused(req: &Request<Incoming>, cx: &Context<'_>, session: SessionKey) -> Response<ProxyBody> {
+    let skipped = header::skipped(req.headers());
+    let text = if skipped {
+        "This session is bound to a device key, and the browser could not renew its proof just now. Reload the page to try again."
+    } else {
+        "This session is bound to a device key that this browser could not prove it holds. Sign in to the console again."
+    };
+    let mut r = answer::page(StatusCode::FORBIDDEN, "Sign in again", text);
+    let h = r.headers_mut();
+    if !skipped {
+        let cookies = &cx.snap.config.session.cookies;
+        for name in cookies.iter().filter(|n| header::cookie_values(req.headers(), n).next().is_some()) {
+            if let Some(v) = header::expire(name) {
+                h.append(SET_COOKIE, v);
+            }
+        }
+    }
+    seed_challenge(h, cx, &session);
+    r
+}
+
+fn seed_challenge(h: &mut HeaderMap, cx: &Context<'_>, session: &SessionKey) {
+    let key = &cx.snap.detector.hash_key;
+    let seeded = token::challenge(key, session, cx.now, CHALLENGE_TTL).and_then(|c| header::challenge(&c, &token::session_id(key, session)));
+    if let Some(v) = seeded {
+        h.insert(header::CHALLENGE, v);
+    }
+}
+
+/// `POST /.tether/dbsc/register`: a proof signed by a new device key, over a challenge
+/// tether offered this session. The registering request is judged like any other (its
+/// sighting is recorded), and only an allowed one binds the session.
+pub(super) async fn register(req: Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBody> {
+    endpoint(register_inner(req, cx).await, cx)
+}
+
+async fn register_inner(req: Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBody> {
+    let (snap, shared) = (cx.snap, cx.shared);
+    if req.method() != Method::POST {
+        return answer::json(StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"invalid_request\"}\n");
+    }
+    let Some(identity) = cx.identity.as_ref().filter(|i| !i.unrecognised) else {
+        return refuse(&req, cx, None, Refusal::NoSession.as_str(), StatusCode::UNAUTHORIZED);
+    };
+    let key = identity.key;
+    let Some(jwt) = header::sf_string(req.headers(), header::RESPONSE) else {
+        return refuse(&req, cx, Some(key), ProofError::Malformed.as_str(), StatusCode::BAD_REQUEST);
+    };
+    let registration = match proof::verify_registration(jwt) {
+        Ok(r) => r,
+        Err(e) => return refuse(&req, cx, Some(key), e.as_str(), StatusCode::BAD_REQUEST),
+    };
+    if let Err(reason) = spend(cx, &key, &registration.jti).await {
+        return refuse(&req, cx, Some(key), reason, StatusCode::BAD_REQUEST);
+    }
+    match judge_identified(shared, snap, &cx.detector_request(&req), identity, cx.security_started).await {
+        Judged::Decided(d) if d.verdict.effective() == Action::Allow && d.device == DeviceCheck::Unbound => {}
+        Judged::Decided(d) if d.device != DeviceCheck::Unbound => return refuse(&req, cx, Some(key), Refusal::AlreadyBound.as_str(), StatusCode::FORBIDDEN),
+        Judged::Decided(_) => return refuse(&req, cx, Some(key), Refusal::NotAllowed.as_str(), StatusCode::FORBIDDEN),
+        Judged::Unjudged | Judged::Refused => return unavailable(shared),
+    }
+    match snap.detector.bind_device(&shared.store, key, registration.key, cx.now).await {
+        Ok(DeviceBound::Bound) => {}
+        Ok(DeviceBound::AlreadyBound) => return refuse(&req, cx, Some(key), Refusal::AlreadyBound.as_str(), StatusCode::FORBIDDEN),
+        Ok(DeviceBound::NoSession) => return refuse(&req, cx, Some(key), Refusal::NoSession.as_str(), StatusCode::FORBIDDEN),
+        Err(_) => return unavailable(shared),
+    }
+    shared.metrics.dbsc(DbscOutcome::Registered);
+    shared.audit.record(event(&req, cx, EventKind::DbscRegistered, Some(key), None));
+    issued(cx, &key)
+}
+
+/// `POST /.tether/dbsc/refresh` with `Sec-Secure-Session-Id`: without a proof, 403 and a
+/// challenge (the browser signs it and comes back); with a proof by the registered key
+/// over an unspent challenge, a new bound cookie. A session that is no longer bound (or
+/// no longer known) ends the browser's DBSC session with `{"continue": false}`.
+pub(super) async fn refresh(req: Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBody> {
+    endpoint(refresh_inner(req, cx).await, cx)
+}
+
+/// What every answer of the two endpoints carries: no framing and no reading across
+/// origins (the spec's advice for an endpoint browsers call with credentials), and a
+/// closed HTTP/1 connection when a body was left unread.
+fn endpoint(mut r: Response<ProxyBody>, cx: &Context<'_>) -> Response<ProxyBody> {
+    let h = r.headers_mut();
+    h.insert(http::header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
+    answer::close_if(r, cx.unread_body)
+}
+
+async fn refresh_inner(req: Request<Incoming>, cx: &Context<'_>) -> Response<ProxyBody> {
+    let (snap, shared) = (cx.snap, cx.shared);
+    if req.method() != Method::POST {
+        return answer::json(StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"invalid_request\"}\n");
+    }
+    let Some(key) = cx.identity.as_ref().filter(|i| !i.unrecognised).map(|i| i.key) else {
+        return refuse(&req, cx, None, Refusal::NoSession.as_str(), StatusCode::UNAUTHORIZED);
+    };
+    let hash_key = &snap.detector.hash_key;
+    let named = header::sf_string(req.headers(), header::SESSION_ID).is_some_and(|id| token::is_session_id(hash_key, &key, id));
+    if !named {
+        return refuse(&req, cx, Some(key), Refusal::SessionIdMismatch.as_str(), StatusCode::FORBIDDEN);
+    }
+    let binding = match snap.detector.device_of(&shared.store, key, cx.now).await {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            shared.metrics.dbsc(DbscOutcome::ProofRefused);
+            shared.audit.record(event(&req, cx, EventKind::DbscRefused, Some(key), Some(Refusal::NotBound.as_str())));
+            return answer::json(StatusCode::OK, "{\"continue\":false}\n");
+        }
+        Err(_) => return unavailable(shared),
+    };
+    let Some(jwt) = header::sf_string(req.headers(), header::RESPONSE) else {
+        shared.metrics.dbsc(DbscOutcome::Challenged);
+        return challenge(cx, &key);
+    };
+    let verified = proof::verify_refresh(jwt, &binding.key).map_err(ProofError::as_str);
+    let spent = match verified {
+        Ok(jti) => spend(cx, &key, &jti).await,
+        Err(reason) => Err(reason),
+    };
+    if let Err(reason) = spent {
+        shared.metrics.dbsc(DbscOutcome::ProofRefused);
+        shared.audit.record(event(&req, cx, EventKind::DbscRefused, Some(key), Some(reason)));
+        // A fresh challenge: a proof over a stale one is the race the spec expects, and
+        // the browser retries once with a new signature.
+        return challenge(cx, &key);
+    }
+    let reproved = if snap.config.dbsc.on_risk == OnRisk::Challenge && binding.demanded != 0 {
+        match snap.detector.prove_device(&shared.store, key, &cx.detector_request(&req)).await {
+            Ok(r) => r,
+            Err(_) => return unavailable(shared),
+        }
+    } else {
+        false
+    };
+    shared.metrics.dbsc(DbscOutcome::Refreshed);
+    shared.audit.record(event(&req, cx, EventKind::DbscRefreshed, Some(key), reproved.then_some("reproved")));
+    issued(cx, &key)
+}
+
+/// Spends a proof's challenge: issued for this session, live, and never answered before.
+async fn spend(cx: &Context<'_>, key: &SessionKey, jti: &str) -> Result<(), &'static str> {
+    let c = token::check_challenge(&cx.snap.detector.hash_key, key, jti, cx.now, CHALLENGE_TTL).map_err(|e| match e {
+        ChallengeError::Forged => Refusal::ChallengeForged.as_str(),
+        ChallengeError::Expired => Refusal::ChallengeExpired.as_str(),
+    })?;
+    cx.shared.dbsc_spent.spend(&cx.shared.store, c, cx.now).await.map_err(|e| match e {
+        SpendError::Replayed => Refusal::ChallengeReplayed.as_str(),
+        SpendError::Full | SpendError::Store => Refusal::ChallengeTableFull.as_str(),
+    })
+}
+
+/// 200 with the session instructions and a new bound cookie.
+fn issued(cx: &Context<'_>, key: &SessionKey) -> Response<ProxyBody> {
+    let cfg = &cx.snap.config.dbsc;
+    let hash_key = &cx.snap.detector.hash_key;
+    let expires = cx.now.saturating_add(cfg.bound_lifetime);
+    let value = token::bound_cookie(hash_key, key, cx.now, expires);
+    let mut scope = serde_json::json!({ "include_site": false });
+    if let Some(host) = cx.host.as_ref().and_then(|h| h.to_str().ok()) {
+        scope["origin"] = serde_json::Value::String(format!("https://{host}"));
+    }
+    let body = serde_json::json!({
+        "session_identifier": token::session_id(hash_key, key),
+        "refresh_url": DBSC_REFRESH,
+        "scope": scope,
+        "credentials": [{ "type": "cookie", "name": cfg.bound_cookie, "attributes": header::BOUND_ATTRIBUTES }],
+    });
+    let mut r = answer::json(StatusCode::OK, format!("{body}\n"));
+    if let Some(v) = header::set_bound(&cfg.bound_cookie, &value, cfg.bound_lifetime) {
+        r.headers_mut().append(SET_COOKIE, v);
+    }
+    r
+}
+
+/// 403 with `Secure-Session-Challenge`: the spec's demand for a (new) proof.
+fn challenge(cx: &Context<'_>, key: &SessionKey) -> Response<ProxyBody> {
+    let mut r = answer::json(StatusCode::FORBIDDEN, "{\"error\":\"proof_required\"}\n");
+    seed_challenge(r.headers_mut(), cx, key);
+    r
+}
+
+fn refuse(req: &Request<Incoming>, cx: &Context<'_>, key: Option<SessionKey>, reason: &'static str, status: StatusCode) -> Response<ProxyBody> {
+    cx.shared.metrics.dbsc(DbscOutcome::ProofRefused);
+    cx.shared.audit.record(event(req, cx, EventKind::DbscRefused, key, Some(reason)));
+    answer::json(status, format!("{{\"error\":\"dbsc_refused\",\"reason\":\"{reason}\"}}\n"))
+}
+
+fn unavailable(shared: &crate::state::Shared) -> Response<ProxyBody> {
+    shared.metrics.store_errors.inc();
+    answer::json(StatusCode::SERVICE_UNAVAILABLE, "{\"error\":\"store_unavailable\"}\n")
+}
+
+fn event(req: &Request<Incoming>, cx: &Context<'_>, kind: EventKind, key: Option<SessionKey>, detail: Option<&'static str>) -> Event {
+    let mut e = Event::new(kind, cx.snap.detector.mode());
+    e.session = key;
+    e.ip = Some(cx.client);
+    e.net = Some(cx.net.clone().into_owned());
+    e.ja4 = cx.fingerprint.map(|f| f.ja4);
+    e.ua = req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok()).map(crate::audit::bounded);
+    e.method = Some(req.method().to_string());
+    e.path = Some(req.uri().path().to_owned());
+    e.detail = detail;
+    e
+}
