@@ -209,7 +209,16 @@ impl UpstreamClient {
     /// Opens a connection (TCP, then TLS for an `https` upstream) and starts the task
     /// that drives it on this thread's runtime.
     async fn connect(&self) -> Result<SendRequest<RequestBody>, UpstreamError> {
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect((&*self.host, self.port))).await {
+        // Resolved apart from connecting, so that a failed lookup is named as one.
+        let addrs: Vec<std::net::SocketAddr> = match tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((&*self.host, self.port))).await {
+            Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Err(_)) => return Err(UpstreamError::Connect(ConnectFailure::Dns)),
+            Ok(Ok(addrs)) => addrs.collect(),
+        };
+        if addrs.is_empty() {
+            return Err(UpstreamError::Connect(ConnectFailure::Dns));
+        }
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&addrs[..])).await {
             Err(_) => return Err(UpstreamError::Timeout),
             Ok(Err(e)) => return Err(UpstreamError::Connect(connect_failure(&e))),
             Ok(Ok(tcp)) => tcp,

@@ -149,3 +149,14 @@ fn a_502_names_a_tls_failure_towards_the_upstream() {
     let why = p.until("the 502's line", |l| l["fields"]["status"] == 502 && l["level"] == "WARN");
     assert_eq!(why["fields"]["reason"], "upstream_tls", "{why}");
 }
+
+#[test]
+fn a_502_names_a_failed_lookup_of_the_upstream() {
+    // `.invalid` never resolves (RFC 6761): the lookup fails, not the connect.
+    let config = config("json", 80).replace("127.0.0.1:80", "tether-upstream.invalid:80");
+    let p = spawn(&config, None);
+    let answer = get(p.listening(), "/console");
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    let why = p.until("the 502's line", |l| l["fields"]["status"] == 502 && l["level"] == "WARN");
+    assert_eq!(why["fields"]["reason"], "upstream_dns", "{why}");
+}
