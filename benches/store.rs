@@ -38,6 +38,7 @@ fn record(at: u32) -> SessionRecord {
         owner_source: Default::default(),
         identify_at: 0,
         proven: Default::default(),
+        lineage: None,
     }
 }
 

@@ -12,10 +12,11 @@ use crate::config::{Config, UnknownOwner};
 use crate::policy::Mode;
 use crate::fingerprint::{classify, Fingerprint, UserAgent};
 use crate::intel::NetInfo;
-use crate::policy::{self, method, path, Action, Observed, Policy, Signal, Verdict};
+use crate::policy::{self, method, path, Action, Observed, Policy, Signal, Signals, Verdict};
 use crate::session::credential::{self, Ambiguity, Credential};
 use crate::session::jwt::{JwksError, JwtOutcome, JwtVerifier, VerifiedClaims};
 use crate::session::key::HashKeyError;
+use crate::session::lineage::{self, Lineage, LineageConfig, Presented, Value};
 use crate::session::record::{address_tag, name_owner, Client, Ja4Digest, OwnerChange, OwnerSource, Proven, SessionRecord, RECENT_ADDRESSES};
 use crate::session::redis::OnError;
 use crate::session::{HashKey, Loaded, Secs, SessionKey, Store, StoreError};
@@ -63,6 +64,19 @@ pub struct Decision {
     /// Send this request for a silent identification before anything else: its owner is
     /// unknown and the attempt is now recorded.
     pub identify: bool,
+    /// What lineage made of the request (`None`: lineage off, not a cookie session, or a
+    /// session that had none yet).
+    pub lineage: Option<lineage::Outcome>,
+    /// A companion value to set on the response (`Issued` or `Rotated`): the store holds
+    /// its digest now, so the response that carries it must be the one answered.
+    pub lineage_set: Option<(lineage::Outcome, lineage::Value)>,
+}
+
+/// A request's lineage verdict and the state it was judged against.
+struct Assessed {
+    state: Option<Lineage>,
+    outcome: Option<lineage::Outcome>,
+    change: lineage::Change,
 }
 
 /// What a verified step-up brings to [`Detector::complete_step_up`].
@@ -121,6 +135,12 @@ pub struct Identity {
     /// Something credential-shaped tether cannot read: judged as a first sight by the
     /// network rules, never stored, audited as `unrecognised_credential`.
     pub unrecognised: bool,
+    /// The companion values a cookie session carries, when lineage is on (a bearer token
+    /// has no cookie jar to rotate in).
+    lineage: Option<Presented>,
+    /// Signals the input itself asserts and the judgement cannot recompute: a replayed
+    /// audit line's lineage verdict (the companion value is never logged).
+    carried: Signals,
 }
 
 impl Identity {
@@ -128,7 +148,20 @@ impl Identity {
     /// names: what `tether replay` judges, so its ids are the audit log's.
     pub fn named(key: SessionKey, user: Option<Arc<str>>) -> Identity {
         let user_source = if user.is_some() { OwnerSource::UserHeader } else { OwnerSource::Unknown };
-        Identity { key, previous_key: None, jwt_invalid: false, auth_time: None, issued_at: None, user, user_source, unrecognised: false }
+        Identity { key, previous_key: None, jwt_invalid: false, auth_time: None, issued_at: None, user, user_source, unrecognised: false, lineage: None, carried: Signals::default() }
+    }
+
+    /// The same identity without its companion values: a tunnel re-judged mid-stream
+    /// holds only the value it opened with, which the lineage has long moved past.
+    pub fn without_lineage(mut self) -> Identity {
+        self.lineage = None;
+        self
+    }
+
+    /// The same identity, judged with `signals` the input recorded (see `carried`).
+    pub fn carrying(mut self, signals: Signals) -> Identity {
+        self.carried = signals;
+        self
     }
 }
 
@@ -140,6 +173,7 @@ pub struct Detector {
     cookies: Vec<String>,
     bearer: bool,
     user_header: Option<http::HeaderName>,
+    lineage: Option<LineageConfig>,
 }
 
 impl Detector {
@@ -159,6 +193,7 @@ impl Detector {
             cookies: s.cookies.clone(),
             bearer: s.bearer,
             user_header: s.user_header.clone(),
+            lineage: config.lineage.clone(),
         })
     }
 
@@ -202,6 +237,8 @@ impl Detector {
                 user: None,
                 user_source: OwnerSource::Unknown,
                 unrecognised: true,
+                lineage: None,
+                carried: Signals::default(),
             }));
         };
         let (key, claims) = self.session_key(&credential, req.now);
@@ -226,12 +263,16 @@ impl Detector {
         let secs = |t: u64| t.min(u64::from(u32::MAX)) as Secs;
         let auth_time = claims.as_ref().and_then(|c| c.auth_time).map(secs);
         let issued_at = claims.as_ref().and_then(|c| c.issued_at.or(c.auth_time)).map(secs);
-        Ok(Some(Identity { key, previous_key, jwt_invalid, auth_time, issued_at, user, user_source, unrecognised: false }))
+        let lineage = match (&self.lineage, &credential) {
+            (Some(cfg), Credential::Cookie { .. }) => Some(lineage::read(req.headers, &cfg.cookie)),
+            _ => None,
+        };
+        Ok(Some(Identity { key, previous_key, jwt_invalid, auth_time, issued_at, user, user_source, unrecognised: false, lineage, carried: Signals::default() }))
     }
 
     /// Judges an identified request: store read, signals, evaluation, store write.
     pub async fn judge(&self, store: &Store, req: &Request<'_>, identity: &Identity) -> Result<Decision, StoreError> {
-        let Identity { key, previous_key, jwt_invalid, auth_time: jwt_auth, issued_at, ref user, user_source, unrecognised } = *identity;
+        let Identity { key, previous_key, jwt_invalid, auth_time: jwt_auth, issued_at, ref user, user_source, unrecognised, lineage: presented, carried } = *identity;
         let user = user.clone();
         // With `on_error = "network_only"`, a history the shared store cannot give is
         // judged as a first sight by the network rules and not written back; with
@@ -278,6 +319,18 @@ impl Detector {
         if loaded.history_lost {
             signals.insert(Signal::HistoryLost);
         }
+        let lineage = match (&self.lineage, presented) {
+            (Some(cfg), Some(presented)) if !degraded && !loaded.revoked => self.assess_lineage(store, key, presented, cfg, req.now).await,
+            _ => None,
+        };
+        match lineage.as_ref().and_then(|l| l.outcome) {
+            Some(lineage::Outcome::Forked) => signals.insert(Signal::SessionForked),
+            Some(lineage::Outcome::Missing) => signals.insert(Signal::LineageMissing),
+            _ => {}
+        }
+        for s in carried.iter() {
+            signals.insert(s);
+        }
         let authenticated_at = prior.and_then(|r| r.authenticated_at).max(jwt_auth);
         // Judged as every method it may act as and every spelling of its path: the
         // strictest matching route wins.
@@ -314,6 +367,7 @@ impl Detector {
             record.identify_at = req.now;
         }
 
+        let mut lineage_set = None;
         if unrecognised {
             // Nothing is written for a credential that cannot be read.
         } else if verdict.enforced() && verdict.action == Action::Revoke {
@@ -337,14 +391,70 @@ impl Detector {
                 Some(u) if taught || allowed => Some((u, &baseline)),
                 _ => None,
             };
+            let created = record.created;
             store.store(key, record, learned).await?;
+            // Never moved by a request that is not allowed: a challenged thief must not be
+            // handed the next value, nor strand the owner's.
+            if let Some(l) = lineage.as_ref().filter(|l| verdict.action == Action::Allow && l.outcome.is_none_or(lineage::Outcome::ok)) {
+                lineage_set = self.advance_lineage(store, key, created, l, req.now).await;
+            }
             if prior.is_none() || newly_owned {
                 if let Some(u) = &user {
                     store.index_session(u, key).await?;
                 }
             }
         }
-        Ok(Decision { session: key, user, verdict, bound: prior.is_none() && !degraded, new_address, reference: None, degraded, owner_change, owner_source, identify })
+        let lineage = lineage.and_then(|l| l.outcome);
+        Ok(Decision { session: key, user, verdict, bound: prior.is_none() && !degraded, new_address, reference: None, degraded, owner_change, owner_source, identify, lineage, lineage_set })
+    }
+
+    /// The request's lineage verdict, against what the store holds now. A store that
+    /// cannot answer leaves the request judged without lineage: a failure to read is
+    /// never a fork.
+    async fn assess_lineage(&self, store: &Store, key: SessionKey, presented: Presented, cfg: &LineageConfig, now: Secs) -> Option<Assessed> {
+        let state = store.lineage(&key, presented.one()).await.ok()?;
+        let (outcome, change) = lineage::assess(state.as_ref(), presented, now, cfg);
+        Some(Assessed { state, outcome, change })
+    }
+
+    /// Applies an allowed request's lineage change, atomically against the state it was
+    /// judged on; the value to set when one was issued. Losing the race to another
+    /// request (which then carries the new value) or to the store issues nothing.
+    async fn advance_lineage(&self, store: &Store, key: SessionKey, created: Secs, l: &Assessed, now: Secs) -> Option<(lineage::Outcome, Value)> {
+        let fresh = match l.change {
+            lineage::Change::None => return None,
+            lineage::Change::Seen => None,
+            lineage::Change::Issue { .. } => match Value::generate() {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::error!(error = %e, "no lineage value issued");
+                    return None;
+                }
+            },
+        };
+        let digest = fresh.as_ref().map_or([0; lineage::DIGEST_LEN], Value::digest);
+        let next = Lineage::after(l.state.as_ref(), l.change, digest, now)?;
+        if !store.swap_lineage(&key, created, l.state.as_ref(), next, now).await.unwrap_or(false) {
+            return None;
+        }
+        let outcome = if l.state.is_some_and(|s| s.armed) { lineage::Outcome::Rotated } else { lineage::Outcome::Issued };
+        fresh.map(|v| (outcome, v))
+    }
+
+    /// After a completed step-up: a new lineage, every earlier value void (whoever holds
+    /// one). The value to set on the callback's answer, when lineage is on.
+    pub async fn restart_lineage(&self, store: &Store, key: SessionKey, now: Secs) -> Option<Value> {
+        self.lineage.as_ref()?;
+        let state = store.lineage(&key, None).await.ok()?;
+        let fresh = Value::generate().ok()?;
+        let next = Lineage::restart(state.as_ref(), fresh.digest(), now);
+        // The record is fresh from the step-up: its lifetime starts about now.
+        store.swap_lineage(&key, now, state.as_ref(), next, now).await.ok()?.then_some(fresh)
+    }
+
+    /// `[lineage]`, when on.
+    pub fn lineage(&self) -> Option<&LineageConfig> {
+        self.lineage.as_ref()
     }
 
     /// The session key, and the verified claims when the credential is a JWT. A verified
@@ -396,6 +506,7 @@ impl Detector {
                 owner_source: OwnerSource::Unknown,
                 identify_at: 0,
                 proven: Proven::default(),
+                lineage: None,
             },
         };
         let owner = record.user.clone();
@@ -513,6 +624,7 @@ fn next_record(prior: Option<&SessionRecord>, obs: &Observed<'_>, client: Client
                 owner_source: OwnerSource::Unknown,
                 identify_at: 0,
                 proven,
+                lineage: None,
             }
         }
         Some(p) => {

@@ -10,6 +10,7 @@ mod audit;
 mod decode;
 mod intel;
 mod limits;
+mod lineage;
 mod listen;
 mod log;
 mod policy;
@@ -37,7 +38,7 @@ pub use upstream::Upstream;
 
 /// The sections a config file may hold; anything else at the top level is an error.
 const SECTIONS: &[&str] =
-    &["listen", "upstream", "admin", "limits", "intel", "session", "policy", "step_up", "store", "audit", "log"];
+    &["listen", "upstream", "admin", "limits", "intel", "session", "policy", "step_up", "store", "audit", "log", "lineage"];
 
 /// One thing wrong with a config file.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,8 @@ pub struct Config {
     pub store: Store,
     pub audit: Audit,
     pub log: Log,
+    /// `[lineage]`, when enabled.
+    pub lineage: Option<crate::session::lineage::LineageConfig>,
 }
 
 impl Config {
@@ -161,6 +164,7 @@ impl Config {
         let store = file.section("store", store::read);
         let audit = file.section("audit", audit::read);
         let log = file.section("log", log::read);
+        let lineage = file.section("lineage", lineage::read);
 
         let config = || {
             Some(Config {
@@ -175,6 +179,7 @@ impl Config {
                 store: store?,
                 audit: audit?,
                 log: log?,
+                lineage: lineage?,
             })
         };
         match config() {

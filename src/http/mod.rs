@@ -9,6 +9,7 @@ mod answer;
 pub use crate::upstream::body;
 pub mod error;
 pub mod hygiene;
+mod lineage;
 mod own;
 pub use own::{form_decode, percent_decode};
 mod record;

@@ -44,6 +44,14 @@ crate::labels::labels! {
         /// was lost, so this is no first sight. At the step-up threshold: at worst the
         /// owner steps up once after a flood.
         HistoryLost = "history_lost" => 50,
+        /// `[lineage]`: the session presented a companion value its lineage has moved past
+        /// (or several): a second copy of the session is alive. Strong: alone it demands a
+        /// step-up, which the owner passes and a thief cannot, wherever either is.
+        SessionForked = "session_forked" => 80,
+        /// `[lineage]`: no companion value from a session whose values came back before: a
+        /// copy taken without it (the thief holding only the session cookie). Strong, as
+        /// a fork.
+        LineageMissing = "lineage_missing" => 80,
         // The last three are structural: they force an action whatever their weight.
         /// A step-up demanded earlier has not been completed.
         StepUpPending = "step_up_pending" => 0,

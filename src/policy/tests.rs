@@ -83,6 +83,7 @@ fn bound_home(user: bool) -> (SessionRecord, UserBaseline) {
         owner_source: Default::default(),
         identify_at: 0,
         proven: Default::default(),
+        lineage: None,
     };
     let mut baseline = UserBaseline::default();
     baseline.learn(&place, client);

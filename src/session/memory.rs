@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use super::lineage::Lineage;
 use super::record::{Secs, SessionRecord, UserBaseline, USER_SESSIONS};
 use super::tombstone::{Tombstones, Worth};
 use super::{Loaded, SessionKey, StoreLimits};
@@ -102,9 +103,12 @@ impl MemoryStore {
     pub fn store(&self, key: SessionKey, record: SessionRecord, learned: Option<(&Arc<str>, &UserBaseline)>) {
         let now = record.last.at;
         let updated = match self.sessions.get_mut(&key) {
-            // Overwrite in place: no allocation on the steady path.
+            // Overwrite in place: no allocation on the steady path. The lineage is the
+            // lineage operations' own: what a judgement loaded may be a rotation behind.
             Some(mut slot) => {
+                let lineage = slot.lineage;
                 **slot = record;
+                slot.lineage = lineage;
                 None
             }
             None => Some(record),
@@ -123,6 +127,23 @@ impl MemoryStore {
             self.users.insert(user.clone(), *baseline);
         }
     }
+    /// The session's lineage now.
+    pub fn lineage(&self, key: &SessionKey) -> Option<Lineage> {
+        self.sessions.get(key).and_then(|r| r.lineage)
+    }
+
+    /// Replaces the lineage `expected` by `next` in one step under the shard's lock; false
+    /// when it changed meanwhile (another request rotated it) or the session is gone.
+    pub fn swap_lineage(&self, key: &SessionKey, expected: Option<&Lineage>, next: Lineage) -> bool {
+        match self.sessions.get_mut(key) {
+            Some(mut r) if r.lineage.as_ref() == expected => {
+                r.lineage = Some(next);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Indexes a newly bound session under its user.
     pub fn index_session(&self, user: &Arc<str>, key: SessionKey) {
         let mut list = self.user_sessions.entry(user.clone()).or_default();
@@ -341,6 +362,7 @@ mod tests {
             owner_source: Default::default(),
             identify_at: 0,
             proven: Default::default(),
+            lineage: None,
         }
     }
 

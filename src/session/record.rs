@@ -10,6 +10,8 @@ use std::sync::Arc;
 use crate::fingerprint::{Ja4, TlsClass, UserAgent};
 use crate::intel::{Asn, Category, Coordinates, Country, NetInfo};
 
+use super::lineage::Lineage;
+
 /// Seconds since the Unix epoch, as stored (u32 lasts until 2106).
 pub type Secs = u32;
 
@@ -151,6 +153,10 @@ pub struct SessionRecord {
     /// Where the session was born and where it completed step-ups: returning to one of
     /// them is not a change.
     pub proven: Proven,
+    /// The companion cookie's lineage (`[lineage]`), in the embedded store. Owned by the
+    /// lineage operations ([`super::Store::swap_lineage`]): a record written back after
+    /// a judgement never changes it, so a rotation made meanwhile is never undone.
+    pub lineage: Option<Lineage>,
 }
 
 crate::labels::labels! {
@@ -602,6 +608,7 @@ mod tests {
                 owner_source: OwnerSource::Unknown,
                 identify_at: 0,
                 proven,
+                lineage: None,
             }
         };
         for (before, before_source, named, by, after, after_source, change) in rows {

@@ -164,6 +164,7 @@ fn record(at: Secs, user: Option<&str>, country: &str) -> SessionRecord {
         owner_source: Default::default(),
         identify_at: 0,
         proven: Default::default(),
+        lineage: None,
     }
 }
 

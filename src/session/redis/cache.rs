@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use crate::session::lineage::{Digest, Lineage};
 use crate::session::{Loaded, Secs, SessionKey, SessionRecord, UserBaseline};
 
 #[derive(Clone)]
@@ -32,6 +33,8 @@ pub(super) struct Entry {
 
 pub(super) struct Cache {
     sessions: DashMap<SessionKey, Entry>,
+    /// Lineages as Redis last confirmed them (read, or swapped by this replica), and when.
+    lineages: DashMap<SessionKey, (Lineage, Instant, u64)>,
     revoked: DashMap<SessionKey, Secs>,
     /// Sessions whose last load could not read Redis, and since when.
     blind: DashMap<SessionKey, Instant>,
@@ -53,7 +56,7 @@ pub(super) enum Hit {
 
 impl Cache {
     pub fn new(ttl: Duration, stale_for: Duration, capacity: usize) -> Cache {
-        Cache { sessions: DashMap::new(), revoked: DashMap::new(), blind: DashMap::new(), epoch: AtomicU64::new(0), ttl, stale_for, capacity: capacity.max(1) }
+        Cache { sessions: DashMap::new(), lineages: DashMap::new(), revoked: DashMap::new(), blind: DashMap::new(), epoch: AtomicU64::new(0), ttl, stale_for, capacity: capacity.max(1) }
     }
 
     pub fn revoked(&self, key: &SessionKey, now: Secs) -> bool {
@@ -137,6 +140,29 @@ impl Cache {
         self.put(key, Entry { record, owner, baseline, fetched, epoch, written_at });
     }
 
+    /// A lineage confirmed within `trust` (and no invalidation missed since) whose current
+    /// value is `presented` and has come back before: such a request is judged without a
+    /// round trip. Anything else — another value, none, a value not yet confirmed — is
+    /// read from Redis, so a stale copy can only delay a verdict by `trust`, never make a
+    /// false one.
+    pub fn lineage(&self, key: &SessionKey, presented: Option<Digest>, trust: Duration) -> Option<Lineage> {
+        let presented = presented?;
+        let (l, at, epoch) = self.lineages.get(key).map(|e| *e)?;
+        (l.current == presented && l.seen_at != 0 && l.armed && at.elapsed() <= trust && epoch == self.epoch()).then_some(l)
+    }
+
+    pub fn put_lineage(&self, key: SessionKey, l: Option<Lineage>) {
+        let Some(l) = l else {
+            self.lineages.remove(&key);
+            return;
+        };
+        if self.lineages.len() >= self.capacity && !self.lineages.contains_key(&key) {
+            // Each entry is worth one round trip at most: start over rather than rank.
+            self.lineages.clear();
+        }
+        self.lineages.insert(key, (l, Instant::now(), self.epoch()));
+    }
+
     pub fn forget(&self, key: &SessionKey) {
         self.sessions.remove(key);
     }
@@ -197,6 +223,8 @@ impl Cache {
     pub fn sweep(&self, now: Secs) {
         let stale_for = self.stale_for;
         self.sessions.retain(|_, e| e.fetched.elapsed() <= stale_for);
+        let ttl = self.ttl;
+        self.lineages.retain(|_, (_, at, _)| at.elapsed() <= ttl);
         self.blind.retain(|_, at| at.elapsed() <= stale_for);
         self.revoked.retain(|_, until| *until > now);
     }

@@ -13,12 +13,15 @@ use std::sync::Arc;
 use crate::fingerprint::{Os, TlsClass, UaFamily, UserAgent};
 use crate::intel::{Asn, Category, Coordinates, Country, NetInfo};
 use crate::session::record::{Client, Ja4Digest, OwnerSource, Place, Prefix, Proven, ProvenContext, Recent, PROVEN_CONTEXTS, RECENT_ADDRESSES};
+use crate::session::lineage::{Digest, Lineage, DIGEST_LEN};
 use crate::session::{Secs, SessionRecord, UserBaseline};
 
 /// Bumped on any layout change: a replica never misreads another version's value, it
 /// treats it as absent (the session binds afresh).
 pub const RECORD_VERSION: u8 = 1;
 pub const BASELINE_VERSION: u8 = 1;
+pub const LINEAGE_VERSION: u8 = 1;
+const LINEAGE_LEN: usize = 2 + 2 * DIGEST_LEN + 8;
 
 /// Header flags, read by the store script too (keep in step with `scripts.rs`).
 pub const FLAG_AUTH: u8 = 1;
@@ -412,6 +415,8 @@ pub fn decode_record(buf: &[u8]) -> Result<SessionRecord, CodecError> {
         owner_source,
         identify_at,
         proven,
+        // The shared store keeps a session's lineage under a key of its own.
+        lineage: None,
     })
 }
 
@@ -444,6 +449,44 @@ fn recent<T: Copy + PartialEq, const N: usize>(
         out.note(x, at);
     }
     Ok(out)
+}
+
+/// A session's lineage, under its own key (`<prefix>l:<session>`): 26 bytes, version,
+/// current and previous digests, issue and first-return times, flags (1 = armed). Kept
+/// apart from the record so that a record written back by any replica can never undo a
+/// rotation, and a value written before lineage existed needs no new tail.
+pub fn encode_lineage(l: &Lineage) -> Vec<u8> {
+    let mut out = Vec::with_capacity(LINEAGE_LEN);
+    out.push(LINEAGE_VERSION);
+    out.extend_from_slice(&l.current);
+    out.extend_from_slice(&l.previous);
+    out.extend_from_slice(&l.issued_at.to_be_bytes());
+    out.extend_from_slice(&l.seen_at.to_be_bytes());
+    out.push(u8::from(l.armed));
+    out
+}
+
+pub fn decode_lineage(buf: &[u8]) -> Result<Lineage, CodecError> {
+    let mut r = Reader { buf };
+    let version = r.u8()?;
+    if version != LINEAGE_VERSION {
+        return Err(CodecError::Version(version));
+    }
+    let mut digest = || -> Result<Digest, CodecError> {
+        let mut d = [0u8; DIGEST_LEN];
+        d.copy_from_slice(r.take(DIGEST_LEN)?);
+        Ok(d)
+    };
+    let (current, previous) = (digest()?, digest()?);
+    let issued_at = r.u32()?;
+    let seen_at = r.u32()?;
+    let armed = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err(CodecError::Invalid),
+    };
+    r.end()?;
+    Ok(Lineage { current, previous, issued_at, seen_at, armed })
 }
 
 pub fn encode_baseline(b: &UserBaseline) -> Vec<u8> {
@@ -522,6 +565,7 @@ mod tests {
                 p.add(&place_at("192.0.2.10", &NetInfo { category: Category::Vpn, ..NetInfo::unknown() }, 1_700_000_100), TlsClass::Library);
                 p
             },
+            lineage: None,
         }
     }
 
@@ -619,5 +663,25 @@ mod tests {
         for t in TLS_CLASSES {
             assert_eq!(tls_from(tls_code(t)), Ok(t));
         }
+    }
+
+    #[test]
+    fn lineages_round_trip_and_refuse_damage() {
+        let l = Lineage { current: [1, 2, 3, 4, 5, 6, 7, 8], previous: [9; 8], issued_at: 1_700_000_000, seen_at: 1_700_000_004, armed: true };
+        let v = encode_lineage(&l);
+        assert_eq!(v.len(), LINEAGE_LEN);
+        assert_eq!(decode_lineage(&v), Ok(l));
+        for n in 0..v.len() {
+            assert!(decode_lineage(&v[..n]).is_err(), "prefix of {n} bytes");
+        }
+        let mut long = v.clone();
+        long.push(0);
+        assert_eq!(decode_lineage(&long), Err(CodecError::Trailing));
+        let mut flag = v.clone();
+        flag[LINEAGE_LEN - 1] = 2;
+        assert_eq!(decode_lineage(&flag), Err(CodecError::Invalid));
+        let mut version = v;
+        version[0] = 9;
+        assert_eq!(decode_lineage(&version), Err(CodecError::Version(9)));
     }
 }
