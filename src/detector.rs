@@ -323,10 +323,8 @@ impl Detector {
             (Some(cfg), Some(presented)) if !degraded && !loaded.revoked => self.assess_lineage(store, key, presented, cfg, req.now).await,
             _ => None,
         };
-        match lineage.as_ref().and_then(|l| l.outcome) {
-            Some(lineage::Outcome::Forked) => signals.insert(Signal::SessionForked),
-            Some(lineage::Outcome::Missing) => signals.insert(Signal::LineageMissing),
-            _ => {}
+        if let Some(s) = policy::signals::lineage(lineage.as_ref().and_then(|l| l.outcome)) {
+            signals.insert(s);
         }
         for s in carried.iter() {
             signals.insert(s);

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use crate::fingerprint::{TlsClass, UserAgent};
 use crate::intel::{Category, Coordinates, NetInfo};
+use crate::session::lineage::Outcome as LineageOutcome;
 use crate::session::record::{address_tag, Client, Ja4Digest, Place, Secs, SessionRecord, UserBaseline};
 
 use super::Policy;
@@ -171,6 +172,16 @@ pub fn derive(obs: &Observed<'_>, prior: Option<&SessionRecord>, baseline: Optio
         s.insert(Signal::ConcurrentUse);
     }
     s
+}
+
+/// The signal a lineage verdict raises: a value moved past is a fork, no value from an
+/// armed lineage is a missing one (see `session::lineage`).
+pub fn lineage(outcome: Option<LineageOutcome>) -> Option<Signal> {
+    match outcome? {
+        LineageOutcome::Forked => Some(Signal::SessionForked),
+        LineageOutcome::Missing => Some(Signal::LineageMissing),
+        LineageOutcome::Current | LineageOutcome::Previous | LineageOutcome::Unconfirmed | LineageOutcome::Issued | LineageOutcome::Rotated => None,
+    }
 }
 
 /// A step-up is outstanding and this request is not the session's owner carrying on as
