@@ -437,6 +437,27 @@ mod tests {
         });
     }
 
+    /// Prints the resident memory one stored session costs: boxed record, key and map
+    /// slot (run by hand: `cargo test --lib memory_per_session -- --ignored --nocapture`;
+    /// the layout is the same in a debug build). A lineage is a fixed field of the record,
+    /// so a session costs the same with `[lineage]` on or off.
+    #[test]
+    #[ignore]
+    fn memory_per_session() {
+        const N: u32 = 1_000_000;
+        let rss = || {
+            let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+            statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+        };
+        let store = MemoryStore::new(StoreLimits { max_sessions: 2 * N as usize, ..limits(0) });
+        let before = rss();
+        for i in 0..N {
+            store.store(key(i), record(T0, T0, None), None);
+        }
+        let after = rss();
+        println!("{} sessions, {} bytes each (record {} bytes)", store.len(), after.saturating_sub(before) / u64::from(N), std::mem::size_of::<SessionRecord>());
+    }
+
     #[test]
     fn a_clock_jump_backwards_expires_nothing() {
         let store = MemoryStore::new(limits(100));
