@@ -183,7 +183,13 @@ impl Config {
             })
         };
         match config() {
-            Some(config) if file.errors.is_empty() => Ok(config),
+            Some(config) if file.errors.is_empty() => {
+                // The companion must never be read as the session itself.
+                if config.lineage.as_ref().is_some_and(|l| config.session.cookies.iter().any(|c| c.eq_ignore_ascii_case(&l.cookie))) {
+                    return Err(ConfigErrors(vec![ConfigError { path: "lineage.cookie".into(), problem: Problem::Conflict { reason: "names one of session.cookies" } }]));
+                }
+                Ok(config)
+            }
             _ => Err(ConfigErrors(file.errors)),
         }
     }
