@@ -115,6 +115,22 @@ async fn a_thief_with_only_the_session_cookie_is_caught_on_the_first_request() {
     // The owner is not disturbed.
     assert_eq!(visit(&t, HOME, &owner, false).await, 200);
     assert_eq!(lineage_total(&t, "missing").await, 1.0);
+
+    // `hunt` finds the session by the signal, though no address gives it away.
+    let audit = t.certs.dir.path().join("audit.jsonl");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether")).args(["hunt", "--json", "--signal", "session_forked", "--signal", "lineage_missing"]).arg(&audit).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["sessions"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["sessions"][0]["signals"], serde_json::json!(["lineage_missing"]));
+    // `replay` of the audit log carries the verdict (its value is never logged).
+    let snap = t.running.shared.snapshot();
+    let mut replayer = tether::offline::replay::Replayer::new(&snap.detector, snap.intel.as_deref(), tether::session::StoreLimits::default());
+    let mut replayed = Vec::new();
+    for (n, line) in std::fs::read_to_string(&audit).unwrap().lines().enumerate() {
+        replayed.extend(replayer.line(n + 1, line).await);
+    }
+    assert!(replayed.iter().any(|o| o.action == "step_up" && o.reasons == ["lineage_missing"]), "{replayed:?}");
 }
 
 #[tokio::test]
@@ -227,7 +243,7 @@ async fn parallel_tabs_across_many_rotations_never_fork() {
     let t = Arc::new(start().await);
     let jar = Jar::new("owner-cookie-tabs");
     arm(&t, &jar).await;
-    let (sent, refused) = tabs(&[t.clone()], &jar, 8, Duration::from_secs(9)).await;
+    let (sent, refused) = tabs(std::slice::from_ref(&t), &jar, 8, Duration::from_secs(9)).await;
     assert!(refused.is_empty(), "{} of {sent} requests refused: {refused:?}", refused.len());
     assert!(sent >= 300, "hundreds of requests: {sent}");
     let rotated = lineage_total(&t, "rotated").await;
