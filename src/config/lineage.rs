@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use crate::session::lineage::{LineageConfig, COOKIE_PREFIX};
+use crate::session::lineage::{LineageConfig, COOKIE_PREFIX, MAX_ROTATE as MAX_ROTATE_SECS};
 
 use super::decode::Section;
 use super::Problem;
 
-/// A value lives at most a day: rotation is what finds a clone, and a day-old value finds
-/// it a day late.
-const MAX_ROTATE: Duration = Duration::from_secs(86_400);
+/// A value lives at most twelve hours: rotation is what finds a clone, and an old value
+/// finds it late (the store also counts a value's first return in 16 bits after it).
+const MAX_ROTATE: Duration = Duration::from_secs(MAX_ROTATE_SECS as u64);
 /// Grace covers requests in flight across a rotation; minutes would be a second lineage.
 const MAX_GRACE: Duration = Duration::from_secs(300);
 

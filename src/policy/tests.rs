@@ -219,7 +219,7 @@ fn the_careful_thief_is_caught_with_lineage_and_missed_without() {
 
     // The victim's lineage: rotated since the theft, its current value back in use.
     let cfg = LineageConfig::default();
-    let victim = Lineage { current: digest(b"now"), previous: digest(b"before"), issued_at: T0 + 600, seen_at: T0 + 601, armed: true };
+    let victim = Lineage::new(digest(b"now"), digest(b"before"), T0 + 600, Some(T0 + 601), true);
     // (what the thief presents, the signal it raises)
     let rows = [
         (Presented::One(digest(b"stolen at the start")), Signal::SessionForked),

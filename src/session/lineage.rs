@@ -17,7 +17,7 @@
 //!   `rotate_every`); the window this leaves is a theft before the first round trip.
 //!
 //! A value never travels anywhere but the response that sets it: the store keeps an
-//! 8-byte digest of each (the values are 128 random bits, so the digest reveals
+//! 6-byte digest of each (the values are 128 random bits, so the digest reveals
 //! nothing), logs and audit lines never see it, and the upstream never receives it.
 
 use http::header::{HeaderMap, COOKIE};
@@ -30,9 +30,14 @@ use super::Secs;
 pub const DEFAULT_COOKIE: &str = "__Host-tether-lineage";
 /// The prefix every companion cookie name must carry (see [`DEFAULT_COOKIE`]).
 pub const COOKIE_PREFIX: &str = "__Host-";
-/// Bytes of a stored digest: a value is 128 random bits, so 64 bits of its hash cannot be
-/// matched by anyone who does not hold the value (2^-64 per guess).
-pub const DIGEST_LEN: usize = 8;
+/// Bytes of a stored digest: a value is 128 random bits, so 48 bits of its hash cannot be
+/// matched by anyone who does not hold the value (2^-48 per guess, and a wrong guess is a
+/// fork), nor found from the stored digest before the value is rotated away. Six bytes
+/// keep the whole lineage at 20 (see [`Lineage`]).
+pub const DIGEST_LEN: usize = 6;
+/// The longest `rotate_every`: a value comes back before it is due, so the time of its
+/// first return fits 16 bits after its issue.
+pub const MAX_ROTATE: Secs = 12 * 3600;
 /// Random bytes in a value.
 pub const VALUE_LEN: usize = 16;
 
@@ -116,8 +121,9 @@ impl Value {
     }
 }
 
-/// What a session's lineage is now. 28 bytes, kept in the session record (the embedded
-/// store) or under its own key (the shared store).
+/// What a session's lineage is now. 20 bytes, kept in every record of the embedded store
+/// (a fixed field costs less than a box: one allocation bucket of the record, on or off)
+/// or under its own key in the shared store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lineage {
     pub current: Digest,
@@ -125,14 +131,34 @@ pub struct Lineage {
     pub previous: Digest,
     /// When `current` was issued.
     pub issued_at: Secs,
-    /// When `current` first came back (0: not yet).
-    pub seen_at: Secs,
+    /// When `current` first came back, as seconds after `issued_at` plus one (0: not yet).
+    /// It comes back before it is due, within [`MAX_ROTATE`], so 16 bits hold it.
+    seen: u16,
     /// One of this lineage's values has come back at least once: the browser keeps the
     /// cookie, so its absence now means a copy made without it.
     pub armed: bool,
 }
 
 impl Lineage {
+    pub fn new(current: Digest, previous: Digest, issued_at: Secs, seen_at: Option<Secs>, armed: bool) -> Lineage {
+        let mut l = Lineage { current, previous, issued_at, seen: 0, armed };
+        if let Some(at) = seen_at {
+            l.see(at);
+        }
+        l
+    }
+
+    /// When `current` first came back.
+    pub fn seen_at(&self) -> Option<Secs> {
+        (self.seen != 0).then(|| self.issued_at.saturating_add(u32::from(self.seen - 1)))
+    }
+
+    fn see(&mut self, at: Secs) {
+        let after = at.saturating_sub(self.issued_at).min(u32::from(u16::MAX - 1));
+        // invariant: `after` is at most u16::MAX - 1, so this neither truncates nor wraps.
+        self.seen = after as u16 + 1;
+    }
+
     fn previous(&self) -> Option<Digest> {
         (self.previous != [0; DIGEST_LEN]).then_some(self.previous)
     }
@@ -141,10 +167,16 @@ impl Lineage {
     pub fn after(state: Option<&Lineage>, change: Change, fresh: Digest, now: Secs) -> Option<Lineage> {
         match (change, state) {
             (Change::None, _) => None,
-            (Change::Seen, Some(s)) => Some(Lineage { seen_at: if s.seen_at == 0 { now.max(1) } else { s.seen_at }, armed: true, ..*s }),
+            (Change::Seen, Some(s)) => {
+                let mut l = Lineage { armed: true, ..*s };
+                if l.seen == 0 {
+                    l.see(now);
+                }
+                Some(l)
+            }
             (Change::Seen, None) => None,
             (Change::Issue { previous, armed }, _) => {
-                Some(Lineage { current: fresh, previous: previous.unwrap_or([0; DIGEST_LEN]), issued_at: now, seen_at: 0, armed })
+                Some(Lineage { current: fresh, previous: previous.unwrap_or([0; DIGEST_LEN]), issued_at: now, seen: 0, armed })
             }
         }
     }
@@ -152,7 +184,7 @@ impl Lineage {
     /// A new lineage after a completed step-up: the owner proved themselves, so every
     /// value issued before (whoever holds it) is void. It stays armed if it was.
     pub fn restart(state: Option<&Lineage>, fresh: Digest, now: Secs) -> Lineage {
-        Lineage { current: fresh, previous: [0; DIGEST_LEN], issued_at: now, seen_at: 0, armed: state.is_some_and(|s| s.armed) }
+        Lineage { current: fresh, previous: [0; DIGEST_LEN], issued_at: now, seen: 0, armed: state.is_some_and(|s| s.armed) }
     }
 }
 
@@ -227,17 +259,17 @@ pub fn assess(state: Option<&Lineage>, presented: Presented, now: Secs, cfg: &Li
         Presented::One(d) if d == s.current => {
             let change = if due {
                 Change::Issue { previous: Some(s.current), armed: true }
-            } else if s.seen_at == 0 || !s.armed {
+            } else if s.seen == 0 || !s.armed {
                 Change::Seen
             } else {
                 Change::None
             };
             (Some(Outcome::Current), change)
         }
-        Presented::One(d) if s.previous() == Some(d) && (s.seen_at == 0 || now <= s.seen_at.saturating_add(cfg.grace)) => {
+        Presented::One(d) if s.previous() == Some(d) && s.seen_at().is_none_or(|seen| now <= seen.saturating_add(cfg.grace)) => {
             // The current value never came back within a whole rotation: its response
             // was lost. Issue another, still beside the value the browser holds.
-            let change = if s.seen_at == 0 && due { Change::Issue { previous: Some(d), armed: true } } else { Change::None };
+            let change = if s.seen == 0 && due { Change::Issue { previous: Some(d), armed: true } } else { Change::None };
             (Some(Outcome::Previous), change)
         }
         // Never armed: nothing this browser holds was ever confirmed, so an unknown value
@@ -323,13 +355,13 @@ mod tests {
         LineageConfig { rotate_every: 300, grace: 10, cookie: DEFAULT_COOKIE.into() }
     }
 
-    const C: Digest = [1; 8];
-    const P: Digest = [2; 8];
-    const X: Digest = [3; 8];
+    const C: Digest = [1; DIGEST_LEN];
+    const P: Digest = [2; DIGEST_LEN];
+    const X: Digest = [3; DIGEST_LEN];
 
-    /// Current C issued at T; previous P.
+    /// Current C issued at T (back at `seen_at`, 0: not yet); previous P.
     fn state(seen_at: Secs, armed: bool) -> Lineage {
-        Lineage { current: C, previous: P, issued_at: T, seen_at, armed }
+        Lineage::new(C, P, T, (seen_at != 0).then_some(seen_at), armed)
     }
 
     #[test]
@@ -337,7 +369,7 @@ mod tests {
         use Outcome::*;
         let seen = state(T + 2, true);
         let unseen = state(0, true);
-        let unarmed = Lineage { previous: [0; 8], ..state(0, false) };
+        let unarmed = Lineage { previous: [0; DIGEST_LEN], ..state(0, false) };
         let issue = |previous, armed| Change::Issue { previous, armed };
         // (state, presented, seconds after T, outcome, change, why)
         type Row = (Option<Lineage>, Presented, Secs, Option<Outcome>, Change, &'static str);
@@ -376,16 +408,20 @@ mod tests {
     fn changes_apply_as_the_rules_say() {
         let s = state(0, false);
         let seen = Lineage::after(Some(&s), Change::Seen, X, T + 3).unwrap();
-        assert_eq!((seen.current, seen.seen_at, seen.armed), (C, T + 3, true));
+        assert_eq!((seen.current, seen.seen_at(), seen.armed), (C, Some(T + 3), true));
         let again = Lineage::after(Some(&seen), Change::Seen, X, T + 9).unwrap();
-        assert_eq!(again.seen_at, T + 3, "the first return counts");
+        assert_eq!(again.seen_at(), Some(T + 3), "the first return counts");
         let rotated = Lineage::after(Some(&seen), Change::Issue { previous: Some(C), armed: true }, X, T + 300).unwrap();
-        assert_eq!(rotated, Lineage { current: X, previous: C, issued_at: T + 300, seen_at: 0, armed: true });
+        assert_eq!(rotated, Lineage::new(X, C, T + 300, None, true));
+        // Back in the very second of its issue, or as late as a value can come back.
+        assert_eq!(Lineage::new(C, P, T, Some(T), true).seen_at(), Some(T));
+        assert_eq!(Lineage::new(C, P, T, Some(T + MAX_ROTATE), true).seen_at(), Some(T + MAX_ROTATE));
+        assert_eq!(Lineage::new(C, P, T, Some(T - 60), true).seen_at(), Some(T), "a clock moved back saturates");
         assert_eq!(Lineage::after(Some(&seen), Change::None, X, T), None);
         let restarted = Lineage::restart(Some(&rotated), P, T + 400);
         assert_eq!((restarted.current, restarted.previous(), restarted.armed), (P, None, true));
         assert!(!Lineage::restart(None, P, T).armed);
-        assert_eq!(std::mem::size_of::<Option<Lineage>>(), 28, "the armed flag's niche holds the None");
+        assert_eq!(std::mem::size_of::<Option<Lineage>>(), 20, "the armed flag's niche holds the None");
     }
 
     /// A whole rotation cycle walked on a moving clock: a browser's jar (which applies

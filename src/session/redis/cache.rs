@@ -148,7 +148,7 @@ impl Cache {
     pub fn lineage(&self, key: &SessionKey, presented: Option<Digest>, trust: Duration) -> Option<Lineage> {
         let presented = presented?;
         let (l, at, epoch) = self.lineages.get(key).map(|e| *e)?;
-        (l.current == presented && l.seen_at != 0 && l.armed && at.elapsed() <= trust && epoch == self.epoch()).then_some(l)
+        (l.current == presented && l.seen_at().is_some() && l.armed && at.elapsed() <= trust && epoch == self.epoch()).then_some(l)
     }
 
     pub fn put_lineage(&self, key: SessionKey, l: Option<Lineage>) {

@@ -451,7 +451,7 @@ fn recent<T: Copy + PartialEq, const N: usize>(
     Ok(out)
 }
 
-/// A session's lineage, under its own key (`<prefix>l:<session>`): 26 bytes, version,
+/// A session's lineage, under its own key (`<prefix>l:<session>`): 22 bytes, version,
 /// current and previous digests, issue and first-return times, flags (1 = armed). Kept
 /// apart from the record so that a record written back by any replica can never undo a
 /// rotation, and a value written before lineage existed needs no new tail.
@@ -461,7 +461,7 @@ pub fn encode_lineage(l: &Lineage) -> Vec<u8> {
     out.extend_from_slice(&l.current);
     out.extend_from_slice(&l.previous);
     out.extend_from_slice(&l.issued_at.to_be_bytes());
-    out.extend_from_slice(&l.seen_at.to_be_bytes());
+    out.extend_from_slice(&l.seen_at().unwrap_or(0).to_be_bytes());
     out.push(u8::from(l.armed));
     out
 }
@@ -486,7 +486,7 @@ pub fn decode_lineage(buf: &[u8]) -> Result<Lineage, CodecError> {
         _ => return Err(CodecError::Invalid),
     };
     r.end()?;
-    Ok(Lineage { current, previous, issued_at, seen_at, armed })
+    Ok(Lineage::new(current, previous, issued_at, (seen_at != 0).then_some(seen_at), armed))
 }
 
 pub fn encode_baseline(b: &UserBaseline) -> Vec<u8> {
@@ -667,7 +667,7 @@ mod tests {
 
     #[test]
     fn lineages_round_trip_and_refuse_damage() {
-        let l = Lineage { current: [1, 2, 3, 4, 5, 6, 7, 8], previous: [9; 8], issued_at: 1_700_000_000, seen_at: 1_700_000_004, armed: true };
+        let l = Lineage::new([1, 2, 3, 4, 5, 6], [9; DIGEST_LEN], 1_700_000_000, Some(1_700_000_004), true);
         let v = encode_lineage(&l);
         assert_eq!(v.len(), LINEAGE_LEN);
         assert_eq!(decode_lineage(&v), Ok(l));
