@@ -9,6 +9,9 @@
 //! - the previous value is fine while the current one has never come back (its response
 //!   may still be on the way, or lost), and for `grace` after it first came back (requests
 //!   a browser sent before it stored the new value); after that it means another copy:
+//!   `forked`. A current value that has not come back for a whole rotation is replaced
+//!   beside the held one (a lost answer) — [`MAX_REISSUES`] times in a row; beyond that it
+//!   is not believed: someone takes each new value and drops it to keep a copy alive,
 //!   `forked`;
 //! - any other value means another copy: `forked`; several values are a spliced jar;
 //! - no value at all, once the lineage is *armed* (one of its values came back at least
@@ -35,6 +38,9 @@ pub const COOKIE_PREFIX: &str = "__Host-";
 /// fork), nor found from the stored digest before the value is rotated away. Six bytes
 /// keep the whole lineage at 20 (see [`Lineage`]).
 pub const DIGEST_LEN: usize = 6;
+/// Lost answers in a row a lineage believes: a browser loses one now and then, three in
+/// a row (each a whole rotation apart) is someone dropping the new values on purpose.
+pub const MAX_REISSUES: u8 = 3;
 /// The longest `rotate_every`: a value comes back before it is due, so the time of its
 /// first return fits 16 bits after its issue.
 pub const MAX_ROTATE: Secs = 12 * 3600;
@@ -137,11 +143,14 @@ pub struct Lineage {
     /// One of this lineage's values has come back at least once: the browser keeps the
     /// cookie, so its absence now means a copy made without it.
     pub armed: bool,
+    /// How many values in a row were issued in place of one that never came back (answers
+    /// taken as lost); zero again when a value comes back.
+    pub reissues: u8,
 }
 
 impl Lineage {
     pub fn new(current: Digest, previous: Digest, issued_at: Secs, seen_at: Option<Secs>, armed: bool) -> Lineage {
-        let mut l = Lineage { current, previous, issued_at, seen: 0, armed };
+        let mut l = Lineage { current, previous, issued_at, seen: 0, armed, reissues: 0 };
         if let Some(at) = seen_at {
             l.see(at);
         }
@@ -168,15 +177,16 @@ impl Lineage {
         match (change, state) {
             (Change::None, _) => None,
             (Change::Seen, Some(s)) => {
-                let mut l = Lineage { armed: true, ..*s };
+                let mut l = Lineage { armed: true, reissues: 0, ..*s };
                 if l.seen == 0 {
                     l.see(now);
                 }
                 Some(l)
             }
             (Change::Seen, None) => None,
-            (Change::Issue { previous, armed }, _) => {
-                Some(Lineage { current: fresh, previous: previous.unwrap_or([0; DIGEST_LEN]), issued_at: now, seen: 0, armed })
+            (Change::Issue { previous, armed, reissued }, s) => {
+                let reissues = if reissued { s.map_or(1, |s| s.reissues.saturating_add(1)) } else { 0 };
+                Some(Lineage { current: fresh, previous: previous.unwrap_or([0; DIGEST_LEN]), issued_at: now, seen: 0, armed, reissues })
             }
         }
     }
@@ -184,7 +194,7 @@ impl Lineage {
     /// A new lineage after a completed step-up: the owner proved themselves, so every
     /// value issued before (whoever holds it) is void. It stays armed if it was.
     pub fn restart(state: Option<&Lineage>, fresh: Digest, now: Secs) -> Lineage {
-        Lineage { current: fresh, previous: [0; DIGEST_LEN], issued_at: now, seen: 0, armed: state.is_some_and(|s| s.armed) }
+        Lineage { current: fresh, previous: [0; DIGEST_LEN], issued_at: now, seen: 0, armed: state.is_some_and(|s| s.armed), reissues: 0 }
     }
 }
 
@@ -241,8 +251,9 @@ pub enum Change {
     None,
     /// The current value came back for the first time.
     Seen,
-    /// Issue a new current value, keeping `previous` as the one accepted beside it.
-    Issue { previous: Option<Digest>, armed: bool },
+    /// Issue a new current value, keeping `previous` as the one accepted beside it;
+    /// `reissued` when it replaces one that never came back.
+    Issue { previous: Option<Digest>, armed: bool, reissued: bool },
 }
 
 /// The request's verdict on the lineage and what it would change. `None` as the outcome
@@ -251,14 +262,14 @@ pub fn assess(state: Option<&Lineage>, presented: Presented, now: Secs, cfg: &Li
     let Some(s) = state else {
         // First sight, or a session from before lineage was turned on: issue one. A
         // value it presents cannot be checked against anything, so it earns no trust.
-        return (None, Change::Issue { previous: None, armed: false });
+        return (None, Change::Issue { previous: None, armed: false, reissued: false });
     };
     let due = now.saturating_sub(s.issued_at) >= cfg.rotate_every;
     match presented {
         Presented::Several => (Some(Outcome::Forked), Change::None),
         Presented::One(d) if d == s.current => {
             let change = if due {
-                Change::Issue { previous: Some(s.current), armed: true }
+                Change::Issue { previous: Some(s.current), armed: true, reissued: false }
             } else if s.seen == 0 || !s.armed {
                 Change::Seen
             } else {
@@ -267,16 +278,21 @@ pub fn assess(state: Option<&Lineage>, presented: Presented, now: Secs, cfg: &Li
             (Some(Outcome::Current), change)
         }
         Presented::One(d) if s.previous() == Some(d) && s.seen_at().is_none_or(|seen| now <= seen.saturating_add(cfg.grace)) => {
-            // The current value never came back within a whole rotation: its response
-            // was lost. Issue another, still beside the value the browser holds.
-            let change = if s.seen == 0 && due { Change::Issue { previous: Some(d), armed: true } } else { Change::None };
-            (Some(Outcome::Previous), change)
+            // The current value never came back within a whole rotation: its answer was
+            // lost. Issue another, still beside the value the browser holds — a few times:
+            // more in a row is someone taking each new value and dropping it, so that the
+            // copy they hold stays good.
+            match (s.seen == 0 && due, s.reissues >= MAX_REISSUES) {
+                (true, true) => (Some(Outcome::Forked), Change::None),
+                (true, false) => (Some(Outcome::Previous), Change::Issue { previous: Some(d), armed: true, reissued: true }),
+                (false, _) => (Some(Outcome::Previous), Change::None),
+            }
         }
         // Never armed: nothing this browser holds was ever confirmed, so an unknown value
         // (one whose response was lost before the store forgot it, say) says no more than
         // no value. Offered a new one each rotation.
         Presented::None | Presented::One(_) if !s.armed => {
-            let change = if due { Change::Issue { previous: s.previous(), armed: false } } else { Change::None };
+            let change = if due { Change::Issue { previous: s.previous(), armed: false, reissued: false } } else { Change::None };
             (Some(Outcome::Unconfirmed), change)
         }
         Presented::One(_) => (Some(Outcome::Forked), Change::None),
@@ -370,7 +386,10 @@ mod tests {
         let seen = state(T + 2, true);
         let unseen = state(0, true);
         let unarmed = Lineage { previous: [0; DIGEST_LEN], ..state(0, false) };
-        let issue = |previous, armed| Change::Issue { previous, armed };
+        let issue = |previous, armed| Change::Issue { previous, armed, reissued: false };
+        let reissue = |previous| Change::Issue { previous, armed: true, reissued: true };
+        let reissued = Lineage { reissues: MAX_REISSUES, ..unseen };
+        let once = Lineage { reissues: 1, ..unseen };
         // (state, presented, seconds after T, outcome, change, why)
         type Row = (Option<Lineage>, Presented, Secs, Option<Outcome>, Change, &'static str);
         let rows: Vec<Row> = vec![
@@ -383,7 +402,11 @@ mod tests {
             (Some(seen), Presented::One(P), 12, Some(Previous), Change::None, "the previous value within grace of the current one's return"),
             (Some(seen), Presented::One(P), 13, Some(Forked), Change::None, "the previous value after grace"),
             (Some(unseen), Presented::One(P), 200, Some(Previous), Change::None, "the previous value while the current one never came back"),
-            (Some(unseen), Presented::One(P), 300, Some(Previous), issue(Some(P), true), "the current value lost a whole rotation: issue another beside the held one"),
+            (Some(unseen), Presented::One(P), 300, Some(Previous), reissue(Some(P)), "the current value lost a whole rotation: issue another beside the held one"),
+            (Some(reissued), Presented::One(P), 200, Some(Previous), Change::None, "the previous value while the re-issued one is on its way"),
+            (Some(once), Presented::One(P), 300, Some(Previous), reissue(Some(P)), "a second lost answer in a row is still believed"),
+            (Some(reissued), Presented::One(P), 300, Some(Forked), Change::None, "values never come back, rotation after rotation: someone drops them"),
+            (Some(reissued), Presented::One(C), 5, Some(Current), Change::Seen, "the re-issued value came back"),
             (Some(seen), Presented::One(P), 300, Some(Forked), Change::None, "a due rotation never excuses an old value"),
             (Some(seen), Presented::One(X), 5, Some(Forked), Change::None, "an older or unknown value"),
             (Some(unseen), Presented::One(X), 5, Some(Forked), Change::None, "an unknown value, armed"),
@@ -411,7 +434,11 @@ mod tests {
         assert_eq!((seen.current, seen.seen_at(), seen.armed), (C, Some(T + 3), true));
         let again = Lineage::after(Some(&seen), Change::Seen, X, T + 9).unwrap();
         assert_eq!(again.seen_at(), Some(T + 3), "the first return counts");
-        let rotated = Lineage::after(Some(&seen), Change::Issue { previous: Some(C), armed: true }, X, T + 300).unwrap();
+        let rotated = Lineage::after(Some(&seen), Change::Issue { previous: Some(C), armed: true, reissued: false }, X, T + 300).unwrap();
+        let lost = Lineage::after(Some(&rotated), Change::Issue { previous: Some(C), armed: true, reissued: true }, P, T + 600).unwrap();
+        let lost_again = Lineage::after(Some(&lost), Change::Issue { previous: Some(C), armed: true, reissued: true }, X, T + 900).unwrap();
+        assert_eq!((lost.reissues, lost_again.reissues), (1, 2));
+        assert_eq!(Lineage::after(Some(&lost_again), Change::Seen, X, T + 901).unwrap().reissues, 0, "a value back clears it");
         assert_eq!(rotated, Lineage::new(X, C, T + 300, None, true));
         // Back in the very second of its issue, or as late as a value can come back.
         assert_eq!(Lineage::new(C, P, T, Some(T), true).seen_at(), Some(T));

@@ -452,7 +452,8 @@ fn recent<T: Copy + PartialEq, const N: usize>(
 }
 
 /// A session's lineage, under its own key (`<prefix>l:<session>`): 22 bytes, version,
-/// current and previous digests, issue and first-return times, flags (1 = armed). Kept
+/// current and previous digests, issue and first-return times, flags (bit 0 armed, bits
+/// 1–2 the lost answers re-issued in a row). Kept
 /// apart from the record so that a record written back by any replica can never undo a
 /// rotation, and a value written before lineage existed needs no new tail.
 pub fn encode_lineage(l: &Lineage) -> Vec<u8> {
@@ -462,7 +463,8 @@ pub fn encode_lineage(l: &Lineage) -> Vec<u8> {
     out.extend_from_slice(&l.previous);
     out.extend_from_slice(&l.issued_at.to_be_bytes());
     out.extend_from_slice(&l.seen_at().unwrap_or(0).to_be_bytes());
-    out.push(u8::from(l.armed));
+    // invariant: reissues never exceeds MAX_REISSUES (3), so it fits two bits.
+    out.push(u8::from(l.armed) | (l.reissues.min(3) << 1));
     out
 }
 
@@ -480,13 +482,14 @@ pub fn decode_lineage(buf: &[u8]) -> Result<Lineage, CodecError> {
     let (current, previous) = (digest()?, digest()?);
     let issued_at = r.u32()?;
     let seen_at = r.u32()?;
-    let armed = match r.u8()? {
-        0 => false,
-        1 => true,
-        _ => return Err(CodecError::Invalid),
-    };
+    let flags = r.u8()?;
+    if flags > 7 {
+        return Err(CodecError::Invalid);
+    }
     r.end()?;
-    Ok(Lineage::new(current, previous, issued_at, (seen_at != 0).then_some(seen_at), armed))
+    let mut l = Lineage::new(current, previous, issued_at, (seen_at != 0).then_some(seen_at), flags & 1 != 0);
+    l.reissues = flags >> 1;
+    Ok(l)
 }
 
 pub fn encode_baseline(b: &UserBaseline) -> Vec<u8> {
@@ -667,7 +670,9 @@ mod tests {
 
     #[test]
     fn lineages_round_trip_and_refuse_damage() {
-        let l = Lineage::new([1, 2, 3, 4, 5, 6], [9; DIGEST_LEN], 1_700_000_000, Some(1_700_000_004), true);
+        let mut l = Lineage::new([1, 2, 3, 4, 5, 6], [9; DIGEST_LEN], 1_700_000_000, Some(1_700_000_004), true);
+        assert_eq!(decode_lineage(&encode_lineage(&l)), Ok(l));
+        l.reissues = 3;
         let v = encode_lineage(&l);
         assert_eq!(v.len(), LINEAGE_LEN);
         assert_eq!(decode_lineage(&v), Ok(l));
@@ -678,7 +683,7 @@ mod tests {
         long.push(0);
         assert_eq!(decode_lineage(&long), Err(CodecError::Trailing));
         let mut flag = v.clone();
-        flag[LINEAGE_LEN - 1] = 2;
+        flag[LINEAGE_LEN - 1] = 8;
         assert_eq!(decode_lineage(&flag), Err(CodecError::Invalid));
         let mut version = v;
         version[0] = 9;
