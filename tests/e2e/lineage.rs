@@ -318,3 +318,53 @@ async fn two_replicas_on_redis_share_one_lineage() {
     let bare = Jar::new("owner-cookie-replicas");
     assert_eq!(visit(&b, HOME, &bare, false).await, 401);
 }
+
+/// A browser navigation of the jar's browser, its user named by the trusted auth layer
+/// (so a step-up can unlock the session); the answer's companion is applied.
+async fn navigate(t: &Tether, jar: &Jar, path: &str) -> http::response::Parts {
+    let req = get(t, path)
+        .header("cookie", jar.cookie())
+        .header("user-agent", CHROME)
+        .header("accept", "text/html")
+        .header("x-user", "alice")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (parts, _) = h1_from(t, HOME, req).await;
+    jar.apply(&parts.headers);
+    parts
+}
+
+#[tokio::test]
+async fn a_completed_step_up_starts_a_new_lineage_only_the_owner_holds() {
+    let Some(idp) = super::idp::idp() else { return };
+    let _flow = super::idp::FLOW.lock().await;
+    let up = spawn_upstream(None).await;
+    let sections = with_step_up(&detector_sections("enforce", ""), &super::idp::step_up_section(idp, super::idp::SECRET_CLIENT, ""))
+        .replace("[session]\n", "[session]\nuser_header = \"x-user\"\n");
+    let t = start_tls(&format!("http://{up}"), "trusted_proxies = [\"127.0.0.1\"]", &format!("{sections}{LINEAGE}")).await;
+    let clock = &t.running.shared.clock;
+    let owner = Jar::new("victim-cookie-6");
+    for _ in 0..2 {
+        assert_eq!(navigate(&t, &owner, "/").await.status, 200);
+    }
+    // The thief wins the race to the next rotation: the owner is the copy left behind.
+    let thief = owner.copy();
+    clock.shift(3);
+    assert_eq!(navigate(&t, &thief, "/").await.status, 200);
+    assert_eq!(navigate(&t, &thief, "/").await.status, 200);
+    clock.shift(2);
+    let parts = navigate(&t, &owner, "/projects").await;
+    assert_eq!(parts.status, 303, "the owner's copy is the forked one");
+    let authorize = parts.headers["location"].to_str().unwrap().to_owned();
+    // The owner proves themselves; the callback's answer carries a new value.
+    let callback = super::idp::Browser::default().login(idp, &authorize, "alice", None, None).await;
+    let before = owner.value();
+    let parts = navigate(&t, &owner, callback.strip_prefix("https://tether.test").unwrap()).await;
+    assert_eq!(parts.status, 303, "callback");
+    assert_ne!(owner.value(), before, "a new lineage, set on the callback's redirect");
+    assert_eq!(navigate(&t, &owner, "/projects").await.status, 200);
+    assert_eq!(navigate(&t, &owner, "/projects").await.status, 200);
+    // Every earlier value is void: the thief's is now unknown.
+    assert_eq!(navigate(&t, &thief, "/projects").await.status, 303);
+    assert_eq!(lineage_total(&t, "forked").await, 2.0);
+}
