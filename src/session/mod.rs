@@ -152,7 +152,8 @@ impl Store {
     }
 
     /// The session's lineage as the store holds it now (the shared store may answer from
-    /// its cache when `presented` is the value it last confirmed as current).
+    /// its cache when what was presented settles the verdict: see `redis::cache`).
+    /// `presented` is the one value a request carries, if it carries exactly one.
     pub async fn lineage(&self, key: &SessionKey, presented: Option<lineage::Digest>) -> Result<Option<lineage::Lineage>, StoreError> {
         match self {
             Store::Memory(m, _) => Ok(m.lineage(key)),

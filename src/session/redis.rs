@@ -487,8 +487,8 @@ impl RedisStore {
         Ok(())
     }
 
-    /// The session's lineage: from the cache when `presented` is its confirmed current
-    /// value (see [`Cache::lineage`]), else one `GET`. An unreadable value reads as none
+    /// The session's lineage: from the cache when what was presented settles the verdict
+    /// (see [`Cache::lineage`]), else one `GET`. An unreadable value reads as none
     /// (the session is issued a new lineage).
     pub async fn lineage(&self, key: &SessionKey, presented: Option<Digest>) -> Result<Option<Lineage>, StoreError> {
         let inner = &self.inner;

@@ -140,15 +140,18 @@ impl Cache {
         self.put(key, Entry { record, owner, baseline, fetched, epoch, written_at });
     }
 
-    /// A lineage confirmed within `trust` (and no invalidation missed since) whose current
-    /// value is `presented` and has come back before: such a request is judged without a
-    /// round trip. Anything else — another value, none, a value not yet confirmed — is
-    /// read from Redis, so a stale copy can only delay a verdict by `trust`, never make a
-    /// false one.
+    /// A lineage confirmed within `trust` (and no invalidation missed since) that answers
+    /// the request with "fine, nothing to change" — its current value presented after it
+    /// came back, or no value to a lineage never armed — is judged without a round trip.
+    /// Anything else is read from Redis, so a stale copy can only delay a verdict by
+    /// `trust` (another replica's rotation or arming), never make a false one.
     pub fn lineage(&self, key: &SessionKey, presented: Option<Digest>, trust: Duration) -> Option<Lineage> {
-        let presented = presented?;
         let (l, at, epoch) = self.lineages.get(key).map(|e| *e)?;
-        (l.current == presented && l.seen_at().is_some() && l.armed && at.elapsed() <= trust && epoch == self.epoch()).then_some(l)
+        let settled = match presented {
+            Some(p) => l.current == p && l.seen_at().is_some() && l.armed,
+            None => !l.armed,
+        };
+        (settled && at.elapsed() <= trust && epoch == self.epoch()).then_some(l)
     }
 
     pub fn put_lineage(&self, key: SessionKey, l: Option<Lineage>) {
@@ -235,5 +238,40 @@ impl Cache {
 
     pub fn revocations(&self) -> usize {
         self.revoked.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::lineage::DIGEST_LEN;
+
+    #[test]
+    fn only_a_settled_lineage_is_answered_from_the_cache() {
+        let cache = Cache::new(Duration::from_secs(2), Duration::from_secs(60), 10);
+        let key = SessionKey([1; 16]);
+        let (c, p) = ([1; DIGEST_LEN], [2; DIGEST_LEN]);
+        let back = Lineage::new(c, p, 1000, Some(1001), true);
+        let trust = Duration::from_secs(1);
+        cache.put_lineage(key, Some(back));
+        // (presented, answered from the cache?, why)
+        let rows = [
+            (Some(c), true, "the current value, back before"),
+            (Some(p), false, "the previous value: Redis decides"),
+            (Some([9; DIGEST_LEN]), false, "an unknown value: Redis decides"),
+            (None, false, "no value to an armed lineage: Redis decides"),
+        ];
+        for (presented, hit, why) in rows {
+            assert_eq!(cache.lineage(&key, presented, trust).is_some(), hit, "{why}");
+        }
+        cache.put_lineage(key, Some(Lineage::new(c, p, 1000, None, true)));
+        assert!(cache.lineage(&key, Some(c), trust).is_none(), "the current value before its first return: Redis records it");
+        cache.put_lineage(key, Some(Lineage::new(c, [0; DIGEST_LEN], 1000, None, false)));
+        assert!(cache.lineage(&key, None, trust).is_some(), "no value to a lineage never armed");
+        assert!(cache.lineage(&key, None, Duration::ZERO).is_none(), "past its trust");
+        cache.expire_all();
+        assert!(cache.lineage(&key, None, trust).is_none(), "invalidations may have been missed");
+        cache.put_lineage(key, None);
+        assert!(cache.lineage(&key, None, trust).is_none());
     }
 }
