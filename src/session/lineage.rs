@@ -19,7 +19,7 @@
 //!   that refuses the cookie is not flagged (it is offered a new value each
 //!   `rotate_every`); the window this leaves is a theft before the first round trip.
 //!
-//! A value never travels anywhere but the response that sets it: the store keeps an
+//! A value never travels anywhere but the response that sets it: the store keeps a
 //! 6-byte digest of each (the values are 128 random bits, so the digest reveals
 //! nothing), logs and audit lines never see it, and the upstream never receives it.
 

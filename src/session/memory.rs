@@ -459,6 +459,24 @@ mod tests {
     }
 
     #[test]
+    fn a_record_written_back_never_undoes_a_rotation() {
+        let store = MemoryStore::new(limits(100));
+        let l = |b: u8| Lineage::new([b; crate::session::lineage::DIGEST_LEN], [0; crate::session::lineage::DIGEST_LEN], T0, None, true);
+        assert!(!store.swap_lineage(&key(1), None, l(1)), "no session, no lineage");
+        store.store(key(1), record(T0, T0, None), None);
+        assert!(store.swap_lineage(&key(1), None, l(1)));
+        // Two requests judged on l(1): one rotates, the other loses the race.
+        assert!(store.swap_lineage(&key(1), Some(&l(1)), l(2)));
+        assert!(!store.swap_lineage(&key(1), Some(&l(1)), l(3)));
+        // A judgement that loaded the record before the rotation writes it back.
+        let mut stale = record(T0, T0 + 5, None);
+        stale.lineage = Some(l(1));
+        store.store(key(1), stale, None);
+        assert_eq!(store.lineage(&key(1)), Some(l(2)));
+        assert_eq!(store.load(&key(1), None, T0 + 6).record.and_then(|r| r.lineage), Some(l(2)));
+    }
+
+    #[test]
     fn a_clock_jump_backwards_expires_nothing() {
         let store = MemoryStore::new(limits(100));
         store.store(key(1), record(T0, T0, None), None);

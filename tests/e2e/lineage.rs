@@ -368,3 +368,29 @@ async fn a_completed_step_up_starts_a_new_lineage_only_the_owner_holds() {
     assert_eq!(navigate(&t, &thief, "/projects").await.status, 303);
     assert_eq!(lineage_total(&t, "forked").await, 2.0);
 }
+
+#[tokio::test]
+async fn two_replicas_racing_one_change_in_redis_one_wins() {
+    use tether::session::lineage::{Lineage, DIGEST_LEN};
+    use tether::session::redis::RedisConfig;
+    use tether::session::{SessionKey, Store, StoreLimits};
+    let Some(redis) = shared("lineage swap test") else { return };
+    let cfg = RedisConfig { url: redis.url.clone(), key_prefix: format!("t{:08x}:swap:", rand_u32()), ..RedisConfig::default() };
+    let limits = StoreLimits { idle_ttl: 3600, absolute_ttl: 86_400, max_sessions: 1000, max_users: 100 };
+    let (a, b) = (Store::redis(cfg.clone(), limits).await.unwrap(), Store::redis(cfg, limits).await.unwrap());
+    let key = SessionKey([7; 16]);
+    let now = tether::session::now();
+    let l = |x: u8| Lineage::new([x; DIGEST_LEN], [0; DIGEST_LEN], now, None, true);
+    assert!(a.swap_lineage(&key, now, None, l(1), now).await.unwrap());
+    assert!(!b.swap_lineage(&key, now, None, l(9), now).await.unwrap(), "a first issue races too");
+    assert_eq!(b.lineage(&key, None).await.unwrap(), Some(l(1)));
+    // Both judged on l(1), each rotating it at its own replica at once.
+    for round in 0..20u8 {
+        let from = a.lineage(&key, None).await.unwrap().unwrap();
+        let (x, y) = tokio::join!(a.swap_lineage(&key, now, Some(&from), l(2 * round + 10), now), b.swap_lineage(&key, now, Some(&from), l(2 * round + 11), now));
+        assert_eq!(u8::from(x.unwrap()) + u8::from(y.unwrap()), 1, "round {round}: exactly one rotation wins");
+        let held = b.lineage(&key, None).await.unwrap().unwrap();
+        assert!(held == l(2 * round + 10) || held == l(2 * round + 11));
+        assert_eq!(a.lineage(&key, None).await.unwrap(), Some(held), "both replicas read the winner");
+    }
+}
