@@ -39,6 +39,7 @@ fn record(at: u32) -> SessionRecord {
         identify_at: 0,
         proven: Default::default(),
         device: None,
+        lineage: None,
     }
 }
 

@@ -12,10 +12,11 @@ use crate::config::{Config, UnknownOwner};
 use crate::policy::Mode;
 use crate::fingerprint::{classify, Fingerprint, UserAgent};
 use crate::intel::NetInfo;
-use crate::policy::{self, method, path, Action, Observed, Policy, Signal, Verdict};
+use crate::policy::{self, method, path, Action, Observed, Policy, Signal, Signals, Verdict};
 use crate::session::credential::{self, Ambiguity, Credential};
 use crate::session::jwt::{JwksError, JwtOutcome, JwtVerifier, VerifiedClaims};
 use crate::session::key::HashKeyError;
+use crate::session::lineage::{self, Lineage, LineageConfig, Presented, Value};
 use crate::session::record::{address_tag, name_owner, Client, Ja4Digest, OwnerChange, OwnerSource, Proven, SessionRecord, RECENT_ADDRESSES};
 use crate::session::redis::OnError;
 use crate::session::{HashKey, Loaded, Secs, SessionKey, Store, StoreError};
@@ -71,6 +72,19 @@ pub struct Decision {
     pub identify: bool,
     /// What the session's device binding (DBSC) says of this request.
     pub device: DeviceCheck,
+    /// What lineage made of the request (`None`: lineage off, not a cookie session, or a
+    /// session that had none yet).
+    pub lineage: Option<lineage::Outcome>,
+    /// A companion value to set on the response (`Issued` or `Rotated`): the store holds
+    /// its digest now, so the response that carries it must be the one answered.
+    pub lineage_set: Option<(lineage::Outcome, lineage::Value)>,
+}
+
+/// A request's lineage verdict and the state it was judged against.
+struct Assessed {
+    state: Option<Lineage>,
+    outcome: Option<lineage::Outcome>,
+    change: lineage::Change,
 }
 
 /// A request of a session bound to a device key (DBSC), judged by its bound cookie.
@@ -158,6 +172,12 @@ pub struct Identity {
     /// Something credential-shaped tether cannot read: judged as a first sight by the
     /// network rules, never stored, audited as `unrecognised_credential`.
     pub unrecognised: bool,
+    /// The companion values a cookie session carries, when lineage is on (a bearer token
+    /// has no cookie jar to rotate in).
+    lineage: Option<Presented>,
+    /// Signals the input itself asserts and the judgement cannot recompute: a replayed
+    /// audit line's lineage verdict (the companion value is never logged).
+    carried: Signals,
 }
 
 impl Identity {
@@ -165,7 +185,20 @@ impl Identity {
     /// names: what `tether replay` judges, so its ids are the audit log's.
     pub fn named(key: SessionKey, user: Option<Arc<str>>) -> Identity {
         let user_source = if user.is_some() { OwnerSource::UserHeader } else { OwnerSource::Unknown };
-        Identity { key, previous_key: None, jwt_invalid: false, auth_time: None, issued_at: None, user, user_source, unrecognised: false }
+        Identity { key, previous_key: None, jwt_invalid: false, auth_time: None, issued_at: None, user, user_source, unrecognised: false, lineage: None, carried: Signals::default() }
+    }
+
+    /// The same identity without its companion values: a tunnel re-judged mid-stream
+    /// holds only the value it opened with, which the lineage has long moved past.
+    pub fn without_lineage(mut self) -> Identity {
+        self.lineage = None;
+        self
+    }
+
+    /// The same identity, judged with `signals` the input recorded (see `carried`).
+    pub fn carrying(mut self, signals: Signals) -> Identity {
+        self.carried = signals;
+        self
     }
 }
 
@@ -178,6 +211,7 @@ pub struct Detector {
     bearer: bool,
     user_header: Option<http::HeaderName>,
     dbsc: crate::dbsc::DbscConfig,
+    lineage: Option<LineageConfig>,
 }
 
 impl Detector {
@@ -198,6 +232,7 @@ impl Detector {
             bearer: s.bearer,
             user_header: s.user_header.clone(),
             dbsc: config.dbsc.clone(),
+            lineage: config.lineage.clone(),
         })
     }
 
@@ -241,6 +276,8 @@ impl Detector {
                 user: None,
                 user_source: OwnerSource::Unknown,
                 unrecognised: true,
+                lineage: None,
+                carried: Signals::default(),
             }));
         };
         let (key, claims) = self.session_key(&credential, req.now);
@@ -265,12 +302,16 @@ impl Detector {
         let secs = |t: u64| t.min(u64::from(u32::MAX)) as Secs;
         let auth_time = claims.as_ref().and_then(|c| c.auth_time).map(secs);
         let issued_at = claims.as_ref().and_then(|c| c.issued_at.or(c.auth_time)).map(secs);
-        Ok(Some(Identity { key, previous_key, jwt_invalid, auth_time, issued_at, user, user_source, unrecognised: false }))
+        let lineage = match (&self.lineage, &credential) {
+            (Some(cfg), Credential::Cookie { .. }) => Some(lineage::read(req.headers, &cfg.cookie)),
+            _ => None,
+        };
+        Ok(Some(Identity { key, previous_key, jwt_invalid, auth_time, issued_at, user, user_source, unrecognised: false, lineage, carried: Signals::default() }))
     }
 
     /// Judges an identified request: store read, signals, evaluation, store write.
     pub async fn judge(&self, store: &Store, req: &Request<'_>, identity: &Identity) -> Result<Decision, StoreError> {
-        let Identity { key, previous_key, jwt_invalid, auth_time: jwt_auth, issued_at, ref user, user_source, unrecognised } = *identity;
+        let Identity { key, previous_key, jwt_invalid, auth_time: jwt_auth, issued_at, ref user, user_source, unrecognised, lineage: presented, carried } = *identity;
         let user = user.clone();
         // With `on_error = "network_only"`, a history the shared store cannot give is
         // judged as a first sight by the network rules and not written back; with
@@ -327,6 +368,16 @@ impl Detector {
         if matches!(bound_cookie, Some(Bound::Absent | Bound::Invalid)) {
             signals.insert(Signal::DbscUnproven);
         }
+        let lineage = match (&self.lineage, presented) {
+            (Some(cfg), Some(presented)) if !degraded && !loaded.revoked => self.assess_lineage(store, key, presented, cfg, req.now).await,
+            _ => None,
+        };
+        if let Some(s) = policy::signals::lineage(lineage.as_ref().and_then(|l| l.outcome)) {
+            signals.insert(s);
+        }
+        for s in carried.iter() {
+            signals.insert(s);
+        }
         let authenticated_at = prior.and_then(|r| r.authenticated_at).max(jwt_auth);
         // Judged as every method it may act as and every spelling of its path: the
         // strictest matching route wins.
@@ -364,6 +415,7 @@ impl Detector {
             record.identify_at = req.now;
         }
 
+        let mut lineage_set = None;
         if unrecognised {
             // Nothing is written for a credential that cannot be read.
         } else if verdict.enforced() && verdict.action == Action::Revoke {
@@ -390,8 +442,14 @@ impl Detector {
             // A request that changes nothing (the same place within the same second, no
             // lesson for the baseline) writes nothing: with one session busy on every
             // core, rewriting its entry was the request path's only contended lock.
+            let created = record.created;
             if learned.is_some() || prior != Some(&record) {
                 store.store(key, record, learned).await?;
+            }
+            // Never moved by a request that is not allowed: a challenged thief must not be
+            // handed the next value, nor strand the owner's.
+            if let Some(l) = lineage.as_ref().filter(|l| verdict.action == Action::Allow && l.outcome.is_none_or(lineage::Outcome::ok)) {
+                lineage_set = self.advance_lineage(store, key, created, l, req.now).await;
             }
             if prior.is_none() || newly_owned {
                 if let Some(u) = &user {
@@ -399,7 +457,8 @@ impl Detector {
                 }
             }
         }
-        Ok(Decision { session: key, user, verdict, bound: prior.is_none() && !degraded, new_address, reference: None, degraded, owner_change, owner_source, identify, device })
+        let lineage = lineage.and_then(|l| l.outcome);
+        Ok(Decision { session: key, user, verdict, bound: prior.is_none() && !degraded, new_address, reference: None, degraded, owner_change, owner_source, identify, device, lineage, lineage_set })
     }
 
     /// What the device binding makes of a judged request, and the demand it records: on
@@ -475,6 +534,55 @@ impl Detector {
         Ok(true)
     }
 
+    /// The request's lineage verdict, against what the store holds now. A store that
+    /// cannot answer leaves the request judged without lineage: a failure to read is
+    /// never a fork.
+    async fn assess_lineage(&self, store: &Store, key: SessionKey, presented: Presented, cfg: &LineageConfig, now: Secs) -> Option<Assessed> {
+        let state = store.lineage(&key, presented.one()).await.ok()?;
+        let (outcome, change) = lineage::assess(state.as_ref(), presented, now, cfg);
+        Some(Assessed { state, outcome, change })
+    }
+
+    /// Applies an allowed request's lineage change, atomically against the state it was
+    /// judged on; the value to set when one was issued. Losing the race to another
+    /// request (which then carries the new value) or to the store issues nothing.
+    async fn advance_lineage(&self, store: &Store, key: SessionKey, created: Secs, l: &Assessed, now: Secs) -> Option<(lineage::Outcome, Value)> {
+        let fresh = match l.change {
+            lineage::Change::None => return None,
+            lineage::Change::Seen => None,
+            lineage::Change::Issue { .. } => match Value::generate() {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::error!(error = %e, "no lineage value issued");
+                    return None;
+                }
+            },
+        };
+        let digest = fresh.as_ref().map_or([0; lineage::DIGEST_LEN], Value::digest);
+        let next = Lineage::after(l.state.as_ref(), l.change, digest, now)?;
+        if !store.swap_lineage(&key, created, l.state.as_ref(), next, now).await.unwrap_or(false) {
+            return None;
+        }
+        let outcome = if l.state.is_some_and(|s| s.armed) { lineage::Outcome::Rotated } else { lineage::Outcome::Issued };
+        fresh.map(|v| (outcome, v))
+    }
+
+    /// After a completed step-up: a new lineage, every earlier value void (whoever holds
+    /// one). The value to set on the callback's answer, when lineage is on.
+    pub async fn restart_lineage(&self, store: &Store, key: SessionKey, now: Secs) -> Option<Value> {
+        self.lineage.as_ref()?;
+        let state = store.lineage(&key, None).await.ok()?;
+        let fresh = Value::generate().ok()?;
+        let next = Lineage::restart(state.as_ref(), fresh.digest(), now);
+        // The record is fresh from the step-up: its lifetime starts about now.
+        store.swap_lineage(&key, now, state.as_ref(), next, now).await.ok()?.then_some(fresh)
+    }
+
+    /// `[lineage]`, when on.
+    pub fn lineage(&self) -> Option<&LineageConfig> {
+        self.lineage.as_ref()
+    }
+
     /// The session key, and the verified claims when the credential is a JWT. A verified
     /// JWT with an IdP session id keys the session by that id, so token refreshes do not
     /// look like new sessions.
@@ -525,6 +633,7 @@ impl Detector {
                 identify_at: 0,
                 proven: Proven::default(),
                 device: None,
+                lineage: None,
             },
         };
         let owner = record.user.clone();
@@ -643,6 +752,7 @@ fn next_record(prior: Option<&SessionRecord>, obs: &Observed<'_>, client: Client
                 identify_at: 0,
                 proven,
                 device: None,
+                lineage: None,
             }
         }
         Some(p) => {

@@ -251,12 +251,16 @@ mod contract {
             [
                 "anonymizer_network", "first_seen_anonymizer", "ioc_hit", "asn_change", "prefix_change",
                 "country_change", "impossible_travel", "user_agent_change", "tls_class_change", "ja4_change",
-                "concurrent_use", "new_network_for_user", "jwt_invalid", "history_lost", "dbsc_unproven",
-                "step_up_pending", "fresh_auth_required", "revoked",
+                "concurrent_use", "new_network_for_user", "jwt_invalid", "history_lost", "session_forked",
+                "lineage_missing", "dbsc_unproven", "step_up_pending", "fresh_auth_required", "revoked",
             ]
         );
-        assert_eq!(Signal::ALL.map(Signal::default_weight), [60, 60, 150, 25, 5, 20, 50, 30, 50, 10, 50, 15, 30, 50, 0, 0, 0, 0]);
+        assert_eq!(Signal::ALL.map(Signal::default_weight), [60, 60, 150, 25, 5, 20, 50, 30, 50, 10, 50, 15, 30, 50, 80, 80, 0, 0, 0, 0]);
         assert_eq!(labels(Action::ALL, Action::as_str), ["allow", "step_up", "block", "revoke"]);
+        assert_eq!(
+            labels(crate::session::lineage::Outcome::ALL, crate::session::lineage::Outcome::as_str),
+            ["current", "previous", "unconfirmed", "forked", "missing", "issued", "rotated"]
+        );
         assert_eq!(
             labels(crate::intel::Category::ALL, crate::intel::Category::as_str),
             ["vpn", "hosting", "tor", "proxy", "privacy_relay", "corporate", "other"]

@@ -79,8 +79,11 @@ enum Command {
     /// when something matched, 1 when nothing did, 2 on an error.
     Hunt {
         /// IoC file: one IP, CIDR or ASN ("AS60068") per line, '#' comments. Repeatable.
-        #[arg(long, required = true, value_name = "PATH")]
+        #[arg(long, required_unless_present = "signal", value_name = "PATH")]
         ioc: Vec<PathBuf>,
+        /// Also sessions whose decisions raised this signal (e.g. session_forked). Repeatable.
+        #[arg(long, value_name = "NAME")]
+        signal: Vec<String>,
         /// Only lines at or after this time (RFC 3339).
         #[arg(long, value_name = "RFC3339")]
         since: Option<String>,
@@ -165,7 +168,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { path } => ("check-config", check_config(&path)),
         Command::Lookup { config, json, ips } => ("lookup", lookup(&config, json, &ips)),
         Command::Replay { config, json, traces } => ("replay", replay(&config, json, &traces)),
-        Command::Hunt { ioc, since, until, json, audit } => match hunt(&ioc, since.as_deref(), until.as_deref(), json, &audit) {
+        Command::Hunt { ioc, signal, since, until, json, audit } => match hunt(&ioc, &signal, since.as_deref(), until.as_deref(), json, &audit) {
             Ok(code) => return code,
             Err(e) => {
                 report("hunt", &e);
@@ -297,8 +300,12 @@ fn replay(path: &Path, json: bool, traces: &[PathBuf]) -> anyhow::Result<ExitCod
     Ok(if summary.errors > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
-fn hunt(ioc: &[PathBuf], since: Option<&str>, until: Option<&str>, json: bool, audit: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let mut hunt = tether::offline::hunt::Hunt::new(ioc, since, until)?;
+fn hunt(ioc: &[PathBuf], signals: &[String], since: Option<&str>, until: Option<&str>, json: bool, audit: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let signals = signals
+        .iter()
+        .map(|s| tether::policy::Signal::parse(s).ok_or_else(|| anyhow::anyhow!("--signal {s}: not a signal tether raises")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut hunt = tether::offline::hunt::Hunt::new(ioc, &signals, since, until)?;
     for path in audit {
         if path.as_os_str() == "-" {
             hunt.read(std::io::stdin().lock())?;

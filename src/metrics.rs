@@ -165,6 +165,8 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     pub route_decisions: IntCounterVec,
     pub signals: IntCounterVec,
+    /// `[lineage]` verdicts and the values issued, by outcome.
+    pub lineage: IntCounterVec,
     pub sessions: IntGauge,
     pub decision_seconds: Histogram,
     pub audit_dropped: IntCounter,
@@ -228,6 +230,7 @@ impl Metrics {
             config_last_reload: IntGauge::new("tether_config_last_reload_success_timestamp_seconds", "When the configuration in force was loaded.").expect(VALID),
             decisions,
             signals: IntCounterVec::new(Opts::new("tether_signals_total", "Signals fired, by name."), &["signal"]).expect(VALID),
+            lineage: IntCounterVec::new(Opts::new("tether_lineage_total", "Companion-cookie lineage: each judged request's verdict (current, previous, unconfirmed, forked, missing) and each value set (issued, rotated)."), &["outcome"]).expect(VALID),
             sessions: IntGauge::new("tether_sessions", "Sessions tracked by the store.").expect(VALID),
             decision_seconds: Histogram::with_opts(
                 HistogramOpts::new("tether_decision_duration_seconds", "Time spent in the per-request security path (identity, store, signals, policy).")
@@ -267,6 +270,9 @@ impl Metrics {
         for sig in crate::policy::Signal::ALL {
             m.signals.with_label_values(&[sig.as_str()]);
         }
+        for o in crate::session::lineage::Outcome::ALL {
+            m.lineage.with_label_values(&[o.as_str()]);
+        }
         // Series that alerts and dashboards divide by or watch for increases exist from
         // the start, at zero.
         for protocol in ["http1", "http2"] {
@@ -302,7 +308,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 41] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 42] = [
             Box::new(self.dbsc.clone()),
             Box::new(self.build_info.clone()),
             Box::new(self.upstream_response_seconds.clone()),
@@ -317,6 +323,7 @@ impl Metrics {
             Box::new(self.challenges_pending.clone()),
             Box::new(self.decisions.clone()),
             Box::new(self.signals.clone()),
+            Box::new(self.lineage.clone()),
             Box::new(self.sessions.clone()),
             Box::new(self.decision_seconds.clone()),
             Box::new(self.audit_dropped.clone()),

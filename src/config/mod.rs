@@ -11,6 +11,7 @@ mod dbsc;
 mod decode;
 mod intel;
 mod limits;
+mod lineage;
 mod listen;
 mod log;
 mod policy;
@@ -38,7 +39,7 @@ pub use upstream::Upstream;
 
 /// The sections a config file may hold; anything else at the top level is an error.
 const SECTIONS: &[&str] =
-    &["listen", "upstream", "admin", "limits", "intel", "session", "policy", "step_up", "store", "audit", "log", "dbsc"];
+    &["listen", "upstream", "admin", "limits", "intel", "session", "policy", "step_up", "store", "audit", "log", "dbsc", "lineage"];
 
 /// One thing wrong with a config file.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +106,8 @@ pub struct Config {
     pub log: Log,
     /// `[dbsc]`: device-bound sessions (off unless enabled).
     pub dbsc: crate::dbsc::DbscConfig,
+    /// `[lineage]`, when enabled.
+    pub lineage: Option<crate::session::lineage::LineageConfig>,
 }
 
 impl Config {
@@ -166,6 +169,7 @@ impl Config {
         let log = file.section("log", log::read);
         let cookies = session.as_ref().map(|s| s.cookies.clone());
         let dbsc = file.section_with("dbsc", |s| dbsc::read(s, cookies.as_deref()));
+        let lineage = file.section("lineage", lineage::read);
 
         let config = || {
             Some(Config {
@@ -181,10 +185,17 @@ impl Config {
                 audit: audit?,
                 log: log?,
                 dbsc: dbsc?,
+                lineage: lineage?,
             })
         };
         match config() {
-            Some(config) if file.errors.is_empty() => Ok(config),
+            Some(config) if file.errors.is_empty() => {
+                // The companion must never be read as the session itself.
+                if config.lineage.as_ref().is_some_and(|l| config.session.cookies.iter().any(|c| c.eq_ignore_ascii_case(&l.cookie))) {
+                    return Err(ConfigErrors(vec![ConfigError { path: "lineage.cookie".into(), problem: Problem::Conflict { reason: "names one of session.cookies" } }]));
+                }
+                Ok(config)
+            }
             _ => Err(ConfigErrors(file.errors)),
         }
     }

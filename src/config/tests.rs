@@ -333,3 +333,29 @@ fn dbsc_is_off_by_default_and_every_bad_key_is_named() {
     got.sort();
     assert_eq!(got, ["dbsc.bound_cookie", "dbsc.bound_lifetime", "dbsc.colour", "dbsc.login_route", "dbsc.on_risk", "dbsc.routes[0]", "dbsc.user_agents[0]"], "{err}");
 }
+
+#[test]
+fn the_lineage_section_has_defaults_and_names_its_mistakes() {
+    let base = "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:8080\"\n[session]\ncookies = [\"__Host-sess\"]\n";
+    assert!(parse(base).unwrap().lineage.is_none(), "off by default");
+    assert!(parse(&format!("{base}[lineage]\nenabled = false\nrotate_every = \"1m\"\n")).unwrap().lineage.is_none());
+    let on = parse(&format!("{base}[lineage]\nenabled = true\n")).unwrap().lineage.unwrap();
+    assert_eq!((on.rotate_every, on.grace, on.cookie.as_str()), (300, 10, "__Host-tether-lineage"));
+    let set = parse(&format!("{base}[lineage]\nenabled = true\nrotate_every = \"2m\"\ngrace = 5\ncookie = \"__Host-lin\"\n")).unwrap().lineage.unwrap();
+    assert_eq!((set.rotate_every, set.grace, set.cookie.as_str()), (120, 5, "__Host-lin"));
+    // (lines, the key named, what the message says)
+    let rows = [
+        ("rotate_every = \"10s\"\ngrace = \"10s\"", "lineage.grace", "shorter than lineage.rotate_every"),
+        ("rotate_every = \"1500ms\"", "lineage.rotate_every", "whole number of seconds"),
+        ("rotate_every = \"2d\"", "lineage.rotate_every", "within its bound"),
+        ("cookie = \"tether-lineage\"", "lineage.cookie", "__Host-"),
+        ("cookie = \"__Host-\"", "lineage.cookie", "__Host-"),
+        ("cookie = \"__Host-SESS\"", "lineage.cookie", "session.cookies"),
+        ("rotate_evry = \"5m\"", "lineage.rotate_evry", "did you mean `rotate_every`"),
+    ];
+    for (lines, key, says) in rows {
+        let err = parse(&format!("{base}[lineage]\nenabled = true\n{lines}\n")).unwrap_err();
+        assert_eq!(paths(&err), [key], "{lines}");
+        assert!(err.to_string().contains(says), "{lines}: {err}");
+    }
+}

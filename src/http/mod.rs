@@ -10,6 +10,7 @@ pub use crate::upstream::body;
 mod dbsc;
 pub mod error;
 pub mod hygiene;
+mod lineage;
 mod own;
 pub use own::{form_decode, percent_decode};
 mod record;

@@ -255,7 +255,14 @@ async fn completed(req: &Request<Incoming>, cx: &Context<'_>, pending: Pending, 
             shared.metrics.step_ups.with_label_values(&["callback", "completed"]).inc();
             event.user = user;
             shared.audit.record(event);
-            back(&pending)
+            let mut resp = back(&pending);
+            // The owner proved themselves: a new lineage, and every earlier value (the
+            // forked copy's included) void.
+            if let (Some(cfg), Some(value)) = (snap.detector.lineage(), snap.detector.restart_lineage(&shared.store, pending.session, cx.now).await) {
+                super::lineage::set(resp.headers_mut(), &value, cfg, snap.config.session.limits.absolute_ttl);
+                shared.metrics.lineage.with_label_values(&[crate::session::lineage::Outcome::Issued.as_str()]).inc();
+            }
+            resp
         }
         Completion::UnknownOwner => {
             shared.metrics.step_ups.with_label_values(&["callback", Failure::UnknownOwner.as_str()]).inc();

@@ -30,6 +30,9 @@ pub fn decision(shared: &Shared, snap: &Snapshot, d: &Decision, req: &DetectorRe
     for s in d.verdict.signals.iter() {
         m.signals.with_label_values(&[s.as_str()]).inc();
     }
+    for outcome in d.lineage.into_iter().chain(d.lineage_set.as_ref().map(|(o, _)| *o)) {
+        m.lineage.with_label_values(&[outcome.as_str()]).inc();
+    }
     if d.bound {
         m.sessions.set(shared.store.len() as i64);
     }

@@ -33,6 +33,7 @@ use super::dbsc;
 use super::body::{Guarded, ProxyBody};
 use super::error::{BadRequest, ProxyError};
 use super::hygiene;
+use super::lineage;
 use super::own;
 use super::record;
 use super::step_up;
@@ -144,7 +145,14 @@ async fn respond(
     }
     let decision = judge(&req, &cx).await?;
     outcome.decided(decision.as_ref());
-    answer_or_forward(req, &cx, decision).await
+    // Whatever answers this request carries a value the store now holds: the answer
+    // that does not (an error) is a lost response, which lineage tolerates.
+    let lineage_set = decision.as_ref().and_then(|d| d.lineage_set.as_ref()).map(|(_, v)| v.clone());
+    let mut resp = answer_or_forward(req, &cx, decision).await?;
+    if let (Some(value), Some(cfg)) = (lineage_set, snap.detector.lineage()) {
+        lineage::set(resp.headers_mut(), &value, cfg, snap.config.session.limits.absolute_ttl);
+    }
+    Ok(resp)
 }
 
 /// Refuses what no phase should see, and gathers the request's facts.
@@ -318,6 +326,9 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
     hygiene::strip_client_claims(headers);
     hygiene::join_cookies(headers);
     dbsc::strip(headers, cx);
+    if let Some(cfg) = snap.detector.lineage() {
+        lineage::strip(headers, cfg);
+    }
     hygiene::mark_sensitive(headers);
     // What only tether's own hops may say, and the secret that proves one, never reach
     // the console.

@@ -84,7 +84,7 @@ impl Recheck {
             recheck: true,
         };
         let identity = match snap.detector.identify(&req) {
-            Ok(Some(identity)) => identity,
+            Ok(Some(identity)) => identity.without_lineage(),
             Ok(None) => return true,
             // The new configuration reads the credential two ways: not allowed.
             Err(_) => return false,

@@ -2,7 +2,9 @@
 //!
 //! IoC lists are published after the fact, so this reads the audit log tether already
 //! wrote, which records every new address a session is seen from even when the request
-//! was allowed. An indicator matches a line by its address (IP or CIDR) or its ASN.
+//! was allowed. An indicator matches a line by its address (IP or CIDR) or its ASN; a
+//! hunted signal (`--signal session_forked`) by the line's reasons, so a cloned session,
+//! which no address gives away, is found too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::parse_rfc3339;
 use crate::intel::lists::{IocFile, IocSet, ListError};
 use crate::intel::Asn;
+use crate::policy::Signal;
 
 /// Distinct routes listed per session; more are counted, not listed.
 const MAX_ROUTES: usize = 50;
@@ -34,6 +37,8 @@ struct AuditLine {
     path: Option<String>,
     #[serde(default)]
     action: Option<String>,
+    #[serde(default)]
+    reasons: Vec<String>,
 }
 
 /// One session that touched an indicator.
@@ -53,6 +58,8 @@ pub struct SessionHit {
     pub routes_truncated: bool,
     /// What tether did at the time (allow, step_up, block, revoke).
     pub actions: BTreeSet<String>,
+    /// The hunted signals its lines raised.
+    pub signals: BTreeSet<String>,
     pub lines: u64,
     #[serde(skip)]
     first: i64,
@@ -89,6 +96,7 @@ pub enum HuntError {
 
 pub struct Hunt {
     iocs: IocSet,
+    signals: Vec<Signal>,
     since: Option<i64>,
     until: Option<i64>,
     since_text: Option<String>,
@@ -98,7 +106,8 @@ pub struct Hunt {
 }
 
 impl Hunt {
-    pub fn new(ioc_files: &[std::path::PathBuf], since: Option<&str>, until: Option<&str>) -> Result<Hunt, HuntError> {
+    /// Lines match an indicator of `ioc_files` or one of `signals` among their reasons.
+    pub fn new(ioc_files: &[std::path::PathBuf], signals: &[Signal], since: Option<&str>, until: Option<&str>) -> Result<Hunt, HuntError> {
         let files: Vec<IocFile> = ioc_files
             .iter()
             .map(|p| IocFile { path: p.clone(), label: p.file_stem().map_or_else(|| "ioc".into(), |s| s.to_string_lossy().into_owned()) })
@@ -106,6 +115,7 @@ impl Hunt {
         let parse = |s: Option<&str>| s.map(|t| parse_rfc3339(t).ok_or_else(|| HuntError::Time(t.to_owned()))).transpose();
         Ok(Hunt {
             iocs: IocSet::load(&files)?,
+            signals: signals.to_vec(),
             since: parse(since)?,
             until: parse(until)?,
             since_text: since.map(str::to_owned),
@@ -141,7 +151,8 @@ impl Hunt {
         }
         let (Some(session), Some(ip)) = (l.session.clone(), l.ip.as_deref().and_then(|i| i.parse::<IpAddr>().ok())) else { return };
         let matches = self.iocs.matches(ip, l.asn.map(Asn));
-        if matches.is_empty() {
+        let signalled: Vec<&String> = l.reasons.iter().filter(|r| self.signals.iter().any(|s| s.as_str() == r.as_str())).collect();
+        if matches.is_empty() && signalled.is_empty() {
             return;
         }
         self.report.lines_matched += 1;
@@ -156,6 +167,7 @@ impl Hunt {
             routes: BTreeSet::new(),
             routes_truncated: false,
             actions: BTreeSet::new(),
+            signals: BTreeSet::new(),
             lines: 0,
             first: ts,
             last: ts,
@@ -179,6 +191,7 @@ impl Hunt {
         for m in matches {
             hit.iocs.insert(format!("{} ({})", m.entry, m.label));
         }
+        hit.signals.extend(signalled.into_iter().cloned());
         if let (Some(m), Some(p)) = (l.method, l.path) {
             if hit.routes.len() < MAX_ROUTES {
                 hit.routes.insert(format!("{m} {p}"));
@@ -245,6 +258,9 @@ impl Report {
                     s.addresses.iter().cloned().collect::<Vec<_>>().join(", ")
                 ));
                 out.push_str(&format!("    iocs:   {}\n", s.iocs.iter().cloned().collect::<Vec<_>>().join(", ")));
+                if !s.signals.is_empty() {
+                    out.push_str(&format!("    signals: {}\n", s.signals.iter().cloned().collect::<Vec<_>>().join(", ")));
+                }
                 out.push_str(&format!("    routes: {}{}\n", s.routes.iter().cloned().collect::<Vec<_>>().join(", "), if s.routes_truncated { ", …" } else { "" }));
             }
         }
@@ -271,7 +287,7 @@ mod tests {
             "not json",
         ]
         .join("\n");
-        let mut hunt = Hunt::new(&[ioc], Some("2022-12-16T00:00:00Z"), Some("2023-01-05T23:59:59Z")).unwrap();
+        let mut hunt = Hunt::new(&[ioc], &[], Some("2022-12-16T00:00:00Z"), Some("2023-01-05T23:59:59Z")).unwrap();
         hunt.read(log.as_bytes()).unwrap();
         let r = hunt.finish();
         assert_eq!(r.lines_read, 6);
@@ -288,6 +304,25 @@ mod tests {
         assert_eq!(r.users.len(), 1);
         assert_eq!(r.users[0].user, "alice");
         assert!(r.to_text().contains("alice"));
-        assert!(Hunt::new(&[], Some("last tuesday"), None).is_err());
+        assert!(Hunt::new(&[], &[], Some("last tuesday"), None).is_err());
+    }
+
+    #[test]
+    fn finds_forked_sessions_by_their_reasons() {
+        let log = [
+            r#"{"ts":"2026-03-02T10:00:00.000Z","event":"decision","session":"aaaa","user":"alice","ip":"192.0.2.1","asn":64496,"method":"GET","path":"/admin","action":"allow","reasons":[]}"#,
+            r#"{"ts":"2026-03-02T10:05:00.000Z","event":"decision","session":"aaaa","user":"alice","ip":"192.0.2.77","asn":64496,"method":"GET","path":"/admin","action":"step_up","reasons":["session_forked"]}"#,
+            r#"{"ts":"2026-03-02T11:00:00.000Z","event":"decision","session":"bbbb","ip":"192.0.2.9","asn":64496,"method":"GET","path":"/","action":"step_up","reasons":["lineage_missing","ja4_change"]}"#,
+            r#"{"ts":"2026-03-02T12:00:00.000Z","event":"decision","session":"cccc","ip":"192.0.2.9","asn":64496,"method":"GET","path":"/","action":"step_up","reasons":["ja4_change"]}"#,
+        ]
+        .join("\n");
+        let mut hunt = Hunt::new(&[], &[Signal::SessionForked, Signal::LineageMissing], None, None).unwrap();
+        hunt.read(log.as_bytes()).unwrap();
+        let r = hunt.finish();
+        assert_eq!(r.sessions.iter().map(|s| s.session.as_str()).collect::<Vec<_>>(), ["aaaa", "bbbb"]);
+        assert_eq!(r.sessions[0].signals.iter().map(String::as_str).collect::<Vec<_>>(), ["session_forked"]);
+        assert_eq!(r.sessions[0].first_seen, "2026-03-02T10:05:00.000Z", "only the lines that raised it");
+        assert_eq!(r.sessions[1].signals.iter().map(String::as_str).collect::<Vec<_>>(), ["lineage_missing"]);
+        assert!(r.to_text().contains("signals: session_forked"));
     }
 }

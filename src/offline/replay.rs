@@ -29,7 +29,7 @@ use crate::session::record::OwnerSource;
 use crate::session::{HashKey, SessionKey};
 use crate::fingerprint::{Fingerprint, Ja4};
 use crate::intel::{Intel, NetInfo};
-use crate::policy::Action;
+use crate::policy::{Action, Signal, Signals};
 use crate::session::{Secs, Store, StoreLimits};
 
 /// Longest accepted input line; a trace line is a request, not a body dump.
@@ -62,6 +62,10 @@ struct Line {
     user: Option<String>,
     #[serde(default)]
     detail: Option<String>,
+    /// A decision line's signals: the lineage ones are carried into the replay (the
+    /// companion value they were judged on is never logged).
+    #[serde(default)]
+    reasons: Vec<String>,
 }
 
 /// The key replay hashes raw session values with when the config names no
@@ -263,7 +267,10 @@ impl<'a> Replayer<'a> {
         // An audit line names its session by the keyed hash: judged under that very key.
         let named = line.event.as_ref().and(line.session.as_deref()).and_then(SessionKey::parse_hex);
         let decided = match named {
-            Some(key) => self.detector.judge(&self.store, &req, &Identity::named(key, line.user.as_deref().map(Arc::from))).await.map(Some),
+            Some(key) => {
+                let identity = Identity::named(key, line.user.as_deref().map(Arc::from)).carrying(carried(line));
+                self.detector.judge(&self.store, &req, &identity).await.map(Some)
+            }
             None => self.detector.decide(&self.store, &req).await,
         };
         match decided {
@@ -297,6 +304,18 @@ impl<'a> Replayer<'a> {
             }
         }
     }
+}
+
+/// The signals of an audit line that a replay cannot derive again: lineage verdicts, made
+/// on a companion value that is never logged. Weighed by the policy being replayed.
+fn carried(line: &Line) -> Signals {
+    let mut s = Signals::default();
+    for r in &line.reasons {
+        if let Some(sig @ (Signal::SessionForked | Signal::LineageMissing)) = Signal::parse(r) {
+            s.insert(sig);
+        }
+    }
+    s
 }
 
 /// A line's JA4 (its stable form, when not given, is the same value).

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use crate::fingerprint::{TlsClass, UserAgent};
 use crate::intel::{Category, Coordinates, NetInfo};
+use crate::session::lineage::Outcome as LineageOutcome;
 use crate::session::record::{address_tag, Client, Ja4Digest, Place, Secs, SessionRecord, UserBaseline};
 
 use super::Policy;
@@ -44,6 +45,14 @@ crate::labels::labels! {
         /// was lost, so this is no first sight. At the step-up threshold: at worst the
         /// owner steps up once after a flood.
         HistoryLost = "history_lost" => 50,
+        /// `[lineage]`: the session presented a companion value its lineage has moved past
+        /// (or several): a second copy of the session is alive. Strong: alone it demands a
+        /// step-up, which the owner passes and a thief cannot, wherever either is.
+        SessionForked = "session_forked" => 80,
+        /// `[lineage]`: no companion value from a session whose values came back before: a
+        /// copy taken without it (the thief holding only the session cookie). Strong, as
+        /// a fork.
+        LineageMissing = "lineage_missing" => 80,
         // The last four are structural: they force an action whatever their weight.
         /// A session bound to a device key (DBSC) came without a valid bound cookie: the
         /// long-lived cookie alone, replayed away from the key. Forces a block.
@@ -166,6 +175,16 @@ pub fn derive(obs: &Observed<'_>, prior: Option<&SessionRecord>, baseline: Optio
         s.insert(Signal::ConcurrentUse);
     }
     s
+}
+
+/// The signal a lineage verdict raises: a value moved past is a fork, no value from an
+/// armed lineage is a missing one (see `session::lineage`).
+pub fn lineage(outcome: Option<LineageOutcome>) -> Option<Signal> {
+    match outcome? {
+        LineageOutcome::Forked => Some(Signal::SessionForked),
+        LineageOutcome::Missing => Some(Signal::LineageMissing),
+        LineageOutcome::Current | LineageOutcome::Previous | LineageOutcome::Unconfirmed | LineageOutcome::Issued | LineageOutcome::Rotated => None,
+    }
 }
 
 /// A step-up is outstanding and this request is not the session's owner carrying on as

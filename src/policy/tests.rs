@@ -84,6 +84,7 @@ fn bound_home(user: bool) -> (SessionRecord, UserBaseline) {
         identify_at: 0,
         proven: Default::default(),
         device: None,
+        lineage: None,
     };
     let mut baseline = UserBaseline::default();
     baseline.learn(&place, client);
@@ -199,6 +200,44 @@ fn replay_shapes_reach_step_up() {
     busy.last = Place::new(ip("127.0.2.9"), &mullvad(), T0 + 30);
     let v = judge(Some(&busy), b, "192.0.2.10", &home(), chrome(150), 60);
     assert_reaches(v, Action::StepUp, "concurrent use", &[Signal::ConcurrentUse]);
+}
+
+/// The careful thief: the victim's city, residential ISP and /24, the victim's browser
+/// build (user agent and JA4, as curl-impersonate gives them) — every context signal
+/// scores zero, so without lineage the replay passes. With lineage on it is caught on its
+/// first request, holding a stale companion or none.
+#[test]
+fn the_careful_thief_is_caught_with_lineage_and_missed_without() {
+    use crate::session::lineage::{assess, digest, Lineage, LineageConfig, Presented};
+    let (rec, base) = bound_home(true);
+    let policy = Policy::default();
+    let now = T0 + 900;
+    let obs = Observed { now, ip: ip("192.0.2.77"), net: &home(), client: chrome(150), jwt_invalid: false };
+    let context = derive(&obs, Some(&rec), Some(&base), &policy);
+    assert!(context.is_empty(), "nothing about the context differs: {context}");
+    let off = evaluate(context, &policy, None, rec.authenticated_at, now);
+    assert_eq!(off.action, Action::Allow, "missed with lineage off");
+
+    // The victim's lineage: rotated since the theft, its current value back in use.
+    let cfg = LineageConfig::default();
+    let victim = Lineage::new(digest(b"now"), digest(b"before"), T0 + 600, Some(T0 + 601), true);
+    // (what the thief presents, the signal it raises)
+    let rows = [
+        (Presented::One(digest(b"stolen at the start")), Signal::SessionForked),
+        (Presented::One(digest(b"before")), Signal::SessionForked),
+        (Presented::None, Signal::LineageMissing),
+    ];
+    for (presented, signal) in rows {
+        let mut s = context;
+        let raised = signals::lineage(assess(Some(&victim), presented, now, &cfg).0);
+        assert_eq!(raised, Some(signal), "{presented:?}");
+        s.insert(signal);
+        let on = evaluate(s, &policy, None, rec.authenticated_at, now);
+        assert_reaches(on, Action::StepUp, "the careful thief, lineage on", &[signal]);
+        assert!(on.action < Action::Block, "a step-up, which the owner passes if it is them");
+    }
+    // The victim's own browser, the same moment: nothing.
+    assert_eq!(signals::lineage(assess(Some(&victim), Presented::One(digest(b"now")), now, &cfg).0), None);
 }
 
 #[test]

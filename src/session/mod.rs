@@ -4,6 +4,7 @@
 
 pub mod jwt;
 pub mod key;
+pub mod lineage;
 pub mod memory;
 pub mod credential;
 pub mod device;
@@ -150,6 +151,26 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => Box::pin(r.store(key, record, learned)).await,
+        }
+    }
+
+    /// The session's lineage as the store holds it now (the shared store may answer from
+    /// its cache when what was presented settles the verdict: see `redis::cache`).
+    /// `presented` is the one value a request carries, if it carries exactly one.
+    pub async fn lineage(&self, key: &SessionKey, presented: Option<lineage::Digest>) -> Result<Option<lineage::Lineage>, StoreError> {
+        match self {
+            Store::Memory(m, _) => Ok(m.lineage(key)),
+            Store::Redis(r) => r.lineage(key, presented).await,
+        }
+    }
+
+    /// Replaces the session's lineage `expected` by `next` atomically: false when another
+    /// request (at any replica) changed it meanwhile, so two never both rotate it and
+    /// strand each other's value. `created` bounds how long the shared store keeps it.
+    pub async fn swap_lineage(&self, key: &SessionKey, created: Secs, expected: Option<&lineage::Lineage>, next: lineage::Lineage, now: Secs) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m, _) => Ok(m.swap_lineage(key, expected, next)),
+            Store::Redis(r) => r.swap_lineage(key, created, expected, next, now).await,
         }
     }
 

@@ -11,6 +11,7 @@ use crate::fingerprint::{Ja4, TlsClass, UserAgent};
 use crate::intel::{Asn, Category, Coordinates, Country, NetInfo};
 
 use super::device::DeviceBinding;
+use super::lineage::Lineage;
 
 /// Seconds since the Unix epoch, as stored (u32 lasts until 2106).
 pub type Secs = u32;
@@ -156,6 +157,10 @@ pub struct SessionRecord {
     /// The device key the session is bound to (DBSC), once registered. Boxed: most
     /// sessions have none, and an unbound one pays only the pointer.
     pub device: Option<Box<DeviceBinding>>,
+    /// The companion cookie's lineage (`[lineage]`), in the embedded store. Owned by the
+    /// lineage operations ([`super::Store::swap_lineage`]): a record written back after
+    /// a judgement never changes it, so a rotation made meanwhile is never undone.
+    pub lineage: Option<Lineage>,
 }
 
 crate::labels::labels! {
@@ -608,6 +613,7 @@ mod tests {
                 identify_at: 0,
                 proven,
                 device: None,
+                lineage: None,
             }
         };
         for (before, before_source, named, by, after, after_source, change) in rows {

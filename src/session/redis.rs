@@ -36,6 +36,7 @@ use redis::{IntoConnectionInfo, Script};
 use tokio::sync::broadcast;
 
 use self::cache::{Cache, Entry, Hit};
+use super::lineage::{Digest, Lineage};
 use super::memory::StoreCounts;
 use super::record::USER_SESSIONS;
 use super::{Loaded, Secs, SessionKey, SessionRecord, StoreError, StoreLimits, UserBaseline};
@@ -49,6 +50,9 @@ pub const BASELINE_TTL: Secs = 90 * 24 * 3600;
 /// Back-channel logout ids are remembered as long as a logout token is accepted
 /// (`iat` within ten minutes) plus leeway.
 pub const LOGOUT_JTI_TTL: Secs = 660;
+/// Longest a replica answers a lineage check from its own copy (see
+/// [`RedisStore::lineage`]); `cache_ttl` when shorter.
+const LINEAGE_TRUST: Duration = Duration::from_secs(1);
 /// Invalidations queued per subscriber before the slowest one misses some (it is then
 /// told to drop everything, `RecvError::Lagged`).
 const EVENTS: usize = 4096;
@@ -175,6 +179,10 @@ impl Keys {
         format!("{}c:{}", self.prefix, hex(id))
     }
 
+    fn lineage(&self, key: &SessionKey) -> String {
+        format!("{}l:{}", self.prefix, key.hex().as_str())
+    }
+
     fn challenges_of(&self, session: &SessionKey) -> String {
         format!("{}cs:{}", self.prefix, session.hex().as_str())
     }
@@ -198,6 +206,7 @@ struct Scripts {
     challenge_put: Script,
     challenge_take: Script,
     challenge_clear: Script,
+    lineage_swap: Script,
 }
 
 struct Inner {
@@ -300,6 +309,7 @@ impl RedisStore {
                 challenge_put: Script::new(scripts::CHALLENGE_PUT),
                 challenge_take: Script::new(scripts::CHALLENGE_TAKE),
                 challenge_clear: Script::new(scripts::CHALLENGE_CLEAR),
+                lineage_swap: Script::new(scripts::LINEAGE_SWAP),
             },
             cache: Cache::new(cfg.cache_ttl, cfg.stale_for.max(cfg.cache_ttl), cfg.cache_capacity),
             limits,
@@ -475,6 +485,50 @@ impl RedisStore {
             Err(_) => inner.cache.wrote(key, record, learned, false),
         }
         Ok(())
+    }
+
+    /// The session's lineage: from the cache when what was presented settles the verdict
+    /// (see [`Cache::lineage`]), else one `GET`. An unreadable value reads as none
+    /// (the session is issued a new lineage).
+    pub async fn lineage(&self, key: &SessionKey, presented: Option<Digest>) -> Result<Option<Lineage>, StoreError> {
+        let inner = &self.inner;
+        // A stale copy may accept a value another replica has just moved past, for at most
+        // this long: never longer than the cache is trusted, nor than the grace a value
+        // already has after a rotation.
+        let trust = inner.cache.ttl.min(LINEAGE_TRUST);
+        if inner.listening.load(Ordering::Acquire) {
+            if let Some(l) = inner.cache.lineage(key, presented, trust) {
+                return Ok(Some(l));
+            }
+        }
+        let mut conn = inner.conn();
+        let k = inner.keys.lineage(key);
+        let value = inner.run(async move { redis::cmd("GET").arg(k).query_async::<Option<Vec<u8>>>(&mut conn).await }).await?;
+        let lineage = value.and_then(|v| match codec::decode_lineage(&v) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(session = %key, error = %e, "unreadable lineage in the shared store");
+                None
+            }
+        });
+        inner.cache.put_lineage(*key, lineage);
+        Ok(lineage)
+    }
+
+    /// [`super::Store::swap_lineage`]: one script, compare and set.
+    pub async fn swap_lineage(&self, key: &SessionKey, created: Secs, expected: Option<&Lineage>, next: Lineage, now: Secs) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let limits = inner.limits;
+        let deadline = now.saturating_add(limits.idle_ttl).min(created.saturating_add(limits.absolute_ttl));
+        let ttl = deadline.saturating_sub(now).max(1);
+        let mut conn = inner.conn();
+        let mut call = inner.scripts.lineage_swap.prepare_invoke();
+        call.key(inner.keys.lineage(key));
+        call.arg(expected.map(codec::encode_lineage).unwrap_or_default()).arg(codec::encode_lineage(&next)).arg(ttl);
+        let swapped = inner.run(async move { call.invoke_async::<i64>(&mut conn).await }).await? == 1;
+        // Lost the race: what this replica holds is behind; read it afresh next time.
+        inner.cache.put_lineage(*key, swapped.then_some(next));
+        Ok(swapped)
     }
 
     pub async fn index_session(&self, user: &Arc<str>, key: SessionKey) -> Result<(), StoreError> {

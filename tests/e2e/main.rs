@@ -11,6 +11,7 @@ mod adversarial;
 mod cdn;
 mod idp;
 mod lifetimes;
+mod lineage;
 mod logs;
 mod malformed;
 mod metrics;

@@ -165,6 +165,7 @@ fn record(at: Secs, user: Option<&str>, country: &str) -> SessionRecord {
         identify_at: 0,
         proven: Default::default(),
         device: None,
+        lineage: None,
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use crate::session::lineage::{Digest, Lineage};
 use crate::session::{Loaded, Secs, SessionKey, SessionRecord, UserBaseline};
 
 #[derive(Clone)]
@@ -32,6 +33,8 @@ pub(super) struct Entry {
 
 pub(super) struct Cache {
     sessions: DashMap<SessionKey, Entry>,
+    /// Lineages as Redis last confirmed them (read, or swapped by this replica), and when.
+    lineages: DashMap<SessionKey, (Lineage, Instant, u64)>,
     revoked: DashMap<SessionKey, Secs>,
     /// Sessions whose last load could not read Redis, and since when.
     blind: DashMap<SessionKey, Instant>,
@@ -53,7 +56,7 @@ pub(super) enum Hit {
 
 impl Cache {
     pub fn new(ttl: Duration, stale_for: Duration, capacity: usize) -> Cache {
-        Cache { sessions: DashMap::new(), revoked: DashMap::new(), blind: DashMap::new(), epoch: AtomicU64::new(0), ttl, stale_for, capacity: capacity.max(1) }
+        Cache { sessions: DashMap::new(), lineages: DashMap::new(), revoked: DashMap::new(), blind: DashMap::new(), epoch: AtomicU64::new(0), ttl, stale_for, capacity: capacity.max(1) }
     }
 
     pub fn revoked(&self, key: &SessionKey, now: Secs) -> bool {
@@ -137,6 +140,32 @@ impl Cache {
         self.put(key, Entry { record, owner, baseline, fetched, epoch, written_at });
     }
 
+    /// A lineage confirmed within `trust` (and no invalidation missed since) that answers
+    /// the request with "fine, nothing to change" — its current value presented after it
+    /// came back, or no value to a lineage never armed — is judged without a round trip.
+    /// Anything else is read from Redis, so a stale copy can only delay a verdict by
+    /// `trust` (another replica's rotation or arming), never make a false one.
+    pub fn lineage(&self, key: &SessionKey, presented: Option<Digest>, trust: Duration) -> Option<Lineage> {
+        let (l, at, epoch) = self.lineages.get(key).map(|e| *e)?;
+        let settled = match presented {
+            Some(p) => l.current == p && l.seen_at().is_some() && l.armed,
+            None => !l.armed,
+        };
+        (settled && at.elapsed() <= trust && epoch == self.epoch()).then_some(l)
+    }
+
+    pub fn put_lineage(&self, key: SessionKey, l: Option<Lineage>) {
+        let Some(l) = l else {
+            self.lineages.remove(&key);
+            return;
+        };
+        if self.lineages.len() >= self.capacity && !self.lineages.contains_key(&key) {
+            // Each entry is worth one round trip at most: start over rather than rank.
+            self.lineages.clear();
+        }
+        self.lineages.insert(key, (l, Instant::now(), self.epoch()));
+    }
+
     pub fn forget(&self, key: &SessionKey) {
         self.sessions.remove(key);
     }
@@ -197,6 +226,8 @@ impl Cache {
     pub fn sweep(&self, now: Secs) {
         let stale_for = self.stale_for;
         self.sessions.retain(|_, e| e.fetched.elapsed() <= stale_for);
+        let ttl = self.ttl;
+        self.lineages.retain(|_, (_, at, _)| at.elapsed() <= ttl);
         self.blind.retain(|_, at| at.elapsed() <= stale_for);
         self.revoked.retain(|_, until| *until > now);
     }
@@ -207,5 +238,40 @@ impl Cache {
 
     pub fn revocations(&self) -> usize {
         self.revoked.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::lineage::DIGEST_LEN;
+
+    #[test]
+    fn only_a_settled_lineage_is_answered_from_the_cache() {
+        let cache = Cache::new(Duration::from_secs(2), Duration::from_secs(60), 10);
+        let key = SessionKey([1; 16]);
+        let (c, p) = ([1; DIGEST_LEN], [2; DIGEST_LEN]);
+        let back = Lineage::new(c, p, 1000, Some(1001), true);
+        let trust = Duration::from_secs(1);
+        cache.put_lineage(key, Some(back));
+        // (presented, answered from the cache?, why)
+        let rows = [
+            (Some(c), true, "the current value, back before"),
+            (Some(p), false, "the previous value: Redis decides"),
+            (Some([9; DIGEST_LEN]), false, "an unknown value: Redis decides"),
+            (None, false, "no value to an armed lineage: Redis decides"),
+        ];
+        for (presented, hit, why) in rows {
+            assert_eq!(cache.lineage(&key, presented, trust).is_some(), hit, "{why}");
+        }
+        cache.put_lineage(key, Some(Lineage::new(c, p, 1000, None, true)));
+        assert!(cache.lineage(&key, Some(c), trust).is_none(), "the current value before its first return: Redis records it");
+        cache.put_lineage(key, Some(Lineage::new(c, [0; DIGEST_LEN], 1000, None, false)));
+        assert!(cache.lineage(&key, None, trust).is_some(), "no value to a lineage never armed");
+        assert!(cache.lineage(&key, None, Duration::ZERO).is_none(), "past its trust");
+        cache.expire_all();
+        assert!(cache.lineage(&key, None, trust).is_none(), "invalidations may have been missed");
+        cache.put_lineage(key, None);
+        assert!(cache.lineage(&key, None, trust).is_none());
     }
 }

@@ -14,12 +14,15 @@ use crate::fingerprint::{Os, TlsClass, UaFamily, UserAgent};
 use crate::intel::{Asn, Category, Coordinates, Country, NetInfo};
 use crate::session::record::{Client, Ja4Digest, OwnerSource, Place, Prefix, Proven, ProvenContext, Recent, PROVEN_CONTEXTS, RECENT_ADDRESSES};
 use crate::session::device::{DeviceAlg, DeviceBinding, DeviceKey, MAX_KEY_BYTES};
+use crate::session::lineage::{Digest, Lineage, DIGEST_LEN};
 use crate::session::{Secs, SessionRecord, UserBaseline};
 
 /// Bumped on any layout change: a replica never misreads another version's value, it
 /// treats it as absent (the session binds afresh).
 pub const RECORD_VERSION: u8 = 1;
 pub const BASELINE_VERSION: u8 = 1;
+pub const LINEAGE_VERSION: u8 = 1;
+const LINEAGE_LEN: usize = 2 + 2 * DIGEST_LEN + 8;
 
 /// Header flags, read by the store script too (keep in step with `scripts.rs`).
 pub const FLAG_AUTH: u8 = 1;
@@ -462,6 +465,8 @@ pub fn decode_record(buf: &[u8]) -> Result<SessionRecord, CodecError> {
         identify_at,
         proven,
         device,
+        // The shared store keeps a session's lineage under a key of its own.
+        lineage: None,
     })
 }
 
@@ -494,6 +499,47 @@ fn recent<T: Copy + PartialEq, const N: usize>(
         out.note(x, at);
     }
     Ok(out)
+}
+
+/// A session's lineage, under its own key (`<prefix>l:<session>`): 22 bytes, version,
+/// current and previous digests, issue and first-return times, flags (bit 0 armed, bits
+/// 1–2 the lost answers re-issued in a row). Kept
+/// apart from the record so that a record written back by any replica can never undo a
+/// rotation, and a value written before lineage existed needs no new tail.
+pub fn encode_lineage(l: &Lineage) -> Vec<u8> {
+    let mut out = Vec::with_capacity(LINEAGE_LEN);
+    out.push(LINEAGE_VERSION);
+    out.extend_from_slice(&l.current);
+    out.extend_from_slice(&l.previous);
+    out.extend_from_slice(&l.issued_at.to_be_bytes());
+    out.extend_from_slice(&l.seen_at().unwrap_or(0).to_be_bytes());
+    // invariant: reissues never exceeds MAX_REISSUES (3), so it fits two bits.
+    out.push(u8::from(l.armed) | (l.reissues.min(3) << 1));
+    out
+}
+
+pub fn decode_lineage(buf: &[u8]) -> Result<Lineage, CodecError> {
+    let mut r = Reader { buf };
+    let version = r.u8()?;
+    if version != LINEAGE_VERSION {
+        return Err(CodecError::Version(version));
+    }
+    let mut digest = || -> Result<Digest, CodecError> {
+        let mut d = [0u8; DIGEST_LEN];
+        d.copy_from_slice(r.take(DIGEST_LEN)?);
+        Ok(d)
+    };
+    let (current, previous) = (digest()?, digest()?);
+    let issued_at = r.u32()?;
+    let seen_at = r.u32()?;
+    let flags = r.u8()?;
+    if flags > 7 {
+        return Err(CodecError::Invalid);
+    }
+    r.end()?;
+    let mut l = Lineage::new(current, previous, issued_at, (seen_at != 0).then_some(seen_at), flags & 1 != 0);
+    l.reissues = flags >> 1;
+    Ok(l)
 }
 
 pub fn encode_baseline(b: &UserBaseline) -> Vec<u8> {
@@ -573,6 +619,7 @@ mod tests {
                 p
             },
             device: None,
+            lineage: None,
         }
     }
 
@@ -703,5 +750,27 @@ mod tests {
         for t in TLS_CLASSES {
             assert_eq!(tls_from(tls_code(t)), Ok(t));
         }
+    }
+
+    #[test]
+    fn lineages_round_trip_and_refuse_damage() {
+        let mut l = Lineage::new([1, 2, 3, 4, 5, 6], [9; DIGEST_LEN], 1_700_000_000, Some(1_700_000_004), true);
+        assert_eq!(decode_lineage(&encode_lineage(&l)), Ok(l));
+        l.reissues = 3;
+        let v = encode_lineage(&l);
+        assert_eq!(v.len(), LINEAGE_LEN);
+        assert_eq!(decode_lineage(&v), Ok(l));
+        for n in 0..v.len() {
+            assert!(decode_lineage(&v[..n]).is_err(), "prefix of {n} bytes");
+        }
+        let mut long = v.clone();
+        long.push(0);
+        assert_eq!(decode_lineage(&long), Err(CodecError::Trailing));
+        let mut flag = v.clone();
+        flag[LINEAGE_LEN - 1] = 8;
+        assert_eq!(decode_lineage(&flag), Err(CodecError::Invalid));
+        let mut version = v;
+        version[0] = 9;
+        assert_eq!(decode_lineage(&version), Err(CodecError::Version(9)));
     }
 }

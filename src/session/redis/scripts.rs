@@ -220,3 +220,15 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
 end
 return redis.call('DEL', KEYS[1])
 "#;
+
+/// Swap a session's lineage: the new value is written only if the stored one is still the
+/// one the request judged against (byte for byte; '' for none), so of two replicas
+/// rotating at once one wins and the other issues nothing.
+///
+/// KEYS: lineage. ARGV: expected value or '', new value, ttl. Returns 1 swapped, 0 not.
+pub const LINEAGE_SWAP: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if (cur or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"#;
