@@ -120,9 +120,13 @@ pub(super) fn answer(req: &Request<Incoming>, cx: &Context<'_>, d: &Decision) ->
 /// The same request again with the bound cookie expired and a challenge pre-seeded: a
 /// DBSC browser finds its cookie gone, refreshes with a fresh proof (over this
 /// challenge) and only then follows the redirect (the spec's point-in-time re-proof).
+/// Longer targets are sent to `/` rather than redirected to.
+const MAX_REPROVE_TARGET: usize = 4096;
+
 fn reprove(req: &Request<Incoming>, cx: &Context<'_>, session: SessionKey) -> Response<ProxyBody> {
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = HeaderValue::from_str(target).unwrap_or(HeaderValue::from_static("/"));
+    // Only a same-site path: `//host/x` or `/\\host` would send the request elsewhere.
+    let target = req.uri().path_and_query().and_then(|p| crate::stepup::return_to::validate(p.as_str(), MAX_REPROVE_TARGET));
+    let location = target.and_then(|t| HeaderValue::from_str(&t).ok()).unwrap_or(HeaderValue::from_static("/"));
     let mut r = answer::temporary_redirect(location);
     let h = r.headers_mut();
     if let Some(v) = header::expire(&cx.snap.config.dbsc.bound_cookie) {

@@ -105,10 +105,16 @@ impl MemoryStore {
         let updated = match self.sessions.get_mut(&key) {
             // Overwrite in place: no allocation on the steady path. The lineage is the
             // lineage operations' own: what a judgement loaded may be a rotation behind.
+            // A device binding is never taken away by a write: a judgement that loaded the
+            // record before the key was registered writes back a record without it.
             Some(mut slot) => {
                 let lineage = slot.lineage;
+                let device = if record.device.is_none() { slot.device.take() } else { None };
                 **slot = record;
                 slot.lineage = lineage;
+                if device.is_some() {
+                    slot.device = device;
+                }
                 None
             }
             None => Some(record),
@@ -365,6 +371,25 @@ mod tests {
             device: None,
             lineage: None,
         }
+    }
+
+    #[test]
+    fn a_write_from_an_older_read_never_takes_a_device_binding_away() {
+        use crate::session::device::{DeviceAlg, DeviceBinding, DeviceKey};
+        let store = MemoryStore::new(limits(10));
+        let stale = record(100, 100, Some("alice"));
+        store.store(key(1), stale.clone(), None);
+        let mut bound = stale.clone();
+        let device = DeviceBinding { key: DeviceKey { alg: DeviceAlg::Es256, bytes: vec![4; 64].into(), split: 32 }, registered: 101, demanded: 0 };
+        bound.device = Some(Box::new(device.clone()));
+        store.store(key(1), bound, None);
+        // A request that loaded the record before the registration writes it back.
+        let mut later = stale;
+        later.last.at = 102;
+        store.store(key(1), later, None);
+        let now = store.load(&key(1), None, 102).record.unwrap();
+        assert_eq!(now.device.as_deref(), Some(&device), "the binding survives");
+        assert_eq!(now.last.at, 102, "the rest of the write lands");
     }
 
     fn limits(max_sessions: usize) -> StoreLimits {

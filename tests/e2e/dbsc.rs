@@ -206,6 +206,12 @@ async fn an_expired_bound_cookie_is_refreshed_with_a_fresh_proof() {
     // The bound cookie outlives its lifetime (a browser that slept): tether enforces its
     // expiry itself, expires it and seeds a challenge; the browser refreshes and retries.
     t.running.shared.clock.shift(11 * 60);
+    // The re-proof redirect names only a path of this site, whatever the target says.
+    for hostile in ["//evil.example/x", "/%2fevil.example/x"] {
+        let (parts, _) = h1_from(&t, HOME, b.get(&t, hostile)).await;
+        assert_eq!(parts.status, 307, "{hostile}");
+        assert_eq!(parts.headers["location"], "/", "{hostile}");
+    }
     let (parts, _) = h1_from(&t, HOME, b.get(&t, "/app?x=1")).await;
     assert_eq!(parts.status, 307);
     assert_eq!(parts.headers["location"], "/app?x=1");
