@@ -54,8 +54,9 @@ pub(super) fn eligible(req: &Request<Incoming>, cx: &Context<'_>) -> Option<Elig
     cfg.offers(path, ua).then(|| Eligible { login_route: cfg.login_route.as_deref() == Some(path) })
 }
 
-/// The console's response establishes a session when it answers the first sight of one,
-/// or when the login route's response sets a session cookie; then, and only for the
+/// The console's response establishes a session when it answers the first sight of one
+/// (not a session the store lost), or when the login route's response sets a session
+/// cookie; then, and only for the
 /// routes and clients opted in, it carries `Secure-Session-Registration` with a challenge
 /// bound to that session.
 pub(super) fn offer(headers: &mut HeaderMap, cx: &Context<'_>, decision: Option<&Decision>, eligible: Option<Eligible>) {
@@ -63,7 +64,9 @@ pub(super) fn offer(headers: &mut HeaderMap, cx: &Context<'_>, decision: Option<
     let unrecognised = cx.identity.as_ref().is_some_and(|i| i.unrecognised);
     let session = match (e.login_route.then(|| set_session(headers, cx)).flatten(), decision) {
         (Some(key), _) => key,
-        (None, Some(d)) if d.bound && !d.degraded && !unrecognised && d.device == DeviceCheck::Unbound => d.session,
+        // Not a session whose history is lost: it may be one bound to a device key that
+        // idled out, whose long-lived cookie must not register a key of its own.
+        (None, Some(d)) if d.bound && !d.degraded && !unrecognised && d.device == DeviceCheck::Unbound && !d.verdict.signals.contains(Signal::HistoryLost) => d.session,
         _ => return,
     };
     let Some(challenge) = token::challenge(&cx.snap.detector.hash_key, &session, cx.now, CHALLENGE_TTL) else { return };

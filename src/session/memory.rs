@@ -21,7 +21,8 @@ use dashmap::DashMap;
 use super::lineage::Lineage;
 use super::record::{Secs, SessionRecord, UserBaseline, USER_SESSIONS};
 use super::tombstone::{Tombstones, Worth};
-use super::{Loaded, SessionKey, StoreLimits};
+use super::device::DeviceBinding;
+use super::{Bind, Loaded, SessionKey, StoreLimits};
 
 /// A session seen across less than this, with no known user, is "ephemeral": evicted
 /// before any session with history.
@@ -83,13 +84,39 @@ impl MemoryStore {
         now.saturating_sub(r.last.at) > self.limits.idle_ttl || now.saturating_sub(r.created) > self.limits.absolute_ttl
     }
 
+    /// A session bound to a device key (DBSC) that idles out leaves a tombstone, as an
+    /// evicted one does: its long-lived cookie, back later (a thief's copy), is then
+    /// `history_lost`, never the first sight that would be offered a registration of
+    /// its own. One past its absolute lifetime is over for the console too.
+    fn bury(&self, key: &SessionKey, r: &SessionRecord, now: Secs) {
+        if r.device.is_some() && now.saturating_sub(r.created) <= self.limits.absolute_ttl {
+            self.tombstones.insert(key, Worth::Established);
+        }
+    }
+
+    /// Registers a device key on a live session unless it has one: checked and written
+    /// under the entry's lock, so of two registrations racing, the first key stays.
+    pub fn bind_device(&self, key: &SessionKey, binding: DeviceBinding, now: Secs) -> Bind {
+        match self.sessions.get_mut(key) {
+            Some(r) if self.expired(&**r, now) => Bind::Gone,
+            Some(r) if r.device.is_some() => Bind::Kept,
+            Some(mut r) => {
+                r.device = Some(Box::new(binding));
+                Bind::Written
+            }
+            None => Bind::Gone,
+        }
+    }
+
     pub fn load(&self, key: &SessionKey, user: Option<&str>, now: Secs) -> Loaded {
         let revoked = self.revoked.get(key).is_some_and(|until| *until > now);
         // The guard lives only inside this statement (see the module comment).
         let record = self.sessions.get(key).and_then(|r| (!self.expired(&r, now)).then(|| (**r).clone()));
         let history_lost = record.is_none() && {
             // Expired: forget it now, unless a concurrent request stored it afresh.
-            self.sessions.remove_if(key, |_, r| self.expired(r, now));
+            if let Some((k, r)) = self.sessions.remove_if(key, |_, r| self.expired(r, now)) {
+                self.bury(&k, &r, now);
+            }
             self.tombstones.contains(key)
         };
         let user = user.or(record.as_ref().and_then(|r| r.user.as_deref()));
@@ -203,6 +230,7 @@ impl MemoryStore {
         self.sessions.retain(|k, r| {
             let r: &SessionRecord = r;
             if self.expired(r, now) {
+                self.bury(k, r, now);
                 left = left.saturating_sub(1);
                 return false;
             }
@@ -245,7 +273,13 @@ impl MemoryStore {
     /// Removes expired sessions and revocations; returns how many sessions went.
     pub fn sweep(&self, now: Secs) -> usize {
         let before = self.sessions.len();
-        self.sessions.retain(|_, r| !self.expired(r, now));
+        self.sessions.retain(|k, r| {
+            let expired = self.expired(r, now);
+            if expired {
+                self.bury(k, r, now);
+            }
+            !expired
+        });
         self.revoked.retain(|_, until| *until > now);
         let horizon = now.saturating_sub(self.limits.absolute_ttl);
         self.revoked_users.retain(|_, at| *at > horizon);
