@@ -98,7 +98,7 @@ impl MemoryStore {
     /// under the entry's lock, so of two registrations racing, the first key stays.
     pub fn bind_device(&self, key: &SessionKey, binding: DeviceBinding, now: Secs) -> Bind {
         match self.sessions.get_mut(key) {
-            Some(r) if self.expired(&**r, now) => Bind::Gone,
+            Some(r) if self.expired(&r, now) => Bind::Gone,
             Some(r) if r.device.is_some() => Bind::Kept,
             Some(mut r) => {
                 r.device = Some(Box::new(binding));
