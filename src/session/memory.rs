@@ -408,6 +408,28 @@ mod tests {
     }
 
     #[test]
+    fn the_first_device_key_stays_and_a_bound_session_that_idles_out_is_lost() {
+        use crate::session::device::{DeviceAlg, DeviceBinding, DeviceKey};
+        let store = MemoryStore::new(limits(10));
+        let binding = |b: u8| DeviceBinding { key: DeviceKey { alg: DeviceAlg::Es256, bytes: vec![b; 64].into(), split: 32 }, registered: 100, demanded: 0 };
+        assert_eq!(store.bind_device(&key(1), binding(1), 100), Bind::Gone, "no session, no binding");
+        store.store(key(1), record(100, 100, None), None);
+        assert_eq!(store.bind_device(&key(1), binding(1), 100), Bind::Written);
+        assert_eq!(store.bind_device(&key(1), binding(2), 100), Bind::Kept, "a racing registration does not replace it");
+        assert_eq!(store.load(&key(1), None, 100).record.and_then(|r| r.device).map(|d| d.key.bytes[0]), Some(1));
+        // Idled out (limits: an hour), on a load and on a sweep alike: lost, not unknown.
+        store.store(key(2), record(100, 100, None), None);
+        store.bind_device(&key(2), binding(3), 100);
+        store.store(key(3), record(100, 100, None), None);
+        let later = 100 + 3601;
+        let l = store.load(&key(1), None, later);
+        assert!(l.record.is_none() && l.history_lost);
+        store.sweep(later);
+        assert!(store.load(&key(2), None, later).history_lost);
+        assert!(!store.load(&key(3), None, later).history_lost, "an unbound session's expiry is no loss");
+    }
+
+    #[test]
     fn a_write_from_an_older_read_never_takes_a_device_binding_away() {
         use crate::session::device::{DeviceAlg, DeviceBinding, DeviceKey};
         let store = MemoryStore::new(limits(10));
