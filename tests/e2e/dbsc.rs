@@ -365,7 +365,7 @@ async fn a_bound_session_is_not_logged_out_by_another_site_nor_lost_to_a_foreign
 
 #[tokio::test]
 async fn a_refresh_on_a_clock_behind_the_demand_does_not_loop() {
-    let t = tether("on_risk = \"challenge\"").await;
+    let t = tether("on_risk = \"step_up\"").await;
     let mut b = registered(&t).await;
     let (parts, _) = h1_from(&t, VPN, b.get(&t, "/projects")).await;
     assert_eq!(parts.status, 307, "a fresh proof is demanded");
@@ -375,7 +375,7 @@ async fn a_refresh_on_a_clock_behind_the_demand_does_not_loop() {
     t.running.shared.clock.shift(-5);
     assert_eq!(b.refresh(&t, VPN, Some(seeded)).await, 200);
     let (parts, _) = h1_from(&t, VPN, b.get(&t, "/projects")).await;
-    assert_eq!(parts.status, 200, "the new cookie is not older than the demand");
+    assert_eq!(parts.status, 303, "the new cookie answers the demand: on to the OIDC step-up, not round the re-proof again");
 }
 
 /// Two replicas sharing one Redis and one hash key, with `[dbsc]` on.
