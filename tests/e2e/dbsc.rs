@@ -380,11 +380,16 @@ async fn a_refresh_on_a_clock_behind_the_demand_does_not_loop() {
 
 /// Two replicas sharing one Redis and one hash key, with `[dbsc]` on.
 async fn replicas(url: &str) -> (tempfile::TempDir, Tether, Tether) {
+    replicas_with(url, "").await
+}
+
+/// [`replicas`], with more `[store]` keys.
+async fn replicas_with(url: &str, store_extra: &str) -> (tempfile::TempDir, Tether, Tether) {
     let dir = tempfile::tempdir().unwrap();
     let key: String = (0..32).map(|_| format!("{:02x}", crate::redis::rand_u32() as u8)).collect();
     let key_file = dir.path().join("session.key");
     std::fs::write(&key_file, format!("{key}\n")).unwrap();
-    let store = format!("[store]\nbackend = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"t{:08x}:dbsc:\"\n", crate::redis::rand_u32());
+    let store = format!("[store]\nbackend = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"t{:08x}:dbsc:\"\n{store_extra}", crate::redis::rand_u32());
     let mut out = Vec::new();
     for _ in 0..2 {
         let up = spawn_upstream(None).await;
@@ -474,4 +479,26 @@ async fn a_bound_session_that_idles_out_is_a_lost_history_not_a_new_registration
     assert!(parts.headers.get("secure-session-registration").is_none(), "no registration offered");
     let lines = audit_until(&t, |l| l.iter().any(|e| e["event"] == "decision" && e["reasons"].as_array().is_some_and(|r| r.iter().any(|x| x == "history_lost")))).await;
     assert!(lines.iter().any(|e| e["event"] == "decision" && e["reasons"].as_array().is_some_and(|r| r.iter().any(|x| x == "history_lost"))));
+}
+
+#[tokio::test]
+async fn a_refresh_redis_cannot_record_is_unavailable_not_a_new_challenge() {
+    let Some(r) = crate::redis::private("DBSC store fault test", &[]) else { return };
+    let server = r._server.as_ref().unwrap();
+    let (_dir, a, _b) = replicas_with(&r.url, "command_timeout = \"200ms\"\n").await;
+    let mut browser = Browser::new();
+    let (first, _) = h1_from(&a, HOME, browser.get(&a, "/app")).await;
+    assert_eq!(browser.register(&a, &first).await, 200);
+    let id = browser.session_id.clone().unwrap();
+    let (parts, _) = h1_from(&a, HOME, post(&a, "/.tether/dbsc/refresh", &browser.cookies(), &[("sec-secure-session-id", format!("\"{id}\""))])).await;
+    let (challenge, _) = challenge_of(&parts);
+    let proof = browser.proof(&challenge, false);
+    // Redis freezes: the binding is still known here, but whether the challenge was
+    // answered before cannot be.
+    server.signal("-STOP");
+    let headers = [("sec-secure-session-id", format!("\"{id}\"")), ("secure-session-response", format!("\"{proof}\""))];
+    let (parts, _) = h1_from(&a, HOME, post(&a, "/.tether/dbsc/refresh", &browser.cookies(), &headers)).await;
+    server.signal("-CONT");
+    assert_eq!(parts.status, 503, "unavailable: a new challenge would have the browser sign again for nothing");
+    assert!(parts.headers.get("secure-session-challenge").is_none());
 }
