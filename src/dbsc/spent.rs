@@ -15,7 +15,7 @@ use crate::session::{Secs, SessionKey, Store, StoreError};
 /// Sessions with a live spent challenge remembered by one process. Only a judged,
 /// allowed session (registration) or the holder of a registered key (refresh) spends,
 /// and a challenge lives five minutes; this is far beyond a busy console's sessions
-/// renewing at once, and at about 200 bytes a session, some 20 MB at most.
+/// renewing at once; at most about 250 bytes a session (eight entries), some 25 MB.
 pub const MAX_SESSIONS: usize = 100_000;
 
 /// Live spent challenges one session may hold: a browser answers about one per

@@ -56,9 +56,8 @@ pub(super) fn eligible(req: &Request<Incoming>, cx: &Context<'_>) -> Option<Elig
 
 /// The console's response establishes a session when it answers the first sight of one
 /// (not a session the store lost), or when the login route's response sets a session
-/// cookie; then, and only for the
-/// routes and clients opted in, it carries `Secure-Session-Registration` with a challenge
-/// bound to that session.
+/// cookie; then, and only for the routes and clients opted in, it carries
+/// `Secure-Session-Registration` with a challenge bound to that session.
 pub(super) fn offer(headers: &mut HeaderMap, cx: &Context<'_>, decision: Option<&Decision>, eligible: Option<Eligible>) {
     let Some(e) = eligible else { return };
     let unrecognised = cx.identity.as_ref().is_some_and(|i| i.unrecognised);
@@ -165,7 +164,8 @@ fn refused(req: &Request<Incoming>, cx: &Context<'_>, session: SessionKey) -> Re
     } else {
         "This session is bound to a device key that this browser could not prove it holds. Sign in to the console again."
     };
-    let mut r = answer::page(StatusCode::FORBIDDEN, "Sign in again", text);
+    let title = if cross_site { "Open the console directly" } else { "Sign in again" };
+    let mut r = answer::page(StatusCode::FORBIDDEN, title, text);
     let h = r.headers_mut();
     if !skipped && !cross_site {
         let cookies = &cx.snap.config.session.cookies;
