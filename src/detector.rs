@@ -19,7 +19,7 @@ use crate::session::key::HashKeyError;
 use crate::session::lineage::{self, Lineage, LineageConfig, Presented, Value};
 use crate::session::record::{address_tag, name_owner, Client, Ja4Digest, OwnerChange, OwnerSource, Proven, SessionRecord, RECENT_ADDRESSES};
 use crate::session::redis::OnError;
-use crate::session::{HashKey, Loaded, Secs, SessionKey, Store, StoreError};
+use crate::session::{Bind, HashKey, Loaded, Secs, SessionKey, Store, StoreError};
 use crate::dbsc::token::Bound;
 use crate::dbsc::OnRisk;
 use crate::session::device::{DeviceBinding, DeviceKey};
@@ -494,13 +494,16 @@ impl Detector {
     /// key it registers; one that is unknown, forgotten or revoked registers nothing.
     pub async fn bind_device(&self, store: &Store, key: SessionKey, device: DeviceKey, now: Secs) -> Result<DeviceBound, StoreError> {
         let loaded = store.load(&key, None, now).await?;
-        let Some(mut record) = loaded.record.filter(|_| !loaded.revoked) else { return Ok(DeviceBound::NoSession) };
+        let Some(record) = loaded.record.filter(|_| !loaded.revoked) else { return Ok(DeviceBound::NoSession) };
         if record.device.is_some() {
             return Ok(DeviceBound::AlreadyBound);
         }
-        record.device = Some(Box::new(DeviceBinding { key: device, registered: now, demanded: 0 }));
-        store.store(key, record, None).await?;
-        Ok(DeviceBound::Bound)
+        let binding = DeviceBinding { key: device, registered: now, demanded: 0 };
+        Ok(match store.bind_device(key, record, binding, now).await? {
+            Bind::Written => DeviceBound::Bound,
+            Bind::Kept => DeviceBound::AlreadyBound,
+            Bind::Gone => DeviceBound::NoSession,
+        })
     }
 
     /// The device binding of a live session, for a refresh to verify against.

@@ -8,6 +8,9 @@
 
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 
+/// The fetch-metadata header naming who started a request.
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
+
 use crate::session::Secs;
 
 pub const REGISTRATION: &str = "secure-session-registration";
@@ -63,27 +66,52 @@ pub fn skipped(headers: &HeaderMap) -> bool {
     headers.contains_key(SKIPPED)
 }
 
-/// The values of every cookie named `name` in the request's `Cookie` headers.
+/// Whether the browser says another site started the request (`Sec-Fetch-Site:
+/// cross-site`): such a request carries no `SameSite=Lax` cookie unless it is a
+/// top-level navigation by a safe method, so a missing bound cookie says nothing of
+/// the key.
+pub fn cross_site(headers: &HeaderMap) -> bool {
+    headers.get_all(SEC_FETCH_SITE).iter().any(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"cross-site"))
+}
+
+/// The values of every cookie named `name` in the request's `Cookie` headers. Read on
+/// bytes, as `session::credential` reads the session cookie: a byte above 0x7f in
+/// another cookie of the same header hides nothing (the bound cookie's own value is
+/// base64url, so a value that is not UTF-8 is not one tether minted and is skipped).
 pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).filter_map(move |pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k.trim() == name).then(|| v.trim().trim_matches('"'))
+    headers.get_all(COOKIE).iter().flat_map(|v| v.as_bytes().split(|&b| b == b';')).filter_map(move |pair| {
+        let (k, v) = split_pair(pair)?;
+        (k == name.as_bytes()).then(|| std::str::from_utf8(v).ok()).flatten().map(|v| v.trim_matches('"'))
     })
 }
 
+/// Whether the request's `Cookie` headers name `name`, whatever its value holds.
+pub fn has_cookie(headers: &HeaderMap, name: &str) -> bool {
+    headers.get_all(COOKIE).iter().any(|v| v.as_bytes().split(|&b| b == b';').any(|p| split_pair(p).is_some_and(|(k, _)| k == name.as_bytes())))
+}
+
+/// A cookie pair's name and value, each trimmed; `None` without an `=`.
+fn split_pair(pair: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = pair.iter().position(|&b| b == b'=')?;
+    Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
+}
+
 /// Removes every cookie named `name` from the `Cookie` headers: the bound cookie is
-/// tether's, and the console never sees it.
+/// tether's, and the console never sees it. Every other pair reaches the console byte
+/// for byte, whatever bytes it holds.
 pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
-    if !cookie_values(headers, name).any(|_| true) {
+    if !has_cookie(headers, name) {
         return;
     }
+    let named = |pair: &[u8]| split_pair(pair).is_some_and(|(k, _)| k == name.as_bytes());
     let kept: Vec<HeaderValue> = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| {
-            let text = v.to_str().ok()?;
-            let rest: Vec<&str> = text.split(';').map(str::trim).filter(|p| !p.is_empty() && p.split_once('=').is_none_or(|(k, _)| k.trim() != name)).collect();
-            (!rest.is_empty()).then(|| HeaderValue::from_str(&rest.join("; ")).ok()).flatten()
+            let rest: Vec<&[u8]> = v.as_bytes().split(|&b| b == b';').map(<[u8]>::trim_ascii).filter(|p| !p.is_empty() && !named(p)).collect();
+            // A header that held only the bound cookie goes; the rest are joined again
+            // from bytes that already formed a valid header value.
+            (!rest.is_empty()).then(|| HeaderValue::from_bytes(&rest.join(&b"; "[..])).ok()).flatten()
         })
         .collect();
     headers.remove(COOKIE);
@@ -152,5 +180,26 @@ mod tests {
         let left: Vec<&str> = h.get_all(COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(left, ["session=s1", "theme=dark"]);
         assert_eq!(cookie_values(&h, "session").collect::<Vec<_>>(), ["s1"]);
+    }
+
+    #[test]
+    fn a_byte_above_ascii_elsewhere_in_the_header_hides_nothing() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_bytes(b"session=s1; theme=caf\xe9; __Host-b=v1").unwrap());
+        assert_eq!(cookie_values(&h, "__Host-b").collect::<Vec<_>>(), ["v1"], "the bound cookie is found");
+        strip_cookie(&mut h, "__Host-b");
+        let left: Vec<&[u8]> = h.get_all(COOKIE).iter().map(HeaderValue::as_bytes).collect();
+        assert_eq!(left, [&b"session=s1; theme=caf\xe9"[..]], "the other cookies reach the console untouched");
+    }
+
+    #[test]
+    fn only_a_cross_site_request_is_one() {
+        for (value, want) in [(Some("cross-site"), true), (Some(" Cross-Site "), true), (Some("same-site"), false), (Some("same-origin"), false), (Some("none"), false), (None, false)] {
+            let mut h = HeaderMap::new();
+            if let Some(v) = value {
+                h.insert(SEC_FETCH_SITE, HeaderValue::from_static(v));
+            }
+            assert_eq!(cross_site(&h), want, "{value:?}");
+        }
     }
 }

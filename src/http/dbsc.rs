@@ -17,12 +17,12 @@ use crate::audit::{Event, EventKind};
 use crate::dbsc::header;
 use crate::dbsc::proof::{self, ProofError};
 use crate::dbsc::spent::SpendError;
-use crate::dbsc::token::{self, ChallengeError};
+use crate::dbsc::token::{self, Challenge, ChallengeError};
 use crate::dbsc::{OnRisk, CHALLENGE_TTL, DBSC_REFRESH, DBSC_REGISTER};
 use crate::detector::{Decision, DeviceBound, DeviceCheck};
 use crate::metrics::DbscOutcome;
 use crate::policy::{Action, Signal};
-use crate::session::SessionKey;
+use crate::session::{Secs, SessionKey};
 
 crate::labels::labels! {
     /// Why a registration or refresh was refused, beyond the proof's own failures (the
@@ -54,16 +54,18 @@ pub(super) fn eligible(req: &Request<Incoming>, cx: &Context<'_>) -> Option<Elig
     cfg.offers(path, ua).then(|| Eligible { login_route: cfg.login_route.as_deref() == Some(path) })
 }
 
-/// The console's response establishes a session when it answers the first sight of one,
-/// or when the login route's response sets a session cookie; then, and only for the
-/// routes and clients opted in, it carries `Secure-Session-Registration` with a challenge
-/// bound to that session.
+/// The console's response establishes a session when it answers the first sight of one
+/// (not a session the store lost), or when the login route's response sets a session
+/// cookie; then, and only for the routes and clients opted in, it carries
+/// `Secure-Session-Registration` with a challenge bound to that session.
 pub(super) fn offer(headers: &mut HeaderMap, cx: &Context<'_>, decision: Option<&Decision>, eligible: Option<Eligible>) {
     let Some(e) = eligible else { return };
     let unrecognised = cx.identity.as_ref().is_some_and(|i| i.unrecognised);
     let session = match (e.login_route.then(|| set_session(headers, cx)).flatten(), decision) {
         (Some(key), _) => key,
-        (None, Some(d)) if d.bound && !d.degraded && !unrecognised && d.device == DeviceCheck::Unbound => d.session,
+        // Not a session whose history is lost: it may be one bound to a device key that
+        // idled out, whose long-lived cookie must not register a key of its own.
+        (None, Some(d)) if d.bound && !d.degraded && !unrecognised && d.device == DeviceCheck::Unbound && !d.verdict.signals.contains(Signal::HistoryLost) => d.session,
         _ => return,
     };
     let Some(challenge) = token::challenge(&cx.snap.detector.hash_key, &session, cx.now, CHALLENGE_TTL) else { return };
@@ -73,14 +75,20 @@ pub(super) fn offer(headers: &mut HeaderMap, cx: &Context<'_>, decision: Option<
     }
 }
 
-/// The session key of a session cookie the response sets (the first non-empty one).
+/// The session key of a session cookie the response sets (the first non-empty one),
+/// keyed on its value as `session::credential` reads it back from the browser
+/// (unquoted, percent-decoded), so the challenge names the session the registration
+/// will come from.
 fn set_session(headers: &HeaderMap, cx: &Context<'_>) -> Option<SessionKey> {
     let names = &cx.snap.config.session.cookies;
-    headers.get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
-        let pair = line.split(';').next()?;
-        let (name, value) = pair.split_once('=')?;
-        let (name, value) = (name.trim(), value.trim().trim_matches('"'));
-        (names.iter().any(|n| n == name) && !value.is_empty()).then(|| cx.snap.detector.hash_key.session_key(name.as_bytes(), value.as_bytes()))
+    headers.get_all(SET_COOKIE).iter().find_map(|line| {
+        let pair = line.as_bytes().split(|&b| b == b';').next()?;
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        let (name, value) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
+        let value = value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value);
+        let configured = names.iter().find(|n| n.as_bytes() == name)?;
+        let value = crate::session::credential::canonical_value(value);
+        (!value.is_empty()).then(|| cx.snap.detector.hash_key.session_key(configured.as_bytes(), &value))
     })
 }
 
@@ -141,18 +149,27 @@ fn reprove(req: &Request<Incoming>, cx: &Context<'_>, session: SessionKey) -> Re
 /// Unless the browser says it skipped a refresh (then reloading tries again), the
 /// console cookie is cleared too, so the browser that lost its key signs in afresh
 /// instead of being refused until the cookie expires.
+///
+/// Not for a request another site started: the bound cookie is `SameSite=Lax`, so a
+/// cross-site POST (or frame, or fetch) arrives without it even from the browser that
+/// holds the key, and clearing the console cookie there would let any page log the
+/// owner out. Such a request is refused and nothing is cleared.
 fn refused(req: &Request<Incoming>, cx: &Context<'_>, session: SessionKey) -> Response<ProxyBody> {
     let skipped = header::skipped(req.headers());
-    let text = if skipped {
+    let cross_site = header::cross_site(req.headers());
+    let text = if cross_site {
+        "This session is bound to a device key, and a request started by another site cannot prove it. Open the console directly to carry on."
+    } else if skipped {
         "This session is bound to a device key, and the browser could not renew its proof just now. Reload the page to try again."
     } else {
         "This session is bound to a device key that this browser could not prove it holds. Sign in to the console again."
     };
-    let mut r = answer::page(StatusCode::FORBIDDEN, "Sign in again", text);
+    let title = if cross_site { "Open the console directly" } else { "Sign in again" };
+    let mut r = answer::page(StatusCode::FORBIDDEN, title, text);
     let h = r.headers_mut();
-    if !skipped {
+    if !skipped && !cross_site {
         let cookies = &cx.snap.config.session.cookies;
-        for name in cookies.iter().filter(|n| header::cookie_values(req.headers(), n).next().is_some()) {
+        for name in cookies.iter().filter(|n| header::has_cookie(req.headers(), n)) {
             if let Some(v) = header::expire(name) {
                 h.append(SET_COOKIE, v);
             }
@@ -193,14 +210,23 @@ async fn register_inner(req: Request<Incoming>, cx: &Context<'_>) -> Response<Pr
         Ok(r) => r,
         Err(e) => return refuse(&req, cx, Some(key), e.as_str(), StatusCode::BAD_REQUEST),
     };
-    if let Err(reason) = spend(cx, &key, &registration.jti).await {
-        return refuse(&req, cx, Some(key), reason, StatusCode::BAD_REQUEST);
-    }
+    // The challenge is checked first (a MAC, no state), the session judged next, and
+    // only an allowed session not yet bound spends it: spending touches the single-use
+    // table, which nobody should fill with challenges no binding would follow.
+    let challenge = match check(cx, &key, &registration.jti) {
+        Ok(c) => c,
+        Err(reason) => return refuse(&req, cx, Some(key), reason, StatusCode::BAD_REQUEST),
+    };
     match judge_identified(shared, snap, &cx.detector_request(&req), identity, cx.security_started).await {
         Judged::Decided(d) if d.verdict.effective() == Action::Allow && d.device == DeviceCheck::Unbound => {}
         Judged::Decided(d) if d.device != DeviceCheck::Unbound => return refuse(&req, cx, Some(key), Refusal::AlreadyBound.as_str(), StatusCode::FORBIDDEN),
         Judged::Decided(_) => return refuse(&req, cx, Some(key), Refusal::NotAllowed.as_str(), StatusCode::FORBIDDEN),
         Judged::Unjudged | Judged::Refused => return unavailable(shared),
+    }
+    match spend(cx, &key, challenge).await {
+        Ok(()) => {}
+        Err(Unspent::Refused(reason)) => return refuse(&req, cx, Some(key), reason, StatusCode::BAD_REQUEST),
+        Err(Unspent::Unavailable) => return unavailable(shared),
     }
     match snap.detector.bind_device(&shared.store, key, registration.key, cx.now).await {
         Ok(DeviceBound::Bound) => {}
@@ -210,7 +236,7 @@ async fn register_inner(req: Request<Incoming>, cx: &Context<'_>) -> Response<Pr
     }
     shared.metrics.dbsc(DbscOutcome::Registered);
     shared.audit.record(event(&req, cx, EventKind::DbscRegistered, Some(key), None));
-    issued(cx, &key)
+    issued(cx, &key, cx.now)
 }
 
 /// `POST /.tether/dbsc/refresh` with `Sec-Secure-Session-Id`: without a proof, 403 and a
@@ -258,16 +284,22 @@ async fn refresh_inner(req: Request<Incoming>, cx: &Context<'_>) -> Response<Pro
         return challenge(cx, &key);
     };
     let verified = proof::verify_refresh(jwt, &binding.key).map_err(ProofError::as_str);
-    let spent = match verified {
-        Ok(jti) => spend(cx, &key, &jti).await,
-        Err(reason) => Err(reason),
+    let spent = match verified.and_then(|jti| check(cx, &key, &jti)) {
+        Ok(c) => spend(cx, &key, c).await,
+        Err(reason) => Err(Unspent::Refused(reason)),
     };
-    if let Err(reason) = spent {
-        shared.metrics.dbsc(DbscOutcome::ProofRefused);
-        shared.audit.record(event(&req, cx, EventKind::DbscRefused, Some(key), Some(reason)));
-        // A fresh challenge: a proof over a stale one is the race the spec expects, and
-        // the browser retries once with a new signature.
-        return challenge(cx, &key);
+    match spent {
+        Ok(()) => {}
+        // Redis cannot say whether the challenge was answered before: a 403 would have
+        // the browser sign again (and spend its refresh quota) for nothing.
+        Err(Unspent::Unavailable) => return unavailable(shared),
+        Err(Unspent::Refused(reason)) => {
+            shared.metrics.dbsc(DbscOutcome::ProofRefused);
+            shared.audit.record(event(&req, cx, EventKind::DbscRefused, Some(key), Some(reason)));
+            // A fresh challenge: a proof over a stale one is the race the spec expects,
+            // and the browser retries once with a new signature.
+            return challenge(cx, &key);
+        }
     }
     let reproved = if snap.config.dbsc.on_risk == OnRisk::Challenge && binding.demanded != 0 {
         match snap.detector.prove_device(&shared.store, key, &cx.detector_request(&req)).await {
@@ -279,27 +311,43 @@ async fn refresh_inner(req: Request<Incoming>, cx: &Context<'_>) -> Response<Pro
     };
     shared.metrics.dbsc(DbscOutcome::Refreshed);
     shared.audit.record(event(&req, cx, EventKind::DbscRefreshed, Some(key), reproved.then_some("reproved")));
-    issued(cx, &key)
+    // Never older than the demand it answers: a replica whose clock runs behind the one
+    // that recorded the demand would otherwise mint a cookie that still predates it, and
+    // the browser would be sent round the re-proof again and again.
+    issued(cx, &key, cx.now.max(binding.demanded))
 }
 
-/// Spends a proof's challenge: issued for this session, live, and never answered before.
-async fn spend(cx: &Context<'_>, key: &SessionKey, jti: &str) -> Result<(), &'static str> {
-    let c = token::check_challenge(&cx.snap.detector.hash_key, key, jti, cx.now, CHALLENGE_TTL).map_err(|e| match e {
+/// Why a challenge was not spent.
+enum Unspent {
+    /// The proof does not count (the audit detail says why).
+    Refused(&'static str),
+    /// The shared store cannot say whether it was answered before.
+    Unavailable,
+}
+
+/// A proof's challenge: issued for this session and live (nothing is recorded yet).
+fn check(cx: &Context<'_>, key: &SessionKey, jti: &str) -> Result<Challenge, &'static str> {
+    token::check_challenge(&cx.snap.detector.hash_key, key, jti, cx.now, CHALLENGE_TTL).map_err(|e| match e {
         ChallengeError::Forged => Refusal::ChallengeForged.as_str(),
         ChallengeError::Expired => Refusal::ChallengeExpired.as_str(),
-    })?;
-    cx.shared.dbsc_spent.spend(&cx.shared.store, c, cx.now).await.map_err(|e| match e {
-        SpendError::Replayed => Refusal::ChallengeReplayed.as_str(),
-        SpendError::Full | SpendError::Store => Refusal::ChallengeTableFull.as_str(),
     })
 }
 
-/// 200 with the session instructions and a new bound cookie.
-fn issued(cx: &Context<'_>, key: &SessionKey) -> Response<ProxyBody> {
+/// Spends a checked challenge: never answered before.
+async fn spend(cx: &Context<'_>, key: &SessionKey, c: Challenge) -> Result<(), Unspent> {
+    cx.shared.dbsc_spent.spend(&cx.shared.store, key, c, cx.now).await.map_err(|e| match e {
+        SpendError::Replayed => Unspent::Refused(Refusal::ChallengeReplayed.as_str()),
+        SpendError::Full => Unspent::Refused(Refusal::ChallengeTableFull.as_str()),
+        SpendError::Store => Unspent::Unavailable,
+    })
+}
+
+/// 200 with the session instructions and a new bound cookie, minted as of `at`.
+fn issued(cx: &Context<'_>, key: &SessionKey, at: Secs) -> Response<ProxyBody> {
     let cfg = &cx.snap.config.dbsc;
     let hash_key = &cx.snap.detector.hash_key;
     let expires = cx.now.saturating_add(cfg.bound_lifetime);
-    let value = token::bound_cookie(hash_key, key, cx.now, expires);
+    let value = token::bound_cookie(hash_key, key, at, expires);
     let mut scope = serde_json::json!({ "include_site": false });
     if let Some(host) = cx.host.as_ref().and_then(|h| h.to_str().ok()) {
         scope["origin"] = serde_json::Value::String(format!("https://{host}"));

@@ -196,7 +196,7 @@ fn hidden_cookie(pair: &[u8], cookies: &[String]) -> bool {
 }
 
 /// Unquoted, percent-decoded, `+` read as space.
-fn canonical_value(value: &[u8]) -> Cow<'_, [u8]> {
+pub(crate) fn canonical_value(value: &[u8]) -> Cow<'_, [u8]> {
     if !value.iter().any(|&b| b == b'%' || b == b'+') {
         return Cow::Borrowed(value);
     }

@@ -21,7 +21,8 @@ use dashmap::DashMap;
 use super::lineage::Lineage;
 use super::record::{Secs, SessionRecord, UserBaseline, USER_SESSIONS};
 use super::tombstone::{Tombstones, Worth};
-use super::{Loaded, SessionKey, StoreLimits};
+use super::device::DeviceBinding;
+use super::{Bind, Loaded, SessionKey, StoreLimits};
 
 /// A session seen across less than this, with no known user, is "ephemeral": evicted
 /// before any session with history.
@@ -88,13 +89,39 @@ impl MemoryStore {
         now.saturating_sub(r.last.at) > self.limits.idle_ttl || now.saturating_sub(r.created) > self.limits.absolute_ttl
     }
 
+    /// A session bound to a device key (DBSC) that idles out leaves a tombstone, as an
+    /// evicted one does: its long-lived cookie, back later (a thief's copy), is then
+    /// `history_lost`, never the first sight that would be offered a registration of
+    /// its own. One past its absolute lifetime is over for the console too.
+    fn bury(&self, key: &SessionKey, r: &SessionRecord, now: Secs) {
+        if r.device.is_some() && now.saturating_sub(r.created) <= self.limits.absolute_ttl {
+            self.tombstones.insert(key, Worth::Established);
+        }
+    }
+
+    /// Registers a device key on a live session unless it has one: checked and written
+    /// under the entry's lock, so of two registrations racing, the first key stays.
+    pub fn bind_device(&self, key: &SessionKey, binding: DeviceBinding, now: Secs) -> Bind {
+        match self.sessions.get_mut(key) {
+            Some(r) if self.expired(&r, now) => Bind::Gone,
+            Some(r) if r.device.is_some() => Bind::Kept,
+            Some(mut r) => {
+                r.device = Some(Box::new(binding));
+                Bind::Written
+            }
+            None => Bind::Gone,
+        }
+    }
+
     pub fn load(&self, key: &SessionKey, user: Option<&str>, now: Secs) -> Loaded {
         let revoked = self.revoked.get(key).is_some_and(|until| *until > now);
         // The guard lives only inside this statement (see the module comment).
         let record = self.sessions.get(key).and_then(|r| (!self.expired(&r, now)).then(|| (**r).clone()));
         let history_lost = record.is_none() && {
             // Expired: forget it now, unless a concurrent request stored it afresh.
-            self.sessions.remove_if(key, |_, r| self.expired(r, now));
+            if let Some((k, r)) = self.sessions.remove_if(key, |_, r| self.expired(r, now)) {
+                self.bury(&k, &r, now);
+            }
             self.tombstones.contains(key)
         };
         let user = user.or(record.as_ref().and_then(|r| r.user.as_deref()));
@@ -208,6 +235,7 @@ impl MemoryStore {
         self.sessions.retain(|k, r| {
             let r: &SessionRecord = r;
             if self.expired(r, now) {
+                self.bury(k, r, now);
                 left = left.saturating_sub(1);
                 return false;
             }
@@ -250,7 +278,13 @@ impl MemoryStore {
     /// Removes expired sessions and revocations; returns how many sessions went.
     pub fn sweep(&self, now: Secs) -> usize {
         let before = self.sessions.len();
-        self.sessions.retain(|_, r| !self.expired(r, now));
+        self.sessions.retain(|k, r| {
+            let expired = self.expired(r, now);
+            if expired {
+                self.bury(k, r, now);
+            }
+            !expired
+        });
         self.revoked.retain(|_, until| *until > now);
         let horizon = now.saturating_sub(self.limits.absolute_ttl);
         self.revoked_users.retain(|_, at| *at > horizon);
@@ -376,6 +410,28 @@ mod tests {
             device: None,
             lineage: None,
         }
+    }
+
+    #[test]
+    fn the_first_device_key_stays_and_a_bound_session_that_idles_out_is_lost() {
+        use crate::session::device::{DeviceAlg, DeviceBinding, DeviceKey};
+        let store = MemoryStore::new(limits(10));
+        let binding = |b: u8| DeviceBinding { key: DeviceKey { alg: DeviceAlg::Es256, bytes: vec![b; 64].into(), split: 32 }, registered: 100, demanded: 0 };
+        assert_eq!(store.bind_device(&key(1), binding(1), 100), Bind::Gone, "no session, no binding");
+        store.store(key(1), record(100, 100, None), None);
+        assert_eq!(store.bind_device(&key(1), binding(1), 100), Bind::Written);
+        assert_eq!(store.bind_device(&key(1), binding(2), 100), Bind::Kept, "a racing registration does not replace it");
+        assert_eq!(store.load(&key(1), None, 100).record.and_then(|r| r.device).map(|d| d.key.bytes[0]), Some(1));
+        // Idled out (limits: an hour), on a load and on a sweep alike: lost, not unknown.
+        store.store(key(2), record(100, 100, None), None);
+        store.bind_device(&key(2), binding(3), 100);
+        store.store(key(3), record(100, 100, None), None);
+        let later = 100 + 3601;
+        let l = store.load(&key(1), None, later);
+        assert!(l.record.is_none() && l.history_lost);
+        store.sweep(later);
+        assert!(store.load(&key(2), None, later).history_lost);
+        assert!(!store.load(&key(3), None, later).history_lost, "an unbound session's expiry is no loss");
     }
 
     #[test]

@@ -86,6 +86,16 @@ pub enum Store {
     Redis(redis::RedisStore),
 }
 
+/// What registering a device key on a session did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    Written,
+    /// Another key was bound first (a registration racing this one): it stays.
+    Kept,
+    /// The session is no longer live (or was revoked meanwhile).
+    Gone,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("session store unavailable")]
@@ -151,6 +161,20 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => Box::pin(r.store(key, record, learned)).await,
+        }
+    }
+
+    /// Registers a device key (DBSC) on `record`, the session as its caller loaded it:
+    /// written only if no other key is bound by then, and an error when the write is not
+    /// known to be shared (a binding held in one replica's cache alone would answer
+    /// for the session there and nowhere else).
+    pub async fn bind_device(&self, key: SessionKey, mut record: SessionRecord, binding: device::DeviceBinding, now: Secs) -> Result<Bind, StoreError> {
+        match self {
+            Store::Memory(m, _) => Ok(m.bind_device(&key, binding, now)),
+            Store::Redis(r) => {
+                record.device = Some(Box::new(binding));
+                Box::pin(r.bind_device(key, record, now)).await
+            }
         }
     }
 

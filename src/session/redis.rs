@@ -39,7 +39,7 @@ use self::cache::{Cache, Entry, Hit};
 use super::lineage::{Digest, Lineage};
 use super::memory::StoreCounts;
 use super::record::USER_SESSIONS;
-use super::{Loaded, Secs, SessionKey, SessionRecord, StoreError, StoreLimits, UserBaseline};
+use super::{Bind, Loaded, Secs, SessionKey, SessionRecord, StoreError, StoreLimits, UserBaseline};
 
 /// A session used steadily is re-written (its idle lifetime slid forward) at most this
 /// often; a minute is far below any sensible `idle_ttl` and saves a write per request.
@@ -56,6 +56,26 @@ const LINEAGE_TRUST: Duration = Duration::from_secs(1);
 /// Invalidations queued per subscriber before the slowest one misses some (it is then
 /// told to drop everything, `RecvError::Lagged`).
 const EVENTS: usize = 4096;
+
+/// The store script's answer when it kept the device key already bound in place of the
+/// one written (see `scripts::STORE`); 3 when the session is revoked.
+const KEPT_DEVICE: i64 = 5;
+const REFUSED_REVOKED: i64 = 3;
+
+/// Whether a write may be skipped when it changes nothing but the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Steady,
+    Binding,
+}
+
+/// What a store call did.
+enum Written {
+    /// The script ran; its answer.
+    Shared(i64),
+    /// Nothing changed since the last write: none was needed.
+    Skipped,
+}
 
 /// What to do when the shared store cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -429,23 +449,48 @@ impl RedisStore {
     }
 
     pub async fn store(&self, key: SessionKey, record: SessionRecord, learned: Option<(&Arc<str>, &UserBaseline)>) -> Result<(), StoreError> {
+        // A write not shared goes on in this replica's cache (and is counted): the
+        // request it judged is answered either way.
+        let _ = self.write(key, record, learned, Write::Steady).await;
+        Ok(())
+    }
+
+    /// Writes a record that carries a newly registered device key: unlike
+    /// [`RedisStore::store`], a write that did not reach Redis is an error, and a key
+    /// another registration bound first is reported, not overwritten (the store script
+    /// keeps the first).
+    pub async fn bind_device(&self, key: SessionKey, record: SessionRecord, now: Secs) -> Result<Bind, StoreError> {
+        if self.inner.cache.revoked(&key, now) {
+            return Ok(Bind::Gone);
+        }
+        match self.write(key, record, None, Write::Binding).await? {
+            Written::Shared(0 | 1 | 4) => Ok(Bind::Written),
+            Written::Shared(KEPT_DEVICE) => Ok(Bind::Kept),
+            Written::Shared(_) => Ok(Bind::Gone),
+            Written::Skipped => Ok(Bind::Written),
+        }
+    }
+
+    /// Runs the store script. `Err` when the write did not reach Redis (the record is
+    /// then kept in this replica's cache alone, and counted).
+    async fn write(&self, key: SessionKey, record: SessionRecord, learned: Option<(&Arc<str>, &UserBaseline)>, write: Write) -> Result<Written, StoreError> {
         let inner = &self.inner;
         let now = record.last.at;
         if inner.cache.is_blind(&key) {
             // Judged without its history: writing would replace the real one.
             inner.count_degraded();
-            return Ok(());
+            return Err(StoreError::Degraded);
         }
         if inner.cache.revoked(&key, now) {
-            return Ok(());
+            return Ok(Written::Shared(REFUSED_REVOKED));
         }
-        if learned.is_none() {
+        if learned.is_none() && write == Write::Steady {
             if let Some(e) = inner.cache.entry(&key).filter(|e| inner.cache.confirmed(e)) {
                 let mut same = e.record.clone();
                 same.last.at = record.last.at;
                 if same == record && record.last.at.saturating_sub(e.written_at) < WRITE_EVERY {
                     inner.cache.wrote(key, record, None, false);
-                    return Ok(());
+                    return Ok(Written::Skipped);
                 }
             }
         }
@@ -456,9 +501,12 @@ impl RedisStore {
             tracing::warn!(session = %key, error = %e, "session record not encodable; not shared");
             StoreError::Degraded
         });
-        let Ok(value) = value else {
-            inner.cache.wrote(key, record, learned, false);
-            return Ok(());
+        let value = match value {
+            Ok(v) => v,
+            Err(e) => {
+                inner.cache.wrote(key, record, learned, false);
+                return Err(e);
+            }
         };
         let baseline = learned.map(|(_, b)| codec::encode_baseline(b)).unwrap_or_default();
         let mut conn = inner.conn();
@@ -478,13 +526,21 @@ impl RedisStore {
             .arg(limits.absolute_ttl)
             .arg(learned.map_or("", |(u, _)| &**u));
         match inner.run(async move { call.invoke_async::<i64>(&mut conn).await }).await {
-            Ok(0 | 1) => inner.cache.wrote(key, record, learned, true),
+            Ok(code @ (0 | 1)) => {
+                inner.cache.wrote(key, record, learned, true);
+                Ok(Written::Shared(code))
+            }
             // Refused or merged: what Redis holds differs from what this replica wrote.
-            Ok(_) => inner.cache.forget(&key),
-            // Shared later or never; this replica goes on with what it decided. Counted.
-            Err(_) => inner.cache.wrote(key, record, learned, false),
+            Ok(code) => {
+                inner.cache.forget(&key);
+                Ok(Written::Shared(code))
+            }
+            // Shared later or never; this replica goes on with what it decided.
+            Err(e) => {
+                inner.cache.wrote(key, record, learned, false);
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     /// The session's lineage: from the cache when what was presented settles the verdict
@@ -690,7 +746,10 @@ impl Inner {
     /// which tests that move tether's clock would not see).
     fn unexpired(&self, mut loaded: Loaded, now: Secs) -> Loaded {
         let l = self.limits;
-        if loaded.record.as_ref().is_some_and(|r| now.saturating_sub(r.last.at) > l.idle_ttl || now.saturating_sub(r.created) > l.absolute_ttl) {
+        if let Some(r) = loaded.record.as_ref().filter(|r| now.saturating_sub(r.last.at) > l.idle_ttl || now.saturating_sub(r.created) > l.absolute_ttl) {
+            // As the store script's `b:` mark says once Redis expires it: a bound session
+            // that idled out is lost, not unknown.
+            loaded.history_lost |= r.device.is_some() && now.saturating_sub(r.created) <= l.absolute_ttl;
             loaded.record = None;
         }
         loaded

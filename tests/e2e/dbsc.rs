@@ -267,6 +267,8 @@ async fn proofs_by_another_key_or_without_one_are_refused() {
     let again = post(&t, "/.tether/dbsc/register", "session=third-session", &[("secure-session-response", format!("\"{}\"", usurper.proof(&fresh, true)))]);
     assert_eq!(h1_from(&t, HOME, again).await.0.status, 403, "a bound session keeps its key");
     audit_event(&t, "dbsc_refused", "detail", "already_bound").await;
+    // The refused registration spent nothing: the owner's refresh over that challenge counts.
+    assert_eq!(owner.refresh(&t, HOME, Some(fresh)).await, 200, "a refused registration does not spend the challenge");
     // A registration over a challenge offered to another session.
     let other = Browser::new();
     let (parts, _) = h1_from(&t, HOME, post(&t, "/.tether/dbsc/register", "session=fourth-session", &[("secure-session-response", format!("\"{}\"", other.proof(&offered, true)))])).await;
@@ -326,15 +328,68 @@ async fn registration_is_offered_only_where_and_to_whom_it_is_configured() {
     assert_eq!(h1_from(&t, HOME, reg).await.0.status, 200);
     // And that session is now bound.
     assert_eq!(h1_from(&t, HOME, page(&t, "/admin", "session=fresh-login")).await.0.status, 403);
+    // A session cookie set percent-encoded is keyed as the browser's request reads it
+    // back (decoded): the challenge offered names the session that registers.
+    let login = get(&t, "/admin/login").header("user-agent", CHROME).header("x-test-set-cookie", "session=\"encoded%2Dlogin\"; Path=/; Secure").body(Full::new(Bytes::new())).unwrap();
+    let (parts, _) = h1_from(&t, HOME, login).await;
+    let challenge = offered_challenge(&parts);
+    let reg = post(&t, "/.tether/dbsc/register", "session=encoded%2Dlogin", &[("secure-session-response", format!("\"{}\"", b.proof(&challenge, true)))]);
+    assert_eq!(h1_from(&t, HOME, reg).await.0.status, 200, "the offer keyed the decoded value");
+}
+
+#[tokio::test]
+async fn a_bound_session_is_not_logged_out_by_another_site_nor_lost_to_a_foreign_byte() {
+    let t = tether("").await;
+    let b = registered(&t).await;
+    // Another site's form posts to the console: the browser sends the console cookie but
+    // not the SameSite=Lax bound cookie. Refused, and the console cookie stays.
+    let forged = Request::post("/app")
+        .header("host", format!("localhost:{}", t.addr().port()))
+        .header("cookie", COOKIE)
+        .header("user-agent", CHROME)
+        .header("sec-fetch-site", "cross-site")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (parts, _) = h1_from(&t, HOME, forged).await;
+    assert_eq!(parts.status, 403);
+    let set: Vec<&str> = parts.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert!(set.iter().all(|c| !c.starts_with("session=")), "the console cookie is not cleared: {set:?}");
+    // The owner carries on.
+    assert_eq!(h1_from(&t, HOME, b.get(&t, "/app")).await.0.status, 200);
+    // Another cookie of the site holding a byte above ASCII hides neither the bound
+    // cookie nor the rest of the header.
+    let cookies = http::HeaderValue::from_bytes(format!("{}; theme=caf\u{e9}", b.cookies()).as_bytes()).unwrap();
+    let req = get(&t, "/app").header("cookie", cookies).header("user-agent", CHROME).body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(h1_from(&t, HOME, req).await.0.status, 200, "the bound cookie is read");
+}
+
+#[tokio::test]
+async fn a_refresh_on_a_clock_behind_the_demand_does_not_loop() {
+    let t = tether("on_risk = \"step_up\"").await;
+    let mut b = registered(&t).await;
+    let (parts, _) = h1_from(&t, VPN, b.get(&t, "/projects")).await;
+    assert_eq!(parts.status, 307, "a fresh proof is demanded");
+    b.keep(&parts);
+    let (seeded, _) = challenge_of(&parts);
+    // The refresh lands on a replica whose clock runs a few seconds behind the demand's.
+    t.running.shared.clock.shift(-5);
+    assert_eq!(b.refresh(&t, VPN, Some(seeded)).await, 200);
+    let (parts, _) = h1_from(&t, VPN, b.get(&t, "/projects")).await;
+    assert_eq!(parts.status, 303, "the new cookie answers the demand: on to the OIDC step-up, not round the re-proof again");
 }
 
 /// Two replicas sharing one Redis and one hash key, with `[dbsc]` on.
 async fn replicas(url: &str) -> (tempfile::TempDir, Tether, Tether) {
+    replicas_with(url, "").await
+}
+
+/// [`replicas`], with more `[store]` keys.
+async fn replicas_with(url: &str, store_extra: &str) -> (tempfile::TempDir, Tether, Tether) {
     let dir = tempfile::tempdir().unwrap();
     let key: String = (0..32).map(|_| format!("{:02x}", crate::redis::rand_u32() as u8)).collect();
     let key_file = dir.path().join("session.key");
     std::fs::write(&key_file, format!("{key}\n")).unwrap();
-    let store = format!("[store]\nbackend = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"t{:08x}:dbsc:\"\n", crate::redis::rand_u32());
+    let store = format!("[store]\nbackend = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"t{:08x}:dbsc:\"\n{store_extra}", crate::redis::rand_u32());
     let mut out = Vec::new();
     for _ in 0..2 {
         let up = spawn_upstream(None).await;
@@ -411,4 +466,39 @@ async fn a_websocket_opened_with_a_bound_cookie_outlives_it_across_a_reload() {
     ws.send(tokio_tungstenite::tungstenite::Message::text("still here")).await.unwrap();
     let echoed = tokio::time::timeout(HANG_GUARD, ws.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(echoed.into_text().unwrap().as_str(), "still here");
+}
+
+#[tokio::test]
+async fn a_bound_session_that_idles_out_is_a_lost_history_not_a_new_registration() {
+    let t = tether("").await;
+    let _owner = registered(&t).await;
+    // A day and more without a request: the record idles out. The stolen long-lived
+    // cookie, back from the same place, is no first sight to be offered a key of its own.
+    t.running.shared.clock.shift(25 * 3600);
+    let (parts, _) = h1_from(&t, HOME, page(&t, "/app", COOKIE)).await;
+    assert!(parts.headers.get("secure-session-registration").is_none(), "no registration offered");
+    let lines = audit_until(&t, |l| l.iter().any(|e| e["event"] == "decision" && e["reasons"].as_array().is_some_and(|r| r.iter().any(|x| x == "history_lost")))).await;
+    assert!(lines.iter().any(|e| e["event"] == "decision" && e["reasons"].as_array().is_some_and(|r| r.iter().any(|x| x == "history_lost"))));
+}
+
+#[tokio::test]
+async fn a_refresh_redis_cannot_record_is_unavailable_not_a_new_challenge() {
+    let Some(r) = crate::redis::private("DBSC store fault test", &[]) else { return };
+    let server = r._server.as_ref().unwrap();
+    let (_dir, a, _b) = replicas_with(&r.url, "command_timeout = \"200ms\"\n").await;
+    let mut browser = Browser::new();
+    let (first, _) = h1_from(&a, HOME, browser.get(&a, "/app")).await;
+    assert_eq!(browser.register(&a, &first).await, 200);
+    let id = browser.session_id.clone().unwrap();
+    let (parts, _) = h1_from(&a, HOME, post(&a, "/.tether/dbsc/refresh", &browser.cookies(), &[("sec-secure-session-id", format!("\"{id}\""))])).await;
+    let (challenge, _) = challenge_of(&parts);
+    let proof = browser.proof(&challenge, false);
+    // Redis freezes: the binding is still known here, but whether the challenge was
+    // answered before cannot be.
+    server.signal("-STOP");
+    let headers = [("sec-secure-session-id", format!("\"{id}\"")), ("secure-session-response", format!("\"{proof}\""))];
+    let (parts, _) = h1_from(&a, HOME, post(&a, "/.tether/dbsc/refresh", &browser.cookies(), &headers)).await;
+    server.signal("-CONT");
+    assert_eq!(parts.status, 503, "unavailable: a new challenge would have the browser sign again for nothing");
+    assert!(parts.headers.get("secure-session-challenge").is_none());
 }

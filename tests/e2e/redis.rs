@@ -375,6 +375,54 @@ async fn revocations_survive_a_restart_of_every_replica() {
 }
 
 #[tokio::test]
+async fn of_two_registrations_racing_at_two_replicas_the_first_key_stays_and_outlives_an_idle_out() {
+    use tether::session::device::{DeviceAlg, DeviceBinding, DeviceKey};
+    use tether::session::Bind;
+    let Some(t) = shared("shared-store device race test") else { return };
+    let cfg = config(&t.url, "devrace");
+    let (a, b) = (replica(&cfg).await, replica(&cfg).await);
+    let k = key(1);
+    let t0 = now();
+    let base = record(t0, None, "SE");
+    a.store(k, base.clone(), None).await.unwrap();
+    // Both replicas loaded the session unbound; each registers a key of its own.
+    let seen_at_b = b.load(&k, None, t0).await.unwrap().record.unwrap();
+    let binding = |byte: u8| DeviceBinding { key: DeviceKey { alg: DeviceAlg::Es256, bytes: vec![byte; 64].into(), split: 32 }, registered: t0, demanded: 0 };
+    assert_eq!(a.bind_device(k, base, binding(1), t0).await.unwrap(), Bind::Written);
+    assert_eq!(b.bind_device(k, seen_at_b, binding(2), t0).await.unwrap(), Bind::Kept, "the second registration is told it lost");
+    let got = replica(&cfg).await.load(&k, None, t0).await.unwrap().record.unwrap();
+    assert_eq!(got.device.as_ref().map(|d| d.key.bytes[0]), Some(1), "the first key stands");
+    // A demand recorded later is a write the binding allows.
+    let demanded = SessionRecord { device: Some(Box::new(DeviceBinding { demanded: t0 + 5, ..binding(1) })), ..got.clone() };
+    b.store(k, demanded, None).await.unwrap();
+    let got = replica(&cfg).await.load(&k, None, t0).await.unwrap().record.unwrap();
+    assert_eq!(got.device.map(|d| (d.key.bytes[0], d.demanded)), Some((1, t0 + 5)));
+    // Redis lets the bound session idle out: its cookie, back later, is a lost history.
+    let mut conn = redis::Client::open(t.url.as_str()).unwrap().get_connection().unwrap();
+    let _: i64 = redis::cmd("DEL").arg(format!("{}s:{}", cfg.key_prefix, k)).query(&mut conn).unwrap();
+    let l = replica(&cfg).await.load(&k, None, t0 + 1).await.unwrap();
+    assert!(l.record.is_none() && l.history_lost, "not a first sight");
+}
+
+#[tokio::test]
+async fn a_binding_that_cannot_reach_redis_is_an_error() {
+    use tether::session::device::{DeviceAlg, DeviceBinding, DeviceKey};
+    let Some(t) = private("shared-store binding fault test", &[]) else { return };
+    let server = t._server.as_ref().unwrap();
+    let cfg = RedisConfig { command_timeout: Duration::from_millis(200), ..config(&t.url, "devfault") };
+    let a = replica(&cfg).await;
+    let k = key(1);
+    let t0 = now();
+    a.store(k, record(t0, None, "SE"), None).await.unwrap();
+    let loaded = a.load(&k, None, t0).await.unwrap().record.unwrap();
+    server.signal("-STOP");
+    let binding = DeviceBinding { key: DeviceKey { alg: DeviceAlg::Es256, bytes: vec![1; 64].into(), split: 32 }, registered: t0, demanded: 0 };
+    let r = a.bind_device(k, loaded, binding, t0).await;
+    server.signal("-CONT");
+    assert!(matches!(r, Err(StoreError::Degraded)), "a binding held in one cache alone is no binding: {r:?}");
+}
+
+#[tokio::test]
 async fn a_frozen_redis_degrades_within_the_timeout_and_recovers() {
     let Some(t) = private("shared-store fault test", &[]) else { return };
     let server = t._server.as_ref().unwrap();

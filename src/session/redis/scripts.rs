@@ -11,7 +11,8 @@
 
 /// Load: the record, the user's baseline, whether the session or its user is revoked, and
 /// whether a record the user index still lists is gone before its deadline (evicted:
-/// history lost).
+/// history lost), or a session once bound to a device key is gone before its absolute
+/// deadline (idled out: history lost too, so its cookie is not a first sight).
 ///
 /// KEYS: session, revoked, revoked-users. ARGV: prefix, session hex, now, user or "".
 /// Returns {record|nil, baseline|nil, revoked 0/1, history_lost 0/1, user revoked at or -1}.
@@ -42,6 +43,7 @@ if user ~= '' then
     if deadline and tonumber(deadline) > now then lost = 1 end
   end
 end
+if not rec and redis.call('EXISTS', ARGV[1] .. 'b:' .. ARGV[2]) == 1 then lost = 1 end
 return {rec or false, base or false, revoked, lost, user_at}
 "#;
 
@@ -58,7 +60,11 @@ return {rec or false, base or false, revoked, lost, user_at}
 /// published): a replica that loaded the session before its owner was learned elsewhere
 /// does not erase the owner by writing what it loaded; nor a device binding (flag 64, its
 /// length in the value's last two bytes): a session once bound to a device key stays
-/// bound, whichever replica writes next.
+/// bound, whichever replica writes next. 5: written with the stored device key kept in
+/// place of a different one (two registrations raced; the first stays): a write may
+/// change a binding's `demanded` (tail bytes 6..9) and nothing else of it.
+/// A bound session also leaves `b:<session>` until its absolute deadline, so that LOAD
+/// reports it lost (not a first sight) once it idles out.
 pub const STORE: &str = r#"
 local now = tonumber(ARGV[3])
 local until_ = redis.call('ZSCORE', KEYS[2], ARGV[2])
@@ -95,15 +101,31 @@ if old and #old >= 13 and string.byte(old, 1) == 1 and #new >= 13 then
     end
     if bit.band(of, 64) == 64 and #old >= 2 then
       local mf = string.byte(new, 10)
-      if bit.band(mf, 64) == 0 then
-        local tl = struct.unpack('>H', old, #old - 1)
-        if tl + 2 <= #old then
-          new = string.sub(new, 1, 9) .. string.char(mf + 64) .. string.sub(new, 11) .. string.sub(old, #old - 1 - tl, #old)
+      local tl = struct.unpack('>H', old, #old - 1)
+      if tl + 2 <= #old and tl >= 9 then
+        local otail = string.sub(old, #old - 1 - tl, #old)
+        if bit.band(mf, 64) == 0 then
+          new = string.sub(new, 1, 9) .. string.char(mf + 64) .. string.sub(new, 11) .. otail
           code = 4
+        elseif #new >= 2 then
+          local ntl = struct.unpack('>H', new, #new - 1)
+          if ntl + 2 <= #new and ntl >= 9 then
+            local ntail = string.sub(new, #new - 1 - ntl, #new)
+            local function fixed(t) return string.sub(t, 1, 5) .. string.sub(t, 10) end
+            if fixed(ntail) ~= fixed(otail) then
+              new = string.sub(new, 1, #new - 2 - ntl) .. otail
+              code = 5
+            end
+          end
         end
       end
     end
   end
+end
+if bit.band(string.byte(new, 10) or 0, 64) == 64 and #new >= 13 then
+  local _, nc = struct.unpack('>BI', new)
+  local left = nc + tonumber(ARGV[11]) - now
+  if left > 0 then redis.call('SET', ARGV[1] .. 'b:' .. ARGV[2], 1, 'EX', left) end
 end
 redis.call('SET', KEYS[1], new, 'EX', ARGV[5])
 if ARGV[6] ~= '' then redis.call('ZADD', ARGV[1] .. 'x:' .. ARGV[6], 'XX', ARGV[7], ARGV[2]) end
