@@ -450,3 +450,27 @@ async fn a_fork_verdict_closes_the_sessions_open_tunnels() {
     assert!(ends_within(&mut ws, HANG_GUARD).await, "the tunnel outlived the fork verdict");
     assert_eq!(t.metric("tether_tunnels_closed_total{reason=\"revoked\"}").await, 1.0);
 }
+
+#[tokio::test]
+async fn a_rotation_whose_store_answer_is_lost_still_sets_the_value_the_store_holds() {
+    let Some(redis) = shared("lineage lost swap answer test") else { return };
+    let up = spawn_upstream(None).await;
+    // One connection, so the read after a lost answer queues behind the command whose
+    // answer was lost; a cache that answers the session's loads meanwhile.
+    let store = format!("[store]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"t{:08x}:lost:\"\ncommand_timeout = \"1s\"\npool_size = 1\ncache_ttl = \"30s\"\n", redis.url, rand_u32());
+    let t = start_tls(&format!("http://{up}"), "", &format!("{}{LINEAGE}{store}", detector_sections("enforce", ""))).await;
+    let r = t.running.shared.store.as_redis().expect("the shared store");
+    assert!(eventually(Duration::from_secs(10), async || r.is_listening()).await.is_some());
+    let owner = Jar::new("owner-cookie-lost-swap");
+    arm(&t, &owner).await;
+    t.running.shared.clock.shift(3);
+    // Redis holds every write for longer than tether waits for one: the rotation's swap
+    // times out here, and is applied when the pause ends.
+    let mut raw = redis::Client::open(redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CLIENT").arg("PAUSE").arg(1500).arg("WRITE").query_async(&mut raw).await.unwrap();
+    let before = owner.value();
+    assert_eq!(visit(&t, HOME, &owner, false).await, 200);
+    assert_ne!(owner.value(), before, "the store holds the new value, so the answer carries it");
+    assert_eq!(visit(&t, HOME, &owner, false).await, 200);
+    assert_eq!(lineage_total(&t, "current").await, 3.0, "the new value is the current one");
+}
