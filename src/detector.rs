@@ -83,6 +83,9 @@ pub struct Decision {
 /// A request's lineage verdict and the state it was judged against.
 struct Assessed {
     state: Option<Lineage>,
+    /// What the session's key itself holds: `state`, unless that was read under the
+    /// previous hash key during a rotation (then `None`, and the lineage is copied over).
+    held: Option<Lineage>,
     outcome: Option<lineage::Outcome>,
     change: lineage::Change,
 }
@@ -172,8 +175,8 @@ pub struct Identity {
     /// Something credential-shaped tether cannot read: judged as a first sight by the
     /// network rules, never stored, audited as `unrecognised_credential`.
     pub unrecognised: bool,
-    /// The companion values a cookie session carries, when lineage is on (a bearer token
-    /// has no cookie jar to rotate in).
+    /// The companion values a cookie session carries, when lineage is on; a bearer
+    /// credential carries none by nature ([`Presented::Bearer`]).
     lineage: Option<Presented>,
     /// Signals the input itself asserts and the judgement cannot recompute: a replayed
     /// audit line's lineage verdict (the companion value is never logged).
@@ -302,9 +305,12 @@ impl Detector {
         let secs = |t: u64| t.min(u64::from(u32::MAX)) as Secs;
         let auth_time = claims.as_ref().and_then(|c| c.auth_time).map(secs);
         let issued_at = claims.as_ref().and_then(|c| c.issued_at.or(c.auth_time)).map(secs);
+        // A verified JWT keys the same session whatever header carries it, so a bearer
+        // credential is judged too: it can bring no companion.
         let lineage = match (&self.lineage, &credential) {
             (Some(cfg), Credential::Cookie { .. }) => Some(lineage::read(req.headers, &cfg.cookie)),
-            _ => None,
+            (Some(_), Credential::Bearer(_)) => Some(Presented::Bearer),
+            (None, _) => None,
         };
         Ok(Some(Identity { key, previous_key, jwt_invalid, auth_time, issued_at, user, user_source, unrecognised: false, lineage, carried: Signals::default() }))
     }
@@ -369,7 +375,7 @@ impl Detector {
             signals.insert(Signal::DbscUnproven);
         }
         let lineage = match (&self.lineage, presented) {
-            (Some(cfg), Some(presented)) if !degraded && !loaded.revoked => self.assess_lineage(store, key, presented, cfg, req.now).await,
+            (Some(cfg), Some(presented)) if !degraded && !loaded.revoked => self.assess_lineage(store, key, previous_key, presented, cfg, req.now).await,
             _ => None,
         };
         if let Some(s) = policy::signals::lineage(lineage.as_ref().and_then(|l| l.outcome)) {
@@ -540,19 +546,31 @@ impl Detector {
     /// The request's lineage verdict, against what the store holds now. A store that
     /// cannot answer leaves the request judged without lineage: a failure to read is
     /// never a fork.
-    async fn assess_lineage(&self, store: &Store, key: SessionKey, presented: Presented, cfg: &LineageConfig, now: Secs) -> Option<Assessed> {
-        let state = store.lineage(&key, presented.one()).await.ok()?;
+    ///
+    /// During a hash-key rotation the lineage may still sit under the session's old key
+    /// (the record is read from there too): judged on that one, not issued afresh, which
+    /// would disarm it and let a copy pass.
+    async fn assess_lineage(&self, store: &Store, key: SessionKey, previous_key: Option<SessionKey>, presented: Presented, cfg: &LineageConfig, now: Secs) -> Option<Assessed> {
+        let held = store.lineage(&key, presented.one()).await.ok()?;
+        let state = match (held, previous_key) {
+            (None, Some(old)) => store.lineage(&old, presented.one()).await.ok()?,
+            (held, _) => held,
+        };
         let (outcome, change) = lineage::assess(state.as_ref(), presented, now, cfg);
-        Some(Assessed { state, outcome, change })
+        Some(Assessed { state, held, outcome, change })
     }
 
     /// Applies an allowed request's lineage change, atomically against the state it was
     /// judged on; the value to set when one was issued. Losing the race to another
     /// request (which then carries the new value) or to the store issues nothing.
+    ///
+    /// A lineage read under the previous hash key is copied under the session's key, so
+    /// it outlives the rotation.
     async fn advance_lineage(&self, store: &Store, key: SessionKey, created: Secs, l: &Assessed, now: Secs) -> Option<(lineage::Outcome, Value)> {
+        let migrating = l.held.is_none() && l.state.is_some();
         let fresh = match l.change {
-            lineage::Change::None => return None,
-            lineage::Change::Seen => None,
+            lineage::Change::None if !migrating => return None,
+            lineage::Change::None | lineage::Change::Seen => None,
             lineage::Change::Issue { .. } => match Value::generate() {
                 Ok(v) => Some(v),
                 Err(e) => {
@@ -562,8 +580,18 @@ impl Detector {
             },
         };
         let digest = fresh.as_ref().map_or([0; lineage::DIGEST_LEN], Value::digest);
-        let next = Lineage::after(l.state.as_ref(), l.change, digest, now)?;
-        if !store.swap_lineage(&key, created, l.state.as_ref(), next, now).await.unwrap_or(false) {
+        let next = match Lineage::after(l.state.as_ref(), l.change, digest, now) {
+            Some(next) => next,
+            None => l.state.filter(|_| migrating)?,
+        };
+        let swapped = match store.swap_lineage(&key, created, l.held.as_ref(), next, now).await {
+            Ok(swapped) => swapped,
+            // No answer (a timeout, a dropped connection) is not a refusal: the store may
+            // have applied it. If it did and this answer sets nothing, the browser keeps a
+            // value the lineage moved past. What it holds now says.
+            Err(_) => matches!(store.lineage(&key, None).await, Ok(Some(now_held)) if now_held == next),
+        };
+        if !swapped {
             return None;
         }
         let outcome = if l.state.is_some_and(|s| s.armed) { lineage::Outcome::Rotated } else { lineage::Outcome::Issued };
@@ -913,6 +941,57 @@ mod tests {
         let fresh = token(&enc, "a3", NOW + 15);
         let d = decide(&det, &store, &headers("authorization", format!("Bearer {fresh}")), NOW + 20).await;
         assert!(!d.verdict.signals.contains(Signal::Revoked), "{:?}", d.verdict);
+    }
+
+    /// The companion a decision set, as the `Cookie` pair a browser sends back.
+    fn companion(d: &Decision) -> String {
+        let (_, v) = d.lineage_set.as_ref().expect("a companion value set");
+        format!("{}={}", lineage::DEFAULT_COOKIE, v.as_str())
+    }
+
+    #[tokio::test]
+    async fn a_jwt_as_a_bearer_token_of_an_armed_session_has_no_companion() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, enc) = jwt_detector(dir.path());
+        let mut config = Config::load(&dir.path().join("tether.toml")).unwrap();
+        config.lineage = Some(LineageConfig::default());
+        let det = Detector::build(&config, &HashKey::new([7; 32], None)).unwrap();
+        let store = Store::memory(StoreLimits::default());
+        let t = token(&enc, "b1", NOW - 60);
+        let bearer = headers("authorization", format!("Bearer {t}"));
+        // Before the session's browser ever returned a value: nothing to compare, and
+        // nothing issued to a client with no jar.
+        let d = decide(&det, &store, &bearer, NOW).await;
+        assert_eq!((d.lineage, d.lineage_set.is_some()), (None, false));
+        let issued = decide(&det, &store, &headers("cookie", format!("session={t}")), NOW + 1).await;
+        let d = decide(&det, &store, &bearer, NOW + 2).await;
+        assert_eq!((d.lineage, d.verdict.action), (Some(lineage::Outcome::Unconfirmed), Action::Allow), "not armed yet");
+        let back = decide(&det, &store, &headers("cookie", format!("session={t}; {}", companion(&issued))), NOW + 3).await;
+        assert_eq!(back.lineage, Some(lineage::Outcome::Current));
+        // Armed: the same token in another header is a copy made without the companion.
+        let d = decide(&det, &store, &bearer, NOW + 4).await;
+        assert_eq!(d.session, back.session);
+        assert_eq!(d.lineage, Some(lineage::Outcome::Missing));
+        assert!(d.verdict.signals.contains(Signal::LineageMissing) && d.verdict.action >= Action::StepUp, "{:?}", d.verdict);
+    }
+
+    #[tokio::test]
+    async fn a_hash_key_rotation_keeps_the_lineage() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tether.toml"), "[listen]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[session]\ncookies = [\"session\"]\n[lineage]\nenabled = true\n").unwrap();
+        let config = Config::load(&dir.path().join("tether.toml")).unwrap();
+        let old = Detector::build(&config, &HashKey::new([7; 32], None)).unwrap();
+        let store = Store::memory(StoreLimits::default());
+        let issued = decide(&old, &store, &headers("cookie", "session=s".into()), NOW).await;
+        let cookie = format!("session=s; {}", companion(&issued));
+        assert_eq!(decide(&old, &store, &headers("cookie", cookie.clone()), NOW + 1).await.lineage, Some(lineage::Outcome::Current));
+        // The key rotates: the session and its lineage still sit under the old key.
+        let new = Detector::build(&config, &HashKey::new([8; 32], Some([7; 32]))).unwrap();
+        let d = decide(&new, &store, &headers("cookie", cookie.clone()), NOW + 2).await;
+        assert_ne!(d.session, issued.session);
+        assert_eq!((d.lineage, d.lineage_set.is_some()), (Some(lineage::Outcome::Current), false), "judged on the old key's lineage, not issued afresh");
+        assert_eq!(decide(&new, &store, &headers("cookie", "session=s".into()), NOW + 3).await.lineage, Some(lineage::Outcome::Missing));
+        assert_eq!(decide(&new, &store, &headers("cookie", cookie), NOW + 4).await.lineage, Some(lineage::Outcome::Current));
     }
 
     #[tokio::test]

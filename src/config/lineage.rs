@@ -13,6 +13,16 @@ use super::Problem;
 const MAX_ROTATE: Duration = Duration::from_secs(MAX_ROTATE_SECS as u64);
 /// Grace covers requests in flight across a rotation; minutes would be a second lineage.
 const MAX_GRACE: Duration = Duration::from_secs(300);
+/// Below this a rotation is refused: grace must fit below it in whole seconds, and a
+/// value must get a chance to come back before the next one is due. Short enough for a
+/// test to span rotations in seconds; production wants [`RECOMMENDED_ROTATE`].
+const MIN_ROTATE: u32 = 2;
+/// The shortest rotation and grace `check-config` accepts without a warning: under a
+/// minute, a page that loads slowly or a tab asleep in the background takes its answers
+/// as lost; under five seconds of grace, the requests a busy page has in flight when a
+/// value is replaced arrive after it.
+pub(super) const RECOMMENDED_ROTATE: u32 = 60;
+pub(super) const RECOMMENDED_GRACE: u32 = 5;
 
 pub(super) fn read(s: &Section<'_>) -> Option<Option<LineageConfig>> {
     let d = LineageConfig::default();
@@ -28,6 +38,13 @@ pub(super) fn read(s: &Section<'_>) -> Option<Option<LineageConfig>> {
         Some(v) => Some(v.as_secs() as u32),
     };
     let rotate_every = secs("rotate_every", MAX_ROTATE, d.rotate_every);
+    let rotate_every = match rotate_every {
+        Some(r) if r < MIN_ROTATE => {
+            s.problem("rotate_every", Problem::OutOfRange { min: i64::from(MIN_ROTATE), max: i64::from(MAX_ROTATE_SECS), found: i64::from(r) });
+            None
+        }
+        r => r,
+    };
     let grace = secs("grace", MAX_GRACE, d.grace);
     if let (Some(r), Some(g)) = (rotate_every, grace) {
         if g >= r {

@@ -114,6 +114,17 @@ impl Config {
     /// Settings that are valid but weaker than they look, each with its key path.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if let Some(l) = &self.lineage {
+            if l.rotate_every < lineage::RECOMMENDED_ROTATE || l.grace < lineage::RECOMMENDED_GRACE {
+                out.push(format!(
+                    "lineage: rotate_every = {}s, grace = {}s; at least {}s and {}s are recommended (shorter ones are for tests: slow pages and sleeping tabs then read as lost answers or late requests)",
+                    l.rotate_every,
+                    l.grace,
+                    lineage::RECOMMENDED_ROTATE,
+                    lineage::RECOMMENDED_GRACE
+                ));
+            }
+        }
         if let Some(su) = &self.step_up {
             if su.redirect_uri.is_none() && su.public_hosts.is_empty() && self.listen.tls.is_none() {
                 out.push(
@@ -193,6 +204,14 @@ impl Config {
                 // The companion must never be read as the session itself.
                 if config.lineage.as_ref().is_some_and(|l| config.session.cookies.iter().any(|c| c.eq_ignore_ascii_case(&l.cookie))) {
                     return Err(ConfigErrors(vec![ConfigError { path: "lineage.cookie".into(), problem: Problem::Conflict { reason: "names one of session.cookies" } }]));
+                }
+                // A session idle for a rotation is forgotten before its value is due: the
+                // next request issues an unarmed lineage, and a copy passes unnoticed.
+                if config.lineage.as_ref().is_some_and(|l| l.rotate_every >= config.session.limits.idle_ttl) {
+                    return Err(ConfigErrors(vec![ConfigError {
+                        path: "lineage.rotate_every".into(),
+                        problem: Problem::Conflict { reason: "must be shorter than session.idle_ttl (a session forgotten between rotations loses its lineage)" },
+                    }]));
                 }
                 Ok(config)
             }

@@ -352,10 +352,22 @@ fn the_lineage_section_has_defaults_and_names_its_mistakes() {
         ("cookie = \"__Host-\"", "lineage.cookie", "__Host-"),
         ("cookie = \"__Host-SESS\"", "lineage.cookie", "session.cookies"),
         ("rotate_evry = \"5m\"", "lineage.rotate_evry", "did you mean `rotate_every`"),
+        ("rotate_every = \"1s\"\ngrace = \"1s\"", "lineage.rotate_every", "between 2 and 43200"),
     ];
     for (lines, key, says) in rows {
         let err = parse(&format!("{base}[lineage]\nenabled = true\n{lines}\n")).unwrap_err();
         assert_eq!(paths(&err), [key], "{lines}");
         assert!(err.to_string().contains(says), "{lines}: {err}");
     }
+    // A rotation as long as the idle lifetime: the session is forgotten before its value
+    // is due, and its lineage with it.
+    let idle = base.replace("[session]\n", "[session]\nidle_ttl = \"10m\"\n");
+    let err = parse(&format!("{idle}[lineage]\nenabled = true\nrotate_every = \"10m\"\n")).unwrap_err();
+    assert_eq!(paths(&err), ["lineage.rotate_every"], "{err}");
+    assert!(err.to_string().contains("session.idle_ttl"), "{err}");
+    assert!(parse(&format!("{idle}[lineage]\nenabled = true\nrotate_every = \"9m\"\n")).is_ok());
+    // Test-sized values are accepted, and warned about.
+    let fast = parse(&format!("{base}[lineage]\nenabled = true\nrotate_every = \"2s\"\ngrace = \"1s\"\n")).unwrap();
+    assert!(fast.warnings().iter().any(|w| w.starts_with("lineage:")), "{:?}", fast.warnings());
+    assert!(!parse(&format!("{base}[lineage]\nenabled = true\n")).unwrap().warnings().iter().any(|w| w.starts_with("lineage:")), "the defaults are not warned about");
 }

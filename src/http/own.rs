@@ -257,10 +257,13 @@ async fn completed(req: &Request<Incoming>, cx: &Context<'_>, pending: Pending, 
             shared.audit.record(event);
             let mut resp = back(&pending);
             // The owner proved themselves: a new lineage, and every earlier value (the
-            // forked copy's included) void.
+            // forked copy's included) void once the new one is back. A tunnel opened with
+            // an earlier value may be the other copy's: it goes (the owner's page
+            // reconnects with the new value).
             if let (Some(cfg), Some(value)) = (snap.detector.lineage(), snap.detector.restart_lineage(&shared.store, pending.session, cx.now).await) {
                 super::lineage::set(resp.headers_mut(), &value, cfg, snap.config.session.limits.absolute_ttl);
                 shared.metrics.lineage.with_label_values(&[crate::session::lineage::Outcome::Issued.as_str()]).inc();
+                shared.tunnels.close(&pending.session);
             }
             resp
         }

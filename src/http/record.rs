@@ -40,6 +40,10 @@ pub fn decision(shared: &Shared, snap: &Snapshot, d: &Decision, req: &DetectorRe
     if revoked {
         m.revocations.with_label_values(&["policy"]).inc();
         shared.tunnels.close(&d.session);
+    } else if forked(d) {
+        // A second copy of the session is alive, and a tunnel opened before the verdict
+        // may be that copy's: neither side keeps one until the owner has stepped up.
+        shared.tunnels.close(&d.session);
     }
     for event in audit_events(d, req, snap.config.audit.allowed) {
         shared.audit.record(event);
@@ -53,6 +57,12 @@ pub fn decision(shared: &Shared, snap: &Snapshot, d: &Decision, req: &DetectorRe
         e.detail = Some("policy");
         shared.audit.record(e);
     }
+}
+
+/// Whether the decision refuses a request because lineage found another copy of its
+/// session (`forked` or `missing`, enforced, not allowed).
+fn forked(d: &Decision) -> bool {
+    d.verdict.effective() != Action::Allow && d.lineage.is_some_and(|o| !o.ok())
 }
 
 /// Tells the upstream what was decided (`upstream.forward_decision`).

@@ -326,9 +326,7 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
     hygiene::strip_client_claims(headers);
     hygiene::join_cookies(headers);
     dbsc::strip(headers, cx);
-    if let Some(cfg) = snap.detector.lineage() {
-        lineage::strip(headers, cfg);
-    }
+    lineage::strip(headers, snap.detector.lineage());
     hygiene::mark_sensitive(headers);
     // What only tether's own hops may say, and the secret that proves one, never reach
     // the console.

@@ -10,14 +10,17 @@
 //!   may still be on the way, or lost), and for `grace` after it first came back (requests
 //!   a browser sent before it stored the new value); after that it means another copy:
 //!   `forked`. A current value that has not come back for a whole rotation is replaced
-//!   beside the held one (a lost answer) — [`MAX_REISSUES`] times in a row; beyond that it
+//!   beside the held one (a lost answer) — [`MAX_REISSUES`] time in a row; beyond that it
 //!   is not believed: someone takes each new value and drops it to keep a copy alive,
 //!   `forked`;
 //! - any other value means another copy: `forked`; several values are a spliced jar;
 //! - no value at all, once the lineage is *armed* (one of its values came back at least
 //!   once), means a copy made without the companion: `missing`. Until then a browser
 //!   that refuses the cookie is not flagged (it is offered a new value each
-//!   `rotate_every`); the window this leaves is a theft before the first round trip.
+//!   `rotate_every`); the window this leaves is a theft before the first round trip;
+//! - a bearer credential can carry no companion: once armed it is `missing` (a verified
+//!   JWT keys the same session whatever header carries it), before that it changes
+//!   nothing (there is no jar to set a value in).
 //!
 //! A value never travels anywhere but the response that sets it: the store keeps a
 //! 6-byte digest of each (the values are 128 random bits, so the digest reveals
@@ -38,9 +41,11 @@ pub const COOKIE_PREFIX: &str = "__Host-";
 /// fork), nor found from the stored digest before the value is rotated away. Six bytes
 /// keep the whole lineage at 20 (see [`Lineage`]).
 pub const DIGEST_LEN: usize = 6;
-/// Lost answers in a row a lineage believes: a browser loses one now and then, three in
-/// a row (each a whole rotation apart) is someone dropping the new values on purpose.
-pub const MAX_REISSUES: u8 = 3;
+/// Lost answers in a row a lineage believes: a browser loses one now and then; two in a
+/// row, each a whole rotation apart while the browser kept sending the value before, is
+/// someone taking each new value and dropping it. One keeps such a thief's copy alive
+/// for at most two rotations after the first one it raced.
+pub const MAX_REISSUES: u8 = 1;
 /// The longest `rotate_every`: a value comes back before it is due, so the time of its
 /// first return fits 16 bits after its issue.
 pub const MAX_ROTATE: Secs = 12 * 3600;
@@ -122,8 +127,13 @@ impl Value {
     }
 
     /// The `Set-Cookie` value that issues it, kept as long as tether remembers a session.
+    ///
+    /// `SameSite=None`: the companion must travel wherever the session cookie does (a
+    /// cross-site form post, an embedded console, a credentialed fetch), or its absence
+    /// there would read as `missing`. It grants nothing on its own, and `__Host-` with
+    /// `Secure` keeps it bound to this host.
     pub fn set_cookie(&self, name: &str, max_age: Secs) -> String {
-        format!("{name}={}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax", self.as_str())
+        format!("{name}={}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=None", self.as_str())
     }
 }
 
@@ -192,9 +202,12 @@ impl Lineage {
     }
 
     /// A new lineage after a completed step-up: the owner proved themselves, so every
-    /// value issued before (whoever holds it) is void. It stays armed if it was.
+    /// value issued before is void — but for the current one, kept as the previous value
+    /// under the usual rules (good until the new one comes back, then for `grace`): the
+    /// owner's other tabs hold it and have requests in flight. It stays armed if it was.
     pub fn restart(state: Option<&Lineage>, fresh: Digest, now: Secs) -> Lineage {
-        Lineage { current: fresh, previous: [0; DIGEST_LEN], issued_at: now, seen: 0, armed: state.is_some_and(|s| s.armed), reissues: 0 }
+        let previous = state.map_or([0; DIGEST_LEN], |s| s.current);
+        Lineage { current: fresh, previous, issued_at: now, seen: 0, armed: state.is_some_and(|s| s.armed), reissues: 0 }
     }
 }
 
@@ -205,6 +218,8 @@ pub enum Presented {
     One(Digest),
     /// A browser sends one `__Host-` cookie of a name; several are a spliced jar.
     Several,
+    /// A bearer credential: no cookie jar, so no companion can come with it.
+    Bearer,
 }
 
 impl Presented {
@@ -260,6 +275,10 @@ pub enum Change {
 /// for a session that has no lineage yet (it is issued one).
 pub fn assess(state: Option<&Lineage>, presented: Presented, now: Secs, cfg: &LineageConfig) -> (Option<Outcome>, Change) {
     let Some(s) = state else {
+        // A bearer client has no jar to set a value in.
+        if presented == Presented::Bearer {
+            return (None, Change::None);
+        }
         // First sight, or a session from before lineage was turned on: issue one. A
         // value it presents cannot be checked against anything, so it earns no trust.
         return (None, Change::Issue { previous: None, armed: false, reissued: false });
@@ -267,6 +286,10 @@ pub fn assess(state: Option<&Lineage>, presented: Presented, now: Secs, cfg: &Li
     let due = now.saturating_sub(s.issued_at) >= cfg.rotate_every;
     match presented {
         Presented::Several => (Some(Outcome::Forked), Change::None),
+        // The session's browser returns the companion, so this copy was made without it;
+        // unarmed, nothing to compare with and nothing to offer.
+        Presented::Bearer if s.armed => (Some(Outcome::Missing), Change::None),
+        Presented::Bearer => (Some(Outcome::Unconfirmed), Change::None),
         Presented::One(d) if d == s.current => {
             let change = if due {
                 Change::Issue { previous: Some(s.current), armed: true, reissued: false }
@@ -279,9 +302,9 @@ pub fn assess(state: Option<&Lineage>, presented: Presented, now: Secs, cfg: &Li
         }
         Presented::One(d) if s.previous() == Some(d) && s.seen_at().is_none_or(|seen| now <= seen.saturating_add(cfg.grace)) => {
             // The current value never came back within a whole rotation: its answer was
-            // lost. Issue another, still beside the value the browser holds — a few times:
-            // more in a row is someone taking each new value and dropping it, so that the
-            // copy they hold stays good.
+            // lost. Issue another, still beside the value the browser holds — once: a
+            // second in a row is someone taking each new value and dropping it, so that
+            // the copy they hold stays good.
             match (s.seen == 0 && due, s.reissues >= MAX_REISSUES) {
                 (true, true) => (Some(Outcome::Forked), Change::None),
                 (true, false) => (Some(Outcome::Previous), Change::Issue { previous: Some(d), armed: true, reissued: true }),
@@ -300,13 +323,16 @@ pub fn assess(state: Option<&Lineage>, presented: Presented, now: Secs, cfg: &Li
     }
 }
 
-/// The companion values in a request's `Cookie` headers, its name compared as leniently
-/// as the session cookie's (case, percent-encoding), so no spelling slips past the count.
+/// The companion values in a request's `Cookie` headers: only pairs named exactly,
+/// byte for byte. The browser sends the real one under that name, and `__Host-`
+/// guarantees no sibling host set it; any other spelling (`%5F_Host-…`, another case) is
+/// a cookie a sibling subdomain may have planted with `Domain=` to make every request
+/// look spliced. Those are only stripped (see [`without`]), never counted.
 pub fn read(headers: &HeaderMap, name: &str) -> Presented {
     let mut found = Presented::None;
     for pair in cookie_pairs(headers) {
         let Some((n, v)) = split_pair(pair) else { continue };
-        if !names(n, name) {
+        if n != name.as_bytes() {
             continue;
         }
         let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);
@@ -404,7 +430,8 @@ mod tests {
             (Some(unseen), Presented::One(P), 200, Some(Previous), Change::None, "the previous value while the current one never came back"),
             (Some(unseen), Presented::One(P), 300, Some(Previous), reissue(Some(P)), "the current value lost a whole rotation: issue another beside the held one"),
             (Some(reissued), Presented::One(P), 200, Some(Previous), Change::None, "the previous value while the re-issued one is on its way"),
-            (Some(once), Presented::One(P), 300, Some(Previous), reissue(Some(P)), "a second lost answer in a row is still believed"),
+            (Some(once), Presented::One(P), 300, Some(Forked), Change::None, "a second lost answer in a row is not believed: a thief drops each new value"),
+            (Some(unseen), Presented::One(P), 299, Some(Previous), Change::None, "a lost answer is believed until its rotation is over"),
             (Some(reissued), Presented::One(P), 300, Some(Forked), Change::None, "values never come back, rotation after rotation: someone drops them"),
             (Some(reissued), Presented::One(C), 5, Some(Current), Change::Seen, "the re-issued value came back"),
             (Some(seen), Presented::One(P), 300, Some(Forked), Change::None, "a due rotation never excuses an old value"),
@@ -416,6 +443,10 @@ mod tests {
             (Some(unarmed), Presented::None, 5, Some(Unconfirmed), Change::None, "no value before the first round trip"),
             (Some(unarmed), Presented::None, 300, Some(Unconfirmed), issue(None, false), "a browser refusing the cookie is offered another each rotation"),
             (Some(unarmed), Presented::One(X), 5, Some(Unconfirmed), Change::None, "an unknown value before anything came back"),
+            (Some(seen), Presented::Bearer, 5, Some(Missing), Change::None, "a bearer credential of an armed session: no companion possible"),
+            (Some(unseen), Presented::Bearer, 300, Some(Missing), Change::None, "a bearer credential never moves an armed lineage"),
+            (Some(unarmed), Presented::Bearer, 300, Some(Unconfirmed), Change::None, "a bearer credential of an unarmed session: nothing to offer it"),
+            (None, Presented::Bearer, 0, None, Change::None, "a bearer-only session is issued nothing"),
         ];
         for (s, presented, dt, outcome, change, why) in rows {
             assert_eq!(assess(s.as_ref(), presented, T + dt, &cfg()), (outcome, change), "{why}");
@@ -446,7 +477,10 @@ mod tests {
         assert_eq!(Lineage::new(C, P, T, Some(T - 60), true).seen_at(), Some(T), "a clock moved back saturates");
         assert_eq!(Lineage::after(Some(&seen), Change::None, X, T), None);
         let restarted = Lineage::restart(Some(&rotated), P, T + 400);
-        assert_eq!((restarted.current, restarted.previous(), restarted.armed), (P, None, true));
+        assert_eq!((restarted.current, restarted.previous(), restarted.armed, restarted.seen_at()), (P, Some(X), true, None), "the owner's other tabs keep the value they hold, under the usual grace");
+        assert_eq!(restarted.issued_at, T + 400);
+        assert_eq!(assess(Some(&restarted), Presented::One(X), T + 401, &cfg()), (Some(Outcome::Previous), Change::None), "a tab's request in flight");
+        assert_eq!(assess(Some(&restarted), Presented::One(C), T + 401, &cfg()).0, Some(Outcome::Forked), "anything older is void");
         assert!(!Lineage::restart(None, P, T).armed);
         assert_eq!(std::mem::size_of::<Option<Lineage>>(), 20, "the armed flag's niche holds the None");
     }
@@ -497,8 +531,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(COOKIE, "a=1; __Host-tether-lineage=abc; b=2".parse().unwrap());
         assert_eq!(read(&h, DEFAULT_COOKIE), Presented::One(digest(b"abc")));
-        h.append(COOKIE, "__host-TETHER-lineage=\"def\"".parse().unwrap());
-        assert_eq!(read(&h, DEFAULT_COOKIE), Presented::Several, "another spelling is another value");
+        // Cookies a sibling subdomain can toss in with `Domain=`: not the companion, so
+        // never a spliced jar (they are stripped all the same).
+        h.append(COOKIE, "__host-TETHER-lineage=\"def\"; %5F_Host-tether-lineage=ghi; __Host-tether-lineag%65=jkl".parse().unwrap());
+        assert_eq!(read(&h, DEFAULT_COOKIE), Presented::One(digest(b"abc")), "only the exact name counts");
+        assert_eq!(without(b"a=1; __host-TETHER-lineage=def; %5F_Host-tether-lineage=ghi", DEFAULT_COOKIE).as_deref(), Some(&b"a=1"[..]));
+        h.append(COOKIE, "__Host-tether-lineage=\"def\"".parse().unwrap());
+        assert_eq!(read(&h, DEFAULT_COOKIE), Presented::Several, "two values under the exact name: a spliced jar");
         assert_eq!(read(&HeaderMap::new(), DEFAULT_COOKIE), Presented::None);
         assert_eq!(without(b"a=1; __Host-tether-lineage=abc; b=2", DEFAULT_COOKIE).as_deref(), Some(&b"a=1; b=2"[..]));
         assert_eq!(without(b"%5F_Host-tether-lineage=abc", DEFAULT_COOKIE), None);
@@ -507,7 +546,7 @@ mod tests {
         assert_eq!(v.as_str().len(), 32);
         assert!(!format!("{v:?}").contains(v.as_str()));
         let set = v.set_cookie(DEFAULT_COOKIE, 600);
-        assert!(set.starts_with("__Host-tether-lineage=") && set.contains("; Path=/") && set.contains("; Secure") && set.contains("; HttpOnly") && set.contains("; SameSite=Lax"));
+        assert!(set.starts_with("__Host-tether-lineage=") && set.contains("; Path=/") && set.contains("; Secure") && set.contains("; HttpOnly") && set.contains("; SameSite=None"));
         assert_eq!(read(&[(COOKIE, format!("{DEFAULT_COOKIE}={}", v.as_str()).parse().unwrap())].into_iter().collect(), DEFAULT_COOKIE), Presented::One(v.digest()));
     }
 }

@@ -572,16 +572,28 @@ impl RedisStore {
     }
 
     /// [`super::Store::swap_lineage`]: one script, compare and set.
+    ///
+    /// The key lives until the session's absolute deadline: the record's idle lifetime
+    /// slides with every write while the lineage changes only once a rotation, so an
+    /// idle deadline set at the last change could drop the lineage of a live session
+    /// (re-issued unarmed, a copy would pass). A lineage that outlives its record is
+    /// harmless: the browser keeps the cookie as long.
     pub async fn swap_lineage(&self, key: &SessionKey, created: Secs, expected: Option<&Lineage>, next: Lineage, now: Secs) -> Result<bool, StoreError> {
         let inner = &self.inner;
-        let limits = inner.limits;
-        let deadline = now.saturating_add(limits.idle_ttl).min(created.saturating_add(limits.absolute_ttl));
+        let deadline = created.saturating_add(inner.limits.absolute_ttl);
         let ttl = deadline.saturating_sub(now).max(1);
         let mut conn = inner.conn();
         let mut call = inner.scripts.lineage_swap.prepare_invoke();
         call.key(inner.keys.lineage(key));
         call.arg(expected.map(codec::encode_lineage).unwrap_or_default()).arg(codec::encode_lineage(&next)).arg(ttl);
-        let swapped = inner.run(async move { call.invoke_async::<i64>(&mut conn).await }).await? == 1;
+        let swapped = match inner.run(async move { call.invoke_async::<i64>(&mut conn).await }).await {
+            Ok(n) => n == 1,
+            Err(e) => {
+                // It may have been applied all the same: the next read asks Redis.
+                inner.cache.put_lineage(*key, None);
+                return Err(e);
+            }
+        };
         // Lost the race: what this replica holds is behind; read it afresh next time.
         inner.cache.put_lineage(*key, swapped.then_some(next));
         Ok(swapped)

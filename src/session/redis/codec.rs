@@ -513,7 +513,7 @@ pub fn encode_lineage(l: &Lineage) -> Vec<u8> {
     out.extend_from_slice(&l.previous);
     out.extend_from_slice(&l.issued_at.to_be_bytes());
     out.extend_from_slice(&l.seen_at().unwrap_or(0).to_be_bytes());
-    // invariant: reissues never exceeds MAX_REISSUES (3), so it fits two bits.
+    // invariant: reissues never exceeds MAX_REISSUES (1; the format keeps two bits).
     out.push(u8::from(l.armed) | (l.reissues.min(3) << 1));
     out
 }
