@@ -18,7 +18,6 @@ mod service;
 pub mod step_up;
 mod tunnel;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,10 +57,8 @@ where
         let shared = shared.clone();
         let activity = activity.clone();
         service_fn(move |req| {
-            let conn = conn.clone();
-            let shared = shared.clone();
             activity.touch();
-            async move { Ok::<_, Infallible>(service::handle(req, &conn, &shared).await) }
+            service::handle(req, conn.clone(), shared.clone())
         })
     };
     let io = TokioIo::new(io);

@@ -18,6 +18,7 @@
 //! [`Detector::identify`]: crate::detector::Detector::identify
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -101,7 +102,10 @@ impl Context<'_> {
     }
 }
 
-pub async fn handle(req: Request<Incoming>, conn: &ConnFacts, shared: &Arc<Shared>) -> Response<ProxyBody> {
+/// Answers one request. The service future itself (no wrapping block): hyper moves it
+/// whole into its dispatcher, and each async level around it would copy it once more.
+pub async fn handle(req: Request<Incoming>, conn: Arc<ConnFacts>, shared: Arc<Shared>) -> Result<Response<ProxyBody>, Infallible> {
+    let (conn, shared) = (&*conn, &shared);
     let started = Instant::now();
     let snap = shared.snapshot();
     // Read before the request moves on: any answer tether writes itself leaves the body
@@ -121,7 +125,7 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnFacts, shared: &Arc<Share
     };
     record::request(shared, conn.protocol, resp.status(), started);
     access::answered(&snap, &seen, &outcome, resp.status(), started);
-    resp
+    Ok(resp)
 }
 
 /// The phases, in order.
@@ -143,12 +147,28 @@ async fn respond(
         // IdP and owner paths would otherwise be copied on every forwarded request.
         return Box::pin(own::serve(req, &cx)).await;
     }
-    let decision = judge(&req, &cx).await?;
+    let decision = match &cx.identity {
+        None => None,
+        Some(identity) => match judge_identified(cx.shared, cx.snap, &cx.detector_request(&req), identity, cx.security_started).await {
+            Judged::Decided(d) => Some(d),
+            Judged::Unjudged => None,
+            Judged::Refused => return Err(ProxyError::StoreUnavailable),
+        },
+    };
     outcome.decided(decision.as_ref());
     // Whatever answers this request carries a value the store now holds: the answer
     // that does not (an error) is a lost response, which lineage tolerates.
     let lineage_set = decision.as_ref().and_then(|d| d.lineage_set.as_ref()).map(|(_, v)| v.clone());
-    let mut resp = answer_or_forward(req, &cx, decision).await?;
+    let mut resp = match &decision {
+        // A bound session proves its device before anything else is asked of it.
+        Some(d) => match dbsc::answer(&req, &cx, d) {
+            Some(resp) => answer::close_if(resp, cx.unread_body),
+            // Boxed: only an identification, a challenge or a block take this branch.
+            None if d.identify || d.verdict.effective() != Action::Allow => Box::pin(answer_or_forward(req, &cx, decision)).await?,
+            None => forward(req, &cx, decision).await?,
+        },
+        None => forward(req, &cx, decision).await?,
+    };
     if let (Some(value), Some(cfg)) = (lineage_set, snap.detector.lineage()) {
         lineage::set(resp.headers_mut(), &value, cfg, snap.config.session.limits.absolute_ttl);
     }
@@ -229,18 +249,6 @@ fn refuse(req: &Request<Incoming>, cx: &Context<'_>, reason: &'static str) -> Re
     answer::close_if(answer::json(StatusCode::BAD_REQUEST, format!("{{\"error\":\"ambiguous_request\",\"reason\":\"{reason}\"}}\n")), cx.unread_body)
 }
 
-/// The detector's decision, recorded; `None` for a request without a session (or let
-/// through unjudged). Refused when the shared store cannot be read and the operator
-/// chose `store.on_error = "refuse"`.
-async fn judge(req: &Request<Incoming>, cx: &Context<'_>) -> Result<Option<Decision>, ProxyError> {
-    let Some(identity) = cx.identity.as_ref() else { return Ok(None) };
-    match judge_identified(cx.shared, cx.snap, &cx.detector_request(req), identity, cx.security_started).await {
-        Judged::Decided(d) => Ok(Some(d)),
-        Judged::Unjudged => Ok(None),
-        Judged::Refused => Err(ProxyError::StoreUnavailable),
-    }
-}
-
 /// What became of a request the detector was asked to judge.
 pub(super) enum Judged {
     Decided(Decision),
@@ -283,15 +291,13 @@ pub(super) async fn judge_identified(
     Judged::Decided(decision)
 }
 
-/// Acts on the decision: a challenge or a block answered by tether, else the upstream.
+/// Acts on a decision tether may answer itself (its device proven): an identification,
+/// a challenge or a block; the upstream when the identification is not needed after all
+/// and the request is allowed.
 async fn answer_or_forward(req: Request<Incoming>, cx: &Context<'_>, decision: Option<Decision>) -> Result<Response<ProxyBody>, ProxyError> {
     let Some(d) = &decision else {
         return forward(req, cx, None).await;
     };
-    // A bound session proves its device before anything else is asked of it.
-    if let Some(resp) = dbsc::answer(&req, cx, d) {
-        return Ok(answer::close_if(resp, cx.unread_body));
-    }
     // A new browser session whose owner nobody has named goes to the IdP first, to be
     // identified silently; it comes back to this same request, judged afresh.
     if d.identify {
@@ -313,9 +319,10 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
     let upgrade = upgrade_requested(&req, cx.conn.protocol);
     let client_upgrade: Option<OnUpgrade> = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     // A tunnel outlives this request; it keeps what is needed to judge its session
-    // again when the policy changes.
+    // again when the policy changes. Boxed: most requests are no upgrade, and this
+    // future is copied whole at each level of the request's futures.
     let recheck = match (&upgrade, &decision) {
-        (Some(_), Some(d)) => Some(Recheck::new(&req, cx, d.session)),
+        (Some(_), Some(d)) => Some(Box::new(Recheck::new(&req, cx, d.session))),
         _ => None,
     };
 
@@ -374,7 +381,7 @@ async fn forward(mut req: Request<Incoming>, cx: &Context<'_>, decision: Option<
         parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(UPGRADE, protocol);
         cx.shared.metrics.upgrades.inc();
-        tokio::spawn(tunnel::run(client_upgrade, upstream_upgrade, cx.shared.clone(), recheck));
+        tokio::spawn(tunnel::run(client_upgrade, upstream_upgrade, cx.shared.clone(), recheck.map(|r| *r)));
         return Ok(Response::from_parts(parts, ProxyBody::empty()));
     }
 
@@ -523,5 +530,24 @@ mod tests {
         assert!(!host_matches_sni(&h("other.example.com"), "admin.example.com"));
         assert!(!host_matches_sni(&h("[::1]:443"), "localhost"));
         assert!(!host_matches_sni(&h("admin.example.com:x"), "admin.example.com"));
+    }
+}
+
+#[cfg(test)]
+mod future_sizes {
+    use super::*;
+    use std::future::Future;
+    fn size3<A, B, C, F: Future>(_: fn(A, B, C) -> F) -> usize { std::mem::size_of::<F>() }
+    fn size1<A, F: Future>(_: fn(A) -> F) -> usize { std::mem::size_of::<F>() }
+    fn h(r: Request<Incoming>, c: Arc<ConnFacts>, s: Arc<Shared>) -> impl Future { handle(r, c, s) }
+    fn aof(r: Request<Incoming>, c: &'static Context<'static>, d: Option<Decision>) -> impl Future { answer_or_forward(r, c, d) }
+    fn fw(r: Request<Incoming>, c: &'static Context<'static>, d: Option<Decision>) -> impl Future { forward(r, c, d) }
+    fn jg(r: &'static Request<Incoming>, c: &'static Context<'static>, i: &'static Identity) -> impl Future { judge_identified(c.shared, c.snap, Box::leak(Box::new(c.detector_request(r))), i, c.security_started) }
+    fn rs(r: Request<Incoming>, c: &'static ConnFacts, s: &'static Snapshot) -> impl Future { let sh: &'static Arc<Shared> = Box::leak(Box::new(todo!())); let o: &'static mut access::Outcome = Box::leak(Box::new(Default::default())); respond(r, c, s, sh, false, o) }
+    fn up(r: Request<crate::upstream::RequestBody>) -> impl Future { let u: &'static crate::upstream::UpstreamClient = Box::leak(Box::new(todo!())); u.send(r) }
+    #[test]
+    fn print() {
+        eprintln!("handle {} respond {} aof {} forward {} judge {} send {}", size3(h), size3(rs), size3(aof), size3(fw), size3(jg), size1(up));
+        eprintln!("Decision {} Context {} Identity {} Request {} Parts {} Response {} DetReq {} Recheck {} Guarded {}", std::mem::size_of::<Decision>(), std::mem::size_of::<Context>(), std::mem::size_of::<Identity>(), std::mem::size_of::<Request<Incoming>>(), std::mem::size_of::<http::request::Parts>(), std::mem::size_of::<Response<ProxyBody>>(), std::mem::size_of::<DetectorRequest>(), std::mem::size_of::<Recheck>(), std::mem::size_of::<Guarded<Incoming>>());
     }
 }
