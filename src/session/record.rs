@@ -827,6 +827,9 @@ mod tests {
         // costs a 208-byte one.
         let size = std::mem::size_of::<SessionRecord>();
         assert!(size <= 184, "{size} bytes");
+        // The shared part, where a session has one: 16 bytes of counts + 72 in a 96-byte
+        // chunk (and the device key's bytes in their own).
+        assert!(std::mem::size_of::<Extra>() <= 72, "{} bytes", std::mem::size_of::<Extra>());
         eprintln!("SessionRecord: {size} bytes");
     }
 
