@@ -30,15 +30,15 @@ fn record(at: u32) -> SessionRecord {
         previous: None,
         created: at,
         user: Some(Arc::from("alice")),
-        authenticated_at: None,
+        authenticated_at: Default::default(),
         step_up_pending: false,
         bound_suspect: false,
         step_up_failures: 0,
         recent_addresses: [0; 4],
         owner_source: Default::default(),
         identify_at: 0,
-        proven: Default::default(),
-        device: None,
+        first_proven: None,
+        extra: None,
         lineage: None,
     }
 }

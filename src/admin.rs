@@ -203,11 +203,11 @@ fn session_json(key: &SessionKey, r: &SessionRecord) -> serde_json::Value {
         "client": { "ua_family": r.client.ua.family.as_str(), "ua_major": r.client.ua.major, "os": r.client.ua.os.as_str(), "tls": r.client.tls.as_str() },
         "step_up_pending": r.step_up_pending,
         "step_up_failures": r.step_up_failures,
-        "authenticated_at": r.authenticated_at,
+        "authenticated_at": r.authenticated_at.get(),
         "owner_source": r.owner_source.as_str(),
         // When the session was bound to a device key (DBSC), if it is.
-        "device_bound_at": r.device.as_ref().map(|d| crate::audit::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(u64::from(d.registered)))),
-        "proven": r.proven.iter().map(|c| json!({
+        "device_bound_at": r.device().map(|d| crate::audit::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(u64::from(d.registered)))),
+        "proven": r.proven().iter().map(|c| json!({
             "asn": c.asn().map(|a| a.0),
             "country": c.country().map(|c| c.as_str().to_owned()),
             "category": c.category.as_str(),

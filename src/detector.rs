@@ -17,7 +17,7 @@ use crate::session::credential::{self, Ambiguity, Credential};
 use crate::session::jwt::{JwksError, JwtOutcome, JwtVerifier, VerifiedClaims};
 use crate::session::key::HashKeyError;
 use crate::session::lineage::{self, Lineage, LineageConfig, Presented, Value};
-use crate::session::record::{address_tag, name_owner, Client, Ja4Digest, OwnerChange, OwnerSource, Proven, SessionRecord, RECENT_ADDRESSES};
+use crate::session::record::{address_tag, name_owner, Client, Ja4Digest, Moment, OwnerChange, OwnerSource, SessionRecord, Sighting, RECENT_ADDRESSES};
 use crate::session::redis::OnError;
 use crate::session::{Bind, HashKey, Loaded, Secs, SessionKey, Store, StoreError};
 use crate::dbsc::token::Bound;
@@ -366,7 +366,7 @@ impl Detector {
         }
         // Once bound to a device key, the session answers only with a bound cookie,
         // whatever client presents it (the downgrade window stays closed).
-        let binding = prior.and_then(|r| r.device.as_deref()).filter(|_| self.dbsc.enabled && !req.recheck);
+        let binding = prior.and_then(|r| r.device()).filter(|_| self.dbsc.enabled && !req.recheck);
         let bound_cookie = binding.map(|_| {
             let values = crate::dbsc::header::cookie_values(req.headers, &self.dbsc.bound_cookie);
             crate::dbsc::token::read_bound(&self.hash_key, &key, values, req.now)
@@ -384,7 +384,7 @@ impl Detector {
         for s in carried.iter() {
             signals.insert(s);
         }
-        let authenticated_at = prior.and_then(|r| r.authenticated_at).max(jwt_auth);
+        let authenticated_at = prior.and_then(|r| r.authenticated_at.get()).max(jwt_auth);
         // Judged as every method it may act as and every spelling of its path: the
         // strictest matching route wins.
         let route = if self.policy.routes.is_empty() {
@@ -439,7 +439,7 @@ impl Detector {
             let mut baseline = loaded.baseline.unwrap_or_default();
             let newly_owned = matches!(owner_change, OwnerChange::Learned | OwnerChange::Overrode(_));
             // A newly known owner's baseline learns where the session was proven.
-            let taught = newly_owned && baseline.learn_proven(&record.proven, req.now);
+            let taught = newly_owned && baseline.learn_proven(&record.proven(), req.now);
             let allowed = verdict.action == Action::Allow && baseline.learn(&record.last, client);
             let learned = match &user {
                 Some(u) if taught || allowed => Some((u, &baseline)),
@@ -481,18 +481,23 @@ impl Detector {
         };
         let risky = verdict.enforced() && verdict.action == Action::StepUp && self.dbsc.on_risk != OnRisk::Off;
         let demanded = binding.demanded;
-        match record.device.as_deref_mut() {
-            Some(d) if risky && (demanded == 0 || issued < demanded) => {
-                if demanded == 0 {
+        // The record is the loaded one's clone and shares its binding: it is copied only
+        // when the demand changes, not on every request of a bound session.
+        let bound = record.device().is_some();
+        if bound && risky && (demanded == 0 || issued < demanded) {
+            if demanded == 0 {
+                if let Some(d) = record.device_mut() {
                     d.demanded = now;
                 }
-                DeviceCheck::ProofDemanded
             }
-            Some(d) if verdict.action == Action::Allow && demanded != 0 => {
-                d.demanded = 0;
-                DeviceCheck::Proven
+            DeviceCheck::ProofDemanded
+        } else {
+            if bound && verdict.action == Action::Allow && demanded != 0 {
+                if let Some(d) = record.device_mut() {
+                    d.demanded = 0;
+                }
             }
-            _ => DeviceCheck::Proven,
+            DeviceCheck::Proven
         }
     }
 
@@ -501,7 +506,7 @@ impl Detector {
     pub async fn bind_device(&self, store: &Store, key: SessionKey, device: DeviceKey, now: Secs) -> Result<DeviceBound, StoreError> {
         let loaded = store.load(&key, None, now).await?;
         let Some(record) = loaded.record.filter(|_| !loaded.revoked) else { return Ok(DeviceBound::NoSession) };
-        if record.device.is_some() {
+        if record.device().is_some() {
             return Ok(DeviceBound::AlreadyBound);
         }
         let binding = DeviceBinding { key: device, registered: now, demanded: 0 };
@@ -515,7 +520,7 @@ impl Detector {
     /// The device binding of a live session, for a refresh to verify against.
     pub async fn device_of(&self, store: &Store, key: SessionKey, now: Secs) -> Result<Option<DeviceBinding>, StoreError> {
         let loaded = store.load(&key, None, now).await?;
-        Ok(loaded.record.filter(|_| !loaded.revoked).and_then(|r| r.device.map(|d| *d)))
+        Ok(loaded.record.filter(|_| !loaded.revoked).and_then(|r| r.device().cloned()))
     }
 
     /// A fresh key proof answered a demand under `dbsc.on_risk = "challenge"`: the
@@ -526,7 +531,7 @@ impl Detector {
     pub async fn prove_device(&self, store: &Store, key: SessionKey, req: &Request<'_>) -> Result<bool, StoreError> {
         let loaded = store.load(&key, None, req.now).await?;
         let Some(mut record) = loaded.record.filter(|_| !loaded.revoked) else { return Ok(false) };
-        if record.device.as_ref().is_none_or(|d| d.demanded == 0) {
+        if record.device().is_none_or(|d| d.demanded == 0) {
             return Ok(false);
         }
         let client = client_of(req);
@@ -538,7 +543,7 @@ impl Detector {
         record.step_up_pending = false;
         record.bound_suspect = false;
         record.remember_address(address_tag(req.ip));
-        record.proven.add(&place, client.tls);
+        record.prove(&place, client.tls);
         store.store(key, record, None).await?;
         Ok(true)
     }
@@ -655,15 +660,15 @@ impl Detector {
                 previous: None,
                 created: req.now,
                 user: proof.challenged_owner.cloned(),
-                authenticated_at: None,
+                authenticated_at: Moment::NEVER,
                 step_up_pending: false,
                 bound_suspect: false,
                 step_up_failures: 0,
                 recent_addresses: [0; RECENT_ADDRESSES],
                 owner_source: OwnerSource::Unknown,
                 identify_at: 0,
-                proven: Proven::default(),
-                device: None,
+                first_proven: None,
+                extra: None,
                 lineage: None,
             },
         };
@@ -685,14 +690,14 @@ impl Detector {
         record.client = client;
         record.last = place;
         record.previous = None;
-        record.authenticated_at = Some(proof.auth_time.max(record.authenticated_at.unwrap_or(0)));
+        record.authenticated_at = Moment::at(proof.auth_time.max(record.authenticated_at.get().unwrap_or(0)));
         record.step_up_pending = false;
         record.bound_suspect = false;
         record.step_up_failures = 0;
         record.remember_address(address_tag(req.ip));
-        record.proven.add(&place, client.tls);
+        record.prove(&place, client.tls);
         let mut baseline = loaded.baseline.unwrap_or_default();
-        let taught = baseline.learn_proven(&record.proven, req.now);
+        let taught = baseline.learn_proven(&record.proven(), req.now);
         let learned = match &user {
             Some(u) if baseline.learn(&place, client) || taught => Some((u, &baseline)),
             _ => None,
@@ -715,7 +720,7 @@ impl Detector {
         let change = name_owner(&mut record, user, source);
         if let OwnerChange::Learned | OwnerChange::Overrode(_) = change {
             let mut baseline = loaded.baseline.unwrap_or_default();
-            let taught = baseline.learn_proven(&record.proven, now);
+            let taught = baseline.learn_proven(&record.proven(), now);
             store.store(key, record, taught.then_some((user, &baseline))).await?;
             store.index_session(user, key).await?;
         } else if record.owner_source != source_before {
@@ -762,29 +767,29 @@ fn next_record(prior: Option<&SessionRecord>, obs: &Observed<'_>, client: Client
         None => {
             let mut recent = [0u32; RECENT_ADDRESSES];
             recent[0] = tag;
-            // Born in a context the policy (would have) allowed: that context is proven.
-            let mut proven = Proven::default();
-            if verdict.action < Action::StepUp {
-                proven.add(&place, client.tls);
-            }
-            SessionRecord {
+            let mut record = SessionRecord {
                 bound: place,
                 client,
                 last: place,
                 previous: None,
                 created: obs.now,
                 user: None,
-                authenticated_at,
+                authenticated_at: authenticated_at.into(),
                 step_up_pending: demanded,
                 bound_suspect: demanded,
                 step_up_failures: 0,
                 recent_addresses: recent,
                 owner_source: OwnerSource::Unknown,
                 identify_at: 0,
-                proven,
-                device: None,
+                first_proven: None,
+                extra: None,
                 lineage: None,
+            };
+            // Born in a context the policy (would have) allowed: that context is proven.
+            if verdict.action < Action::StepUp {
+                record.prove(&place, client.tls);
             }
+            record
         }
         Some(p) => {
             let mut r = p.clone();
@@ -793,11 +798,11 @@ fn next_record(prior: Option<&SessionRecord>, obs: &Observed<'_>, client: Client
             // not mistaken for alternation, and monitor mode's numbers are enforce's.
             if verdict.action < Action::StepUp {
                 if !place.same_network(&p.last) {
-                    r.previous = Some(p.last);
+                    r.previous = Some(Sighting::of(&p.last));
                 }
                 r.last = place;
             }
-            r.authenticated_at = authenticated_at;
+            r.authenticated_at = authenticated_at.into();
             r.step_up_pending = p.step_up_pending || demanded;
             // An allowed request re-baselines the client (a browser upgrade), so the
             // change is counted once, not on every request after it.

@@ -129,7 +129,7 @@ pub fn derive(obs: &Observed<'_>, prior: Option<&SessionRecord>, baseline: Optio
     }
     // A context the session was proven in (its clean birth, a completed step-up) is no
     // change, whatever it is bound to now.
-    let proven = prior.is_some_and(|p| p.proven.covers(&now, obs.client.tls));
+    let proven = prior.is_some_and(|p| p.proven().covers(&now, obs.client.tls));
     if !proven && new_network_for_user(&now, prior, baseline) {
         s.insert(Signal::NewNetworkForUser);
     }
@@ -170,7 +170,7 @@ pub fn derive(obs: &Observed<'_>, prior: Option<&SessionRecord>, baseline: Optio
     }
     // Moving between two proven contexts (an owner switching a VPN on and off) is not
     // two people at once.
-    let between_proven = proven && prior.proven.covers(&prior.last, prior.client.tls);
+    let between_proven = proven && prior.proven().covers(&prior.last, prior.client.tls);
     if !between_proven && concurrent_use(&now, prior, policy.concurrent_window_secs) {
         s.insert(Signal::ConcurrentUse);
     }
@@ -254,9 +254,9 @@ pub fn ja4_change(bound: Option<Ja4Digest>, now: Option<Ja4Digest>) -> bool {
 /// from two places at once. A phone moving between home Wi-Fi and its carrier in the same
 /// country does this too, so that pair is excluded.
 pub fn concurrent_use(now: &Place, prior: &SessionRecord, window: u32) -> bool {
-    let Some(previous) = &prior.previous else { return false };
+    let Some(previous) = prior.previous.map(|p| p.place()) else { return false };
     let last = &prior.last;
-    let alternating = !now.same_network(last) && now.same_network(previous) && now.at.saturating_sub(previous.at) <= window;
+    let alternating = !now.same_network(last) && now.same_network(&previous) && now.at.saturating_sub(previous.at) <= window;
     let benign_pair = now.country().is_some()
         && now.country() == last.country()
         && !now.category.is_anonymizer()

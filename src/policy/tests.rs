@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::*;
 use crate::fingerprint::{Ja4, Os, TlsClass, UaFamily, UserAgent};
 use crate::intel::{Asn, Category, CategorySource, Coordinates, Country, IocHits, NetInfo};
-use crate::session::record::{Client, Ja4Digest, Place, SessionRecord, UserBaseline};
+use crate::session::record::{Client, Ja4Digest, Moment, Place, SessionRecord, UserBaseline};
 
 const T0: u32 = 1_800_000_000;
 
@@ -75,15 +75,15 @@ fn bound_home(user: bool) -> (SessionRecord, UserBaseline) {
         previous: None,
         created: T0,
         user: user.then(|| Arc::from("alice")),
-        authenticated_at: Some(T0),
+        authenticated_at: Moment::at(T0),
         step_up_pending: false,
         bound_suspect: false,
         step_up_failures: 0,
         recent_addresses: [0; 4],
         owner_source: Default::default(),
         identify_at: 0,
-        proven: Default::default(),
-        device: None,
+        first_proven: None,
+        extra: None,
         lineage: None,
     };
     let mut baseline = UserBaseline::default();
@@ -95,7 +95,7 @@ fn judge(rec: Option<&SessionRecord>, baseline: Option<&UserBaseline>, ip_s: &st
     let policy = Policy::default();
     let obs = Observed { now: T0 + dt, ip: ip(ip_s), net: n, client, jwt_invalid: false };
     let signals = derive(&obs, rec, baseline, &policy);
-    evaluate(signals, &policy, None, rec.and_then(|r| r.authenticated_at), obs.now)
+    evaluate(signals, &policy, None, rec.and_then(|r| r.authenticated_at.get()), obs.now)
 }
 
 fn assert_below(v: Verdict, case: &str) {
@@ -135,7 +135,7 @@ fn benign_changes_stay_below_step_up() {
 
     // ...and back and forth within minutes: not "concurrent use".
     let mut flip = rec.clone();
-    flip.previous = Some(rec.last);
+    flip.previous = Some(rec.last.into());
     flip.last = Place::new(ip("198.51.100.7"), &mobile(), T0 + 60);
     let v = judge(Some(&flip), b, "192.0.2.10", &home(), chrome(150), 120);
     assert_below(v, "wifi/cellular alternation");
@@ -196,7 +196,7 @@ fn replay_shapes_reach_step_up() {
 
     // Alternating between home and a VPN within minutes.
     let mut busy = rec.clone();
-    busy.previous = Some(rec.last);
+    busy.previous = Some(rec.last.into());
     busy.last = Place::new(ip("127.0.2.9"), &mullvad(), T0 + 30);
     let v = judge(Some(&busy), b, "192.0.2.10", &home(), chrome(150), 60);
     assert_reaches(v, Action::StepUp, "concurrent use", &[Signal::ConcurrentUse]);
@@ -215,7 +215,7 @@ fn the_careful_thief_is_caught_with_lineage_and_missed_without() {
     let obs = Observed { now, ip: ip("192.0.2.77"), net: &home(), client: chrome(150), jwt_invalid: false };
     let context = derive(&obs, Some(&rec), Some(&base), &policy);
     assert!(context.is_empty(), "nothing about the context differs: {context}");
-    let off = evaluate(context, &policy, None, rec.authenticated_at, now);
+    let off = evaluate(context, &policy, None, rec.authenticated_at.get(), now);
     assert_eq!(off.action, Action::Allow, "missed with lineage off");
 
     // The victim's lineage: rotated since the theft, its current value back in use.
@@ -232,7 +232,7 @@ fn the_careful_thief_is_caught_with_lineage_and_missed_without() {
         let raised = signals::lineage(assess(Some(&victim), presented, now, &cfg).0);
         assert_eq!(raised, Some(signal), "{presented:?}");
         s.insert(signal);
-        let on = evaluate(s, &policy, None, rec.authenticated_at, now);
+        let on = evaluate(s, &policy, None, rec.authenticated_at.get(), now);
         assert_reaches(on, Action::StepUp, "the careful thief, lineage on", &[signal]);
         assert!(on.action < Action::Block, "a step-up, which the owner passes if it is them");
     }

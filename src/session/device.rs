@@ -45,7 +45,8 @@ pub struct DeviceKey {
 }
 
 /// The binding a registration made: read on every request of the session, so it sits in
-/// the record, behind one pointer (an unbound session pays 8 bytes).
+/// the record's out-of-line part (`record::Extra`), which an unbound session without
+/// step-ups does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceBinding {
     pub key: DeviceKey,

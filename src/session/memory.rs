@@ -94,7 +94,7 @@ impl MemoryStore {
     /// `history_lost`, never the first sight that would be offered a registration of
     /// its own. One past its absolute lifetime is over for the console too.
     fn bury(&self, key: &SessionKey, r: &SessionRecord, now: Secs) {
-        if r.device.is_some() && now.saturating_sub(r.created) <= self.limits.absolute_ttl {
+        if r.device().is_some() && now.saturating_sub(r.created) <= self.limits.absolute_ttl {
             self.tombstones.insert(key, Worth::Established);
         }
     }
@@ -104,9 +104,9 @@ impl MemoryStore {
     pub fn bind_device(&self, key: &SessionKey, binding: DeviceBinding, now: Secs) -> Bind {
         match self.sessions.get_mut(key) {
             Some(r) if self.expired(&r, now) => Bind::Gone,
-            Some(r) if r.device.is_some() => Bind::Kept,
+            Some(r) if r.device().is_some() => Bind::Kept,
             Some(mut r) => {
-                r.device = Some(Box::new(binding));
+                r.set_device(Some(binding));
                 Bind::Written
             }
             None => Bind::Gone,
@@ -139,13 +139,15 @@ impl MemoryStore {
             // lineage operations' own: what a judgement loaded may be a rotation behind.
             // A device binding is never taken away by a write: a judgement that loaded the
             // record before the key was registered writes back a record without it.
+            // (The binding lives in the record's shared part: carrying it over copies that
+            // part, on this rare path only.)
             Some(mut slot) => {
                 let lineage = slot.lineage;
-                let device = if record.device.is_none() { slot.device.take() } else { None };
+                let device = if record.device().is_none() { slot.device().cloned() } else { None };
                 **slot = record;
                 slot.lineage = lineage;
                 if device.is_some() {
-                    slot.device = device;
+                    slot.set_device(device);
                 }
                 None
             }
@@ -399,15 +401,15 @@ mod tests {
             previous: None,
             created,
             user: user.map(Arc::from),
-            authenticated_at: None,
+            authenticated_at: Default::default(),
             step_up_pending: false,
             bound_suspect: false,
             step_up_failures: 0,
             recent_addresses: [0; 4],
             owner_source: Default::default(),
             identify_at: 0,
-            proven: Default::default(),
-            device: None,
+            first_proven: None,
+            extra: None,
             lineage: None,
         }
     }
@@ -421,7 +423,7 @@ mod tests {
         store.store(key(1), record(100, 100, None), None);
         assert_eq!(store.bind_device(&key(1), binding(1), 100), Bind::Written);
         assert_eq!(store.bind_device(&key(1), binding(2), 100), Bind::Kept, "a racing registration does not replace it");
-        assert_eq!(store.load(&key(1), None, 100).record.and_then(|r| r.device).map(|d| d.key.bytes[0]), Some(1));
+        assert_eq!(store.load(&key(1), None, 100).record.and_then(|r| r.device().map(|d| d.key.bytes[0])), Some(1));
         // Idled out (limits: an hour), on a load and on a sweep alike: lost, not unknown.
         store.store(key(2), record(100, 100, None), None);
         store.bind_device(&key(2), binding(3), 100);
@@ -442,14 +444,14 @@ mod tests {
         store.store(key(1), stale.clone(), None);
         let mut bound = stale.clone();
         let device = DeviceBinding { key: DeviceKey { alg: DeviceAlg::Es256, bytes: vec![4; 64].into(), split: 32 }, registered: 101, demanded: 0 };
-        bound.device = Some(Box::new(device.clone()));
+        bound.set_device(Some(device.clone()));
         store.store(key(1), bound, None);
         // A request that loaded the record before the registration writes it back.
         let mut later = stale;
         later.last.at = 102;
         store.store(key(1), later, None);
         let now = store.load(&key(1), None, 102).record.unwrap();
-        assert_eq!(now.device.as_deref(), Some(&device), "the binding survives");
+        assert_eq!(now.device(), Some(&device), "the binding survives");
         assert_eq!(now.last.at, 102, "the rest of the write lands");
     }
 

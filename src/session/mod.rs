@@ -172,7 +172,7 @@ impl Store {
         match self {
             Store::Memory(m, _) => Ok(m.bind_device(&key, binding, now)),
             Store::Redis(r) => {
-                record.device = Some(Box::new(binding));
+                record.set_device(Some(binding));
                 Box::pin(r.bind_device(key, record, now)).await
             }
         }

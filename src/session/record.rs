@@ -1,10 +1,13 @@
 //! What tether remembers: per session, the context it was bound in and where it was last
 //! seen; per user, the networks, countries and clients they normally use.
 //!
-//! Kept small on purpose (a measured ~200 bytes per session): addresses and fingerprints
-//! are stored as the few bytes comparisons need, never as text.
+//! Kept small on purpose (184 bytes a record, about 245 bytes per session in the embedded
+//! store at a million sessions): addresses and fingerprints are stored as the few bytes
+//! comparisons need, never as text, and what few sessions have (proven contexts after
+//! step-ups, a device binding) lives out of line behind one shared pointer.
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use crate::fingerprint::{Ja4, TlsClass, UserAgent};
@@ -34,9 +37,10 @@ impl Prefix {
 }
 
 /// A short digest of a stable JA4 for equality tests (4 bytes instead of 36; a
-/// coincidence between two given fingerprints is a one-in-four-billion event).
+/// coincidence between two given fingerprints is a one-in-four-billion event). Never
+/// zero, so an absent one costs no extra bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ja4Digest(u32);
+pub struct Ja4Digest(NonZeroU32);
 
 impl Ja4Digest {
     pub fn of(ja4: &Ja4) -> Ja4Digest {
@@ -46,7 +50,31 @@ impl Ja4Digest {
             h ^= u32::from(*b);
             h = h.wrapping_mul(0x0100_0193);
         }
-        Ja4Digest(h)
+        Ja4Digest::from_bits(h)
+    }
+}
+
+/// A moment that may not have come: `Option<Secs>` in four bytes, zero standing for none
+/// (no session is authenticated in the epoch's first second; a claim that says so is as
+/// stale as none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moment(Option<NonZeroU32>);
+
+impl Moment {
+    pub const NEVER: Moment = Moment(None);
+
+    pub fn at(at: Secs) -> Moment {
+        Moment(NonZeroU32::new(at))
+    }
+
+    pub fn get(self) -> Option<Secs> {
+        self.0.map(NonZeroU32::get)
+    }
+}
+
+impl From<Option<Secs>> for Moment {
+    fn from(at: Option<Secs>) -> Moment {
+        at.map_or(Moment::NEVER, Moment::at)
     }
 }
 
@@ -117,6 +145,43 @@ fn stored_country(code: [u8; 2]) -> Option<Country> {
     std::str::from_utf8(&code).ok().and_then(Country::new)
 }
 
+/// Where a session was seen before its last sighting, for alternation: a [`Place`]
+/// without its location (20 bytes instead of 28), which nothing reads of an earlier
+/// network.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sighting {
+    pub prefix: Prefix,
+    asn: u32,
+    pub at: Secs,
+    country: [u8; 2],
+    pub category: Category,
+}
+
+impl Sighting {
+    pub fn of(place: &Place) -> Sighting {
+        Sighting { prefix: place.prefix, asn: place.asn, at: place.at, country: place.country, category: place.category }
+    }
+
+    /// The place it was, its location unknown.
+    pub fn place(&self) -> Place {
+        Place { prefix: self.prefix, asn: self.asn, category: self.category, country: self.country, lat: 0, lon: 0, accuracy_km: 0, at: self.at }
+    }
+
+    pub fn asn(&self) -> Option<Asn> {
+        stored_asn(self.asn)
+    }
+
+    pub fn country(&self) -> Option<Country> {
+        stored_country(self.country)
+    }
+}
+
+impl From<Place> for Sighting {
+    fn from(place: Place) -> Sighting {
+        Sighting::of(&place)
+    }
+}
+
 /// How the client presents itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Client {
@@ -125,7 +190,9 @@ pub struct Client {
     pub tls: TlsClass,
 }
 
-/// One session's memory.
+/// One session's memory: 184 bytes, so that with the allocator's 8-byte header it fills a
+/// 192-byte chunk (`a_record_stays_small` holds it there). Cloned on every load of the
+/// embedded store, so cloning never allocates: what is out of line is shared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRecord {
     /// Where the session was bound (first sight, or the last completed step-up).
@@ -133,11 +200,11 @@ pub struct SessionRecord {
     pub client: Client,
     /// Where it was last seen, and the network before that (for alternation).
     pub last: Place,
-    pub previous: Option<Place>,
+    pub previous: Option<Sighting>,
     pub created: Secs,
     pub user: Option<Arc<str>>,
     /// Latest proof of authentication: a verified `auth_time` or a completed step-up.
-    pub authenticated_at: Option<Secs>,
+    pub authenticated_at: Moment,
     /// Set when tether demanded a step-up in enforce mode; cleared only by one completing,
     /// so a thief cannot wait for a benign-looking request to slip through.
     pub step_up_pending: bool,
@@ -151,12 +218,13 @@ pub struct SessionRecord {
     pub owner_source: OwnerSource,
     /// When a silent identification was last attempted (0: never).
     pub identify_at: Secs,
-    /// Where the session was born and where it completed step-ups: returning to one of
-    /// them is not a change.
-    pub proven: Proven,
-    /// The device key the session is bound to (DBSC), once registered. Boxed: most
-    /// sessions have none, and an unbound one pays only the pointer.
-    pub device: Option<Box<DeviceBinding>>,
+    /// The first of the contexts the session was proven in, inline: most sessions have
+    /// one (a clean birth) and no other. Read and written through
+    /// [`SessionRecord::proven`], which sees them all.
+    pub first_proven: Option<ProvenContext>,
+    /// What few sessions have: further proven contexts and a device binding. Read and
+    /// written through the record's methods, which keep it `None` when empty.
+    pub extra: Option<Arc<Extra>>,
     /// The companion cookie's lineage (`[lineage]`), in the embedded store. Owned by the
     /// lineage operations ([`super::Store::swap_lineage`]): a record written back after
     /// a judgement never changes it, so a rotation made meanwhile is never undone.
@@ -221,8 +289,8 @@ pub fn name_owner(record: &mut SessionRecord, user: &Arc<str>, source: OwnerSour
             let previous = current.clone();
             record.user = Some(user.clone());
             record.owner_source = source;
-            record.proven = Proven::default();
-            record.authenticated_at = None;
+            record.set_proven(Proven::default());
+            record.authenticated_at = Moment::NEVER;
             OwnerChange::Overrode(previous)
         }
         Some(_) => OwnerChange::Refused(user.clone()),
@@ -286,7 +354,8 @@ impl ProvenContext {
 }
 
 /// A session's proven contexts: a few, each expiring; a new one takes the place of the
-/// same context or of the oldest. Fixed size, so copying a record never allocates.
+/// same context or of the oldest. A value: a record stores the first inline and the
+/// others out of line (see [`SessionRecord::proven`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Proven([Option<ProvenContext>; PROVEN_CONTEXTS]);
 
@@ -354,6 +423,66 @@ impl SessionRecord {
             self.recent_addresses[0] = tag;
         }
     }
+
+    /// Where the session was born and where it completed step-ups: returning to one of
+    /// them is not a change.
+    pub fn proven(&self) -> Proven {
+        let [second, third] = self.extra.as_ref().map_or([None; PROVEN_CONTEXTS - 1], |e| e.proven);
+        Proven([self.first_proven, second, third])
+    }
+
+    /// Records that the session was proven at `place` by a `tls` client.
+    pub fn prove(&mut self, place: &Place, tls: TlsClass) {
+        let mut proven = self.proven();
+        proven.add(place, tls);
+        self.set_proven(proven);
+    }
+
+    pub fn set_proven(&mut self, proven: Proven) {
+        let [first, rest @ ..] = proven.0;
+        self.first_proven = first;
+        // Most writes change only the first context (or nothing): the shared part is
+        // copied only when it changes.
+        if self.extra.as_ref().map_or([None; PROVEN_CONTEXTS - 1], |e| e.proven) != rest {
+            self.edit_extra(|e| e.proven = rest);
+        }
+    }
+
+    /// The device key the session is bound to (DBSC), once registered.
+    pub fn device(&self) -> Option<&DeviceBinding> {
+        self.extra.as_ref().and_then(|e| e.device.as_ref())
+    }
+
+    /// The binding to change in place (a demanded re-proof); copies the shared part if
+    /// another clone of the record holds it.
+    pub fn device_mut(&mut self) -> Option<&mut DeviceBinding> {
+        self.device()?;
+        self.extra.as_mut().and_then(|e| Arc::make_mut(e).device.as_mut())
+    }
+
+    pub fn set_device(&mut self, device: Option<DeviceBinding>) {
+        if device.is_some() || self.device().is_some() {
+            self.edit_extra(|e| e.device = device);
+        }
+    }
+
+    /// Copy-on-write: a clone of the record shares `extra` until one of them changes it.
+    fn edit_extra(&mut self, f: impl FnOnce(&mut Extra)) {
+        let extra = self.extra.get_or_insert_with(Default::default);
+        f(Arc::make_mut(extra));
+        if **extra == Extra::default() {
+            self.extra = None;
+        }
+    }
+}
+
+/// The part of a record few sessions have, out of line so that the others do not pay for
+/// it: proven contexts beyond the first (after step-ups) and the device binding
+/// (DBSC). Behind an `Arc`, so that cloning a record stays free of allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extra {
+    proven: [Option<ProvenContext>; PROVEN_CONTEXTS - 1],
+    device: Option<DeviceBinding>,
 }
 
 /// Bounds on a user's baseline; the oldest entry gives way to a new one.
@@ -495,11 +624,13 @@ impl Prefix {
 
 impl Ja4Digest {
     pub(crate) fn to_bits(self) -> u32 {
-        self.0
+        self.0.get()
     }
 
+    /// Zero (a digest no stored value carries) reads as one: a one-in-four-billion
+    /// coincidence between two fingerprints, as any other.
     pub(crate) fn from_bits(bits: u32) -> Ja4Digest {
-        Ja4Digest(bits)
+        Ja4Digest(NonZeroU32::new(bits).unwrap_or(NonZeroU32::MIN))
     }
 }
 
@@ -595,26 +726,26 @@ mod tests {
         ];
         let base = {
             let p = place_in("192.0.2.1", 64496, "SE", Category::Other, 1000);
-            let mut proven = Proven::default();
-            proven.add(&p, TlsClass::Browser);
-            SessionRecord {
+            let mut r = SessionRecord {
                 bound: p,
                 client: Client { ua: UserAgent::UNKNOWN, ja4: None, tls: TlsClass::Browser },
                 last: p,
                 previous: None,
                 created: 1000,
                 user: None,
-                authenticated_at: Some(1000),
+                authenticated_at: Moment::at(1000),
                 step_up_pending: false,
                 bound_suspect: false,
                 step_up_failures: 0,
                 recent_addresses: [0; RECENT_ADDRESSES],
                 owner_source: OwnerSource::Unknown,
                 identify_at: 0,
-                proven,
-                device: None,
+                first_proven: None,
+                extra: None,
                 lineage: None,
-            }
+            };
+            r.prove(&p, TlsClass::Browser);
+            r
         };
         for (before, before_source, named, by, after, after_source, change) in rows {
             let mut r = SessionRecord { user: before.cloned(), owner_source: before_source, ..base.clone() };
@@ -625,7 +756,7 @@ mod tests {
                 OwnerChange::Overrode(previous) => {
                     assert_eq!(Some(previous), before);
                     // Whatever was proven under the replaced owner is forgotten.
-                    assert_eq!((r.proven.iter().count(), r.authenticated_at), (0, None));
+                    assert_eq!((r.proven().iter().count(), r.authenticated_at), (0, Moment::NEVER));
                     "overrode"
                 }
                 OwnerChange::Refused(n) => {
@@ -689,9 +820,86 @@ mod tests {
         // The budget per tracked session (store overhead included) is 256 bytes, 320 at
         // most; the record itself is most of it.
         assert_eq!(std::mem::size_of::<Option<ProvenContext>>(), 20, "the category's niche holds the None");
-        assert_eq!(std::mem::size_of::<Proven>(), 60);
+        assert_eq!(std::mem::size_of::<Option<Sighting>>(), 20);
+        assert_eq!(std::mem::size_of::<Option<Ja4Digest>>(), 4);
+        assert_eq!(std::mem::size_of::<Moment>(), 4);
+        // 184 + the allocator's 8-byte header fills a 192-byte chunk; one byte more
+        // costs a 208-byte one.
         let size = std::mem::size_of::<SessionRecord>();
-        assert!(size <= 240, "{size} bytes");
+        assert!(size <= 184, "{size} bytes");
+        // The shared part, where a session has one: 16 bytes of counts + 72 in a 96-byte
+        // chunk (and the device key's bytes in their own).
+        assert!(std::mem::size_of::<Extra>() <= 72, "{} bytes", std::mem::size_of::<Extra>());
         eprintln!("SessionRecord: {size} bytes");
+    }
+
+    fn bound_record() -> SessionRecord {
+        let p = place_in("192.0.2.1", 64496, "SE", Category::Other, 1000);
+        SessionRecord {
+            bound: p,
+            client: Client { ua: UserAgent::UNKNOWN, ja4: None, tls: TlsClass::Browser },
+            last: p,
+            previous: None,
+            created: 1000,
+            user: None,
+            authenticated_at: Moment::NEVER,
+            step_up_pending: false,
+            bound_suspect: false,
+            step_up_failures: 0,
+            recent_addresses: [0; RECENT_ADDRESSES],
+            owner_source: OwnerSource::Unknown,
+            identify_at: 0,
+            first_proven: None,
+            extra: None,
+            lineage: None,
+        }
+    }
+
+    #[test]
+    fn a_record_keeps_one_proven_context_inline_and_the_rest_shared() {
+        let mut r = bound_record();
+        let birth = r.bound;
+        r.prove(&birth, TlsClass::Browser);
+        assert!(r.first_proven.is_some() && r.extra.is_none(), "a clean birth allocates nothing");
+        // A step-up elsewhere goes out of line; clones share it until one changes it.
+        r.prove(&place_in("198.51.100.7", 9009, "NL", Category::Vpn, 2000), TlsClass::Browser);
+        let copy = r.clone();
+        assert!(Arc::ptr_eq(r.extra.as_ref().unwrap(), copy.extra.as_ref().unwrap()));
+        r.prove(&place_in("203.0.113.1", 64601, "SE", Category::Other, 3000), TlsClass::Browser);
+        assert_eq!((r.proven().iter().count(), copy.proven().iter().count()), (3, 2), "copy-on-write");
+        // The set behaves as the value it is: the oldest gives way.
+        let mut expected = copy.proven();
+        expected.add(&place_in("203.0.113.1", 64601, "SE", Category::Other, 3000), TlsClass::Browser);
+        assert_eq!(r.proven(), expected);
+        r.prove(&place_in("203.0.114.1", 64602, "SE", Category::Other, 4000), TlsClass::Browser);
+        assert!(!r.proven().covers(&place_in("192.0.2.1", 64496, "SE", Category::Other, 4000), TlsClass::Browser), "birth was the oldest");
+        // Forgetting them all frees the shared part; a device binding keeps it alive.
+        r.set_proven(Proven::default());
+        assert_eq!((r.first_proven, r.extra.is_none()), (None, true));
+        use super::super::device::{DeviceAlg, DeviceKey};
+        let device = DeviceBinding { key: DeviceKey { alg: DeviceAlg::Es256, bytes: vec![1; 64].into(), split: 32 }, registered: 5, demanded: 0 };
+        r.set_device(Some(device.clone()));
+        r.prove(&place_in("192.0.2.1", 64496, "SE", Category::Other, 5000), TlsClass::Browser);
+        r.prove(&place_in("198.51.100.7", 9009, "NL", Category::Vpn, 5000), TlsClass::Browser);
+        r.set_proven(Proven::default());
+        assert_eq!(r.device(), Some(&device));
+        let shared = r.clone();
+        if let Some(d) = r.device_mut() {
+            d.demanded = 6;
+        }
+        assert_eq!((r.device().map(|d| d.demanded), shared.device().map(|d| d.demanded)), (Some(6), Some(0)));
+        r.set_device(None);
+        assert!(r.extra.is_none());
+    }
+
+    #[test]
+    fn an_earlier_network_keeps_what_alternation_reads() {
+        let home = place_in("192.0.2.1", 64496, "SE", Category::Other, 1000);
+        let s = Sighting::of(&home);
+        let back = s.place();
+        assert!(back.same_network(&home) && back.prefix == home.prefix && back.at == home.at);
+        assert_eq!((back.asn(), back.country(), back.category, back.location()), (home.asn(), home.country(), home.category, None));
+        assert_eq!(Ja4Digest::from_bits(0), Ja4Digest::from_bits(1));
+        assert_eq!((Moment::at(0), Moment::from(Some(7)).get()), (Moment::NEVER, Some(7)));
     }
 }

@@ -761,7 +761,7 @@ impl Inner {
         if let Some(r) = loaded.record.as_ref().filter(|r| now.saturating_sub(r.last.at) > l.idle_ttl || now.saturating_sub(r.created) > l.absolute_ttl) {
             // As the store script's `b:` mark says once Redis expires it: a bound session
             // that idled out is lost, not unknown.
-            loaded.history_lost |= r.device.is_some() && now.saturating_sub(r.created) <= l.absolute_ttl;
+            loaded.history_lost |= r.device().is_some() && now.saturating_sub(r.created) <= l.absolute_ttl;
             loaded.record = None;
         }
         loaded

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tether::fingerprint::{Os, TlsClass, UaFamily, UserAgent};
 use tether::intel::{Asn, Country, NetInfo};
-use tether::session::record::{Client, Place};
+use tether::session::record::{Client, Moment, Place};
 use tether::session::redis::{Invalidation, RedisConfig};
 use tether::session::{Secs, SessionKey, SessionRecord, Store, StoreError, StoreLimits, UserBaseline};
 
@@ -156,15 +156,15 @@ fn record(at: Secs, user: Option<&str>, country: &str) -> SessionRecord {
         previous: None,
         created: at,
         user: user.map(Arc::from),
-        authenticated_at: None,
+        authenticated_at: Default::default(),
         step_up_pending: false,
         bound_suspect: false,
         step_up_failures: 0,
         recent_addresses: [0; 4],
         owner_source: Default::default(),
         identify_at: 0,
-        proven: Default::default(),
-        device: None,
+        first_proven: None,
+        extra: None,
         lineage: None,
     }
 }
@@ -261,7 +261,7 @@ async fn a_step_up_demand_from_one_replica_survives_a_plain_request_at_the_other
     a.store(k, SessionRecord { step_up_pending: true, step_up_failures: 1, ..base.clone() }, None).await.unwrap();
     // ...while B, from what it loaded before, writes a plain request from another network.
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
-    let moved = SessionRecord { last: Place::new(ip, &NetInfo::unknown(), t0 + 1), previous: Some(stale.last), ..stale };
+    let moved = SessionRecord { last: Place::new(ip, &NetInfo::unknown(), t0 + 1), previous: Some(stale.last.into()), ..stale };
     b.store(k, moved, None).await.unwrap();
     let c = replica(&cfg).await;
     let now_ = c.load(&k, None, t0 + 1).await.unwrap().record.unwrap();
@@ -269,7 +269,7 @@ async fn a_step_up_demand_from_one_replica_survives_a_plain_request_at_the_other
     assert_eq!(now_.step_up_failures, 1, "and the failure count");
     assert_eq!(now_.last.at, t0 + 1, "the rest of B's write landed");
     // A completed step-up (a newer authentication) clears it.
-    let done = SessionRecord { authenticated_at: Some(t0 + 2), step_up_pending: false, step_up_failures: 0, ..now_ };
+    let done = SessionRecord { authenticated_at: Moment::at(t0 + 2), step_up_pending: false, step_up_failures: 0, ..now_ };
     b.store(k, done, None).await.unwrap();
     let cleared = replica(&cfg).await.load(&k, None, t0 + 2).await.unwrap().record.unwrap();
     assert!(!cleared.step_up_pending && cleared.step_up_failures == 0);
@@ -301,13 +301,15 @@ async fn a_device_binding_from_one_replica_survives_a_write_from_what_the_other_
     let base = record(t0, None, "SE");
     a.store(k, base.clone(), None).await.unwrap();
     let stale = b.load(&k, None, t0).await.unwrap().record.unwrap();
-    let device = Some(Box::new(DeviceBinding { key: DeviceKey { alg: DeviceAlg::Es256, bytes: vec![7; 64].into(), split: 32 }, registered: t0, demanded: 0 }));
-    a.store(k, SessionRecord { device: device.clone(), ..base }, None).await.unwrap();
+    let device = DeviceBinding { key: DeviceKey { alg: DeviceAlg::Es256, bytes: vec![7; 64].into(), split: 32 }, registered: t0, demanded: 0 };
+    let mut bound = base;
+    bound.set_device(Some(device.clone()));
+    a.store(k, bound, None).await.unwrap();
     // B, from what it loaded before the registration, writes a plain request.
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
     b.store(k, SessionRecord { last: Place::new(ip, &NetInfo::unknown(), t0 + 1), ..stale }, None).await.unwrap();
     let got = replica(&cfg).await.load(&k, None, t0 + 1).await.unwrap().record.unwrap();
-    assert_eq!(got.device, device, "once bound, bound: the key stands");
+    assert_eq!(got.device(), Some(&device), "once bound, bound: the key stands");
     assert_eq!(got.last.at, t0 + 1, "the rest of B's write landed");
 }
 
@@ -391,12 +393,13 @@ async fn of_two_registrations_racing_at_two_replicas_the_first_key_stays_and_out
     assert_eq!(a.bind_device(k, base, binding(1), t0).await.unwrap(), Bind::Written);
     assert_eq!(b.bind_device(k, seen_at_b, binding(2), t0).await.unwrap(), Bind::Kept, "the second registration is told it lost");
     let got = replica(&cfg).await.load(&k, None, t0).await.unwrap().record.unwrap();
-    assert_eq!(got.device.as_ref().map(|d| d.key.bytes[0]), Some(1), "the first key stands");
+    assert_eq!(got.device().map(|d| d.key.bytes[0]), Some(1), "the first key stands");
     // A demand recorded later is a write the binding allows.
-    let demanded = SessionRecord { device: Some(Box::new(DeviceBinding { demanded: t0 + 5, ..binding(1) })), ..got.clone() };
+    let mut demanded = got.clone();
+    demanded.set_device(Some(DeviceBinding { demanded: t0 + 5, ..binding(1) }));
     b.store(k, demanded, None).await.unwrap();
     let got = replica(&cfg).await.load(&k, None, t0).await.unwrap().record.unwrap();
-    assert_eq!(got.device.map(|d| (d.key.bytes[0], d.demanded)), Some((1, t0 + 5)));
+    assert_eq!(got.device().map(|d| (d.key.bytes[0], d.demanded)), Some((1, t0 + 5)));
     // Redis lets the bound session idle out: its cookie, back later, is a lost history.
     let mut conn = redis::Client::open(t.url.as_str()).unwrap().get_connection().unwrap();
     let _: i64 = redis::cmd("DEL").arg(format!("{}s:{}", cfg.key_prefix, k)).query(&mut conn).unwrap();

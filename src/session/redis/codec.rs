@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::fingerprint::{Os, TlsClass, UaFamily, UserAgent};
 use crate::intel::{Asn, Category, Coordinates, Country, NetInfo};
-use crate::session::record::{Client, Ja4Digest, OwnerSource, Place, Prefix, Proven, ProvenContext, Recent, PROVEN_CONTEXTS, RECENT_ADDRESSES};
+use crate::session::record::{Client, Ja4Digest, Moment, OwnerSource, Place, Prefix, Proven, ProvenContext, Recent, Sighting, PROVEN_CONTEXTS, RECENT_ADDRESSES};
 use crate::session::device::{DeviceAlg, DeviceBinding, DeviceKey, MAX_KEY_BYTES};
 use crate::session::lineage::{Digest, Lineage, DIGEST_LEN};
 use crate::session::{Secs, SessionRecord, UserBaseline};
@@ -269,7 +269,7 @@ fn place(r: &mut Reader<'_>) -> Result<Place, CodecError> {
 pub fn encode_record(r: &SessionRecord) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(128);
     let mut flags = 0;
-    if r.authenticated_at.is_some() {
+    if r.authenticated_at.get().is_some() {
         flags |= FLAG_AUTH;
     }
     if r.step_up_pending {
@@ -287,26 +287,28 @@ pub fn encode_record(r: &SessionRecord) -> Result<Vec<u8>, CodecError> {
     if r.user.is_some() {
         flags |= FLAG_USER;
     }
-    if r.device.is_some() {
+    if r.device().is_some() {
         flags |= FLAG_DEVICE;
     }
     out.push(RECORD_VERSION);
     out.extend_from_slice(&r.created.to_be_bytes());
-    out.extend_from_slice(&r.authenticated_at.unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&r.authenticated_at.get().unwrap_or(0).to_be_bytes());
     out.push(flags);
     out.push(r.step_up_failures);
     put_str(&mut out, r.user.as_deref().unwrap_or(""))?;
     put_client(&mut out, &r.client);
     put_place(&mut out, &r.bound);
     put_place(&mut out, &r.last);
+    // The earlier network is kept without its location: it is written as unknown, in
+    // the same layout.
     if let Some(p) = &r.previous {
-        put_place(&mut out, p);
+        put_place(&mut out, &p.place());
     }
     for a in r.recent_addresses {
         out.extend_from_slice(&a.to_be_bytes());
     }
     put_owner_and_proven(&mut out, r);
-    if let Some(d) = &r.device {
+    if let Some(d) = r.device() {
         put_device(&mut out, d)?;
     }
     Ok(out)
@@ -358,8 +360,9 @@ fn put_owner_and_proven(out: &mut Vec<u8>, r: &SessionRecord) {
     out.push(owner_code(r.owner_source));
     out.extend_from_slice(&r.identify_at.to_be_bytes());
     // invariant: PROVEN_CONTEXTS is a small constant, so the count fits a byte.
-    out.push(r.proven.iter().count() as u8);
-    for c in r.proven.iter() {
+    let proven = r.proven();
+    out.push(proven.iter().count() as u8);
+    for c in proven.iter() {
         let (prefix, asn, country) = c.parts();
         out.extend_from_slice(&prefix.to_be_bytes());
         out.extend_from_slice(&asn.to_be_bytes());
@@ -441,33 +444,37 @@ pub fn decode_record(buf: &[u8]) -> Result<SessionRecord, CodecError> {
     let client = client(&mut r, flags & FLAG_JA4 != 0)?;
     let bound = place(&mut r)?;
     let last = place(&mut r)?;
-    let previous = if flags & FLAG_PREVIOUS != 0 { Some(place(&mut r)?) } else { None };
+    let previous = if flags & FLAG_PREVIOUS != 0 { Some(Sighting::of(&place(&mut r)?)) } else { None };
     let mut recent_addresses = [0u32; RECENT_ADDRESSES];
     for a in &mut recent_addresses {
         *a = r.u32()?;
     }
     let (owner_source, identify_at, proven) = owner_and_proven(&mut r)?;
-    let device = if flags & FLAG_DEVICE != 0 { Some(Box::new(device(&mut r)?)) } else { None };
+    let device = if flags & FLAG_DEVICE != 0 { Some(device(&mut r)?) } else { None };
     r.end()?;
-    Ok(SessionRecord {
+    let mut record = SessionRecord {
         bound,
         client,
         last,
         previous,
         created,
         user,
-        authenticated_at: (flags & FLAG_AUTH != 0).then_some(auth),
+        // A zero time (flagged by an older replica) reads as never, as it compares.
+        authenticated_at: Moment::from((flags & FLAG_AUTH != 0).then_some(auth)),
         step_up_pending: flags & FLAG_PENDING != 0,
         bound_suspect: flags & FLAG_SUSPECT != 0,
         step_up_failures,
         recent_addresses,
         owner_source,
         identify_at,
-        proven,
-        device,
+        first_proven: None,
+        extra: None,
         // The shared store keeps a session's lineage under a key of its own.
         lineage: None,
-    })
+    };
+    record.set_proven(proven);
+    record.set_device(device);
+    Ok(record)
 }
 
 fn put_recent<T: Copy + PartialEq, const N: usize>(out: &mut Vec<u8>, r: &Recent<T, N>, mut item: impl FnMut(&mut Vec<u8>, &T)) {
@@ -598,36 +605,34 @@ mod tests {
             ja4: Some(Ja4Digest::from_bits(0xdead_beef)),
             tls: TlsClass::Browser,
         };
-        SessionRecord {
+        let mut r = SessionRecord {
             bound: place_at("2001:db8:1:2::1", &net, 1_700_000_000),
             client,
             last: place_at("192.0.2.10", &NetInfo::unknown(), 1_700_000_100),
-            previous: Some(place_at("198.51.100.7", &net, 1_700_000_050)),
+            previous: Some(Sighting::of(&place_at("198.51.100.7", &net, 1_700_000_050))),
             created: 1_700_000_000,
             user: Some(Arc::from("alice@example.com")),
-            authenticated_at: Some(1_700_000_001),
+            authenticated_at: Moment::at(1_700_000_001),
             step_up_pending: true,
             bound_suspect: false,
             step_up_failures: 2,
             recent_addresses: [7, 6, 0, 0],
             owner_source: OwnerSource::ResponseHeader,
             identify_at: 1_700_000_002,
-            proven: {
-                let mut p = Proven::default();
-                p.add(&place_at("2001:db8:1:2::1", &net, 1_700_000_000), TlsClass::Browser);
-                p.add(&place_at("192.0.2.10", &NetInfo { category: Category::Vpn, ..NetInfo::unknown() }, 1_700_000_100), TlsClass::Library);
-                p
-            },
-            device: None,
+            first_proven: None,
+            extra: None,
             lineage: None,
-        }
+        };
+        r.prove(&place_at("2001:db8:1:2::1", &net, 1_700_000_000), TlsClass::Browser);
+        r.prove(&place_at("192.0.2.10", &NetInfo { category: Category::Vpn, ..NetInfo::unknown() }, 1_700_000_100), TlsClass::Library);
+        r
     }
 
     fn sample_baseline() -> UserBaseline {
         let mut b = UserBaseline::default();
         let r = sample_record();
         b.learn(&r.bound, r.client);
-        b.learn(&r.previous.unwrap(), Client { ja4: None, ..r.client });
+        b.learn(&r.previous.unwrap().place(), Client { ja4: None, ..r.client });
         b
     }
 
@@ -639,12 +644,12 @@ mod tests {
         let bare = SessionRecord {
             previous: None,
             user: None,
-            authenticated_at: None,
+            authenticated_at: Moment::NEVER,
             step_up_pending: false,
             owner_source: OwnerSource::Unknown,
             identify_at: 0,
-            proven: Proven::default(),
-            device: None,
+            first_proven: None,
+            extra: None,
             ..r
         };
         let bytes = encode_record(&bare).unwrap();
@@ -659,9 +664,10 @@ mod tests {
         for n in tail_start + 1..full.len() {
             assert!(decode_record(&full[..n]).is_err(), "cut at {n} accepted");
         }
-        // Some(0) is not None.
-        let zero = SessionRecord { authenticated_at: Some(0), ..bare };
-        assert_eq!(decode_record(&encode_record(&zero).unwrap()).unwrap(), zero);
+        // A zero time flagged as present (no authentication is that old) reads as never.
+        let mut zero = encode_record(&bare).unwrap();
+        zero[9] |= FLAG_AUTH;
+        assert_eq!(decode_record(&zero).unwrap(), bare);
     }
 
     fn device_binding() -> Box<DeviceBinding> {
@@ -675,7 +681,8 @@ mod tests {
     #[test]
     fn device_bindings_round_trip_and_old_values_read_without_one() {
         let plain = sample_record();
-        let bound = SessionRecord { device: Some(device_binding()), ..plain.clone() };
+        let mut bound = plain.clone();
+        bound.set_device(Some(*device_binding()));
         let bytes = encode_record(&bound).unwrap();
         assert_eq!(decode_record(&bytes).unwrap(), bound);
         // The binding is the value's last part, and its last two bytes say how long it is.
@@ -683,7 +690,7 @@ mod tests {
         assert_eq!(tail, 1 + 4 + 4 + 2 + 2 + 64);
         let without = encode_record(&plain).unwrap();
         assert_eq!(&bytes[11..without.len()], &without[11..], "the binding only appends (and sets a flag)");
-        assert_eq!(decode_record(&without).unwrap().device, None);
+        assert_eq!(decode_record(&without).unwrap().device(), None);
         // Every cut inside the binding is refused, as is a flag without the binding.
         for n in without.len()..bytes.len() {
             assert!(decode_record(&bytes[..n]).is_err(), "cut at {n} accepted");
@@ -693,7 +700,9 @@ mod tests {
         assert!(decode_record(&lying).is_err());
         // An RSA key too long to keep is not encodable.
         let huge = DeviceBinding { key: DeviceKey { alg: DeviceAlg::Rs256, bytes: vec![1; MAX_KEY_BYTES + 1].into(), split: 3 }, ..*device_binding() };
-        assert_eq!(encode_record(&SessionRecord { device: Some(Box::new(huge)), ..plain }), Err(CodecError::TooLong));
+        let mut too_long = plain;
+        too_long.set_device(Some(huge));
+        assert_eq!(encode_record(&too_long), Err(CodecError::TooLong));
     }
 
     #[test]
