@@ -377,3 +377,38 @@ async fn read_proxy_header(tcp: &mut TcpStream, raw: &mut BytesMut) -> Result<Op
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(balance: &Balance) -> Vec<usize> {
+        balance.seated.iter().map(|n| n.load(Ordering::Relaxed)).collect()
+    }
+
+    #[test]
+    fn a_burst_accepted_by_one_worker_spreads_over_all() {
+        let (balance, _inboxes) = Balance::new(3);
+        // Worker 0 is the one awake: it accepts the whole burst.
+        let seats: Vec<Seat> = (0..9).map(|_| balance.seat(0)).collect();
+        assert_eq!(seats[0].worker, 0, "a tie keeps the connection where it was accepted");
+        assert_eq!(load(&balance), [3, 3, 3]);
+        // Whoever accepts, the next goes to the fewest.
+        let mut seats = seats;
+        seats.retain(|s| s.worker != 1);
+        assert_eq!(load(&balance), [3, 0, 3], "a closed connection gives up its seat");
+        let next: Vec<Seat> = (0..4).map(|_| balance.seat(2)).collect();
+        assert_eq!(next.iter().map(|s| s.worker).collect::<Vec<_>>(), [1, 1, 1, 2]);
+        assert_eq!(load(&balance), [3, 3, 4]);
+        drop((seats, next));
+        assert_eq!(load(&balance), [0, 0, 0]);
+    }
+
+    #[test]
+    fn one_worker_keeps_everything() {
+        let (balance, _inboxes) = Balance::new(1);
+        let seats: Vec<Seat> = (0..5).map(|_| balance.seat(0)).collect();
+        assert!(seats.iter().all(|s| s.worker == 0));
+        assert_eq!(load(&balance), [5]);
+    }
+}
