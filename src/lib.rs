@@ -40,10 +40,3 @@ pub mod stepup;
 pub mod upstream;
 pub mod watch;
 
-/// The allocator of the binary and of every test and benchmark alike, so that the memory
-/// figures they measure are the product's. mimalloc over glibc's malloc: its thread-local
-/// free lists cost about half as much on the request path (malloc and free were 2.4 % of
-/// the proxy's samples under load), and it keeps no per-allocation header, so a session
-/// record costs its size class and no more (see `benches/load/README.md`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -190,8 +190,8 @@ pub struct Client {
     pub tls: TlsClass,
 }
 
-/// One session's memory: 184 bytes, so that it fills the allocator's 192-byte size class
-/// (`a_record_stays_small` holds it there). Cloned on every load of the
+/// One session's memory: 184 bytes, so that with malloc's 8-byte header it fills a
+/// 192-byte chunk (`a_record_stays_small` holds it there). Cloned on every load of the
 /// embedded store, so cloning never allocates: what is out of line is shared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRecord {
@@ -823,12 +823,12 @@ mod tests {
         assert_eq!(std::mem::size_of::<Option<Sighting>>(), 20);
         assert_eq!(std::mem::size_of::<Option<Ja4Digest>>(), 4);
         assert_eq!(std::mem::size_of::<Moment>(), 4);
-        // 184 bytes fill mimalloc's 192-byte size class (and a 192-byte chunk with glibc's
-        // 8-byte header); a few bytes more cost a 224-byte class.
+        // 184 + malloc's 8-byte header fills a 192-byte chunk; one byte more costs a
+        // 208-byte one.
         let size = std::mem::size_of::<SessionRecord>();
         assert!(size <= 184, "{size} bytes");
         // The shared part, where a session has one: 16 bytes of counts + 72 in a 96-byte
-        // size class (and the device key's bytes in their own).
+        // chunk (and the device key's bytes in their own).
         assert!(std::mem::size_of::<Extra>() <= 72, "{} bytes", std::mem::size_of::<Extra>());
         eprintln!("SessionRecord: {size} bytes");
     }
