@@ -725,26 +725,9 @@ mod tests {
             (Some(&a), UserHeader, &b, ResponseHeader, "alice", UserHeader, "refused"),
         ];
         let base = {
-            let p = place_in("192.0.2.1", 64496, "SE", Category::Other, 1000);
-            let mut r = SessionRecord {
-                bound: p,
-                client: Client { ua: UserAgent::UNKNOWN, ja4: None, tls: TlsClass::Browser },
-                last: p,
-                previous: None,
-                created: 1000,
-                user: None,
-                authenticated_at: Moment::at(1000),
-                step_up_pending: false,
-                bound_suspect: false,
-                step_up_failures: 0,
-                recent_addresses: [0; RECENT_ADDRESSES],
-                owner_source: OwnerSource::Unknown,
-                identify_at: 0,
-                first_proven: None,
-                extra: None,
-                lineage: None,
-            };
-            r.prove(&p, TlsClass::Browser);
+            let mut r = SessionRecord { authenticated_at: Moment::at(1000), ..bound_record() };
+            let bound = r.bound;
+            r.prove(&bound, TlsClass::Browser);
             r
         };
         for (before, before_source, named, by, after, after_source, change) in rows {
