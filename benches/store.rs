@@ -23,24 +23,7 @@ fn record(at: u32) -> SessionRecord {
     let ip: IpAddr = "192.0.2.10".parse().unwrap();
     let net = NetInfo { asn: Some(Asn(64496)), country: Country::new("SE"), ..NetInfo::unknown() };
     let client = Client { ua: UserAgent { family: UaFamily::Chrome, major: 150, os: Os::Windows }, ja4: None, tls: TlsClass::Browser };
-    SessionRecord {
-        bound: Place::new(ip, &net, at),
-        client,
-        last: Place::new(ip, &net, at),
-        previous: None,
-        created: at,
-        user: Some(Arc::from("alice")),
-        authenticated_at: Default::default(),
-        step_up_pending: false,
-        bound_suspect: false,
-        step_up_failures: 0,
-        recent_addresses: [0; 4],
-        owner_source: Default::default(),
-        identify_at: 0,
-        first_proven: None,
-        extra: None,
-        lineage: None,
-    }
+    SessionRecord { user: Some(Arc::from("alice")), ..SessionRecord::new(Place::new(ip, &net, at), client) }
 }
 
 /// A private redis-server, killed when dropped.

@@ -17,7 +17,7 @@ use crate::session::credential::{self, Ambiguity, Credential};
 use crate::session::jwt::{JwksError, JwtOutcome, JwtVerifier, VerifiedClaims};
 use crate::session::key::HashKeyError;
 use crate::session::lineage::{self, Lineage, LineageConfig, Presented, Value};
-use crate::session::record::{address_tag, name_owner, Client, Ja4Digest, Moment, OwnerChange, OwnerSource, SessionRecord, Sighting, RECENT_ADDRESSES};
+use crate::session::record::{address_tag, name_owner, Client, Ja4Digest, Moment, OwnerChange, OwnerSource, SessionRecord, Sighting};
 use crate::session::redis::OnError;
 use crate::session::{Bind, HashKey, Loaded, Secs, SessionKey, Store, StoreError};
 use crate::dbsc::token::Bound;
@@ -653,24 +653,7 @@ impl Detector {
         let place = Observed { now: req.now, ip: req.ip, net: req.net, client, jwt_invalid: false }.place();
         let mut record = match loaded.record {
             Some(r) => r,
-            None => SessionRecord {
-                bound: place,
-                client,
-                last: place,
-                previous: None,
-                created: req.now,
-                user: proof.challenged_owner.cloned(),
-                authenticated_at: Moment::NEVER,
-                step_up_pending: false,
-                bound_suspect: false,
-                step_up_failures: 0,
-                recent_addresses: [0; RECENT_ADDRESSES],
-                owner_source: OwnerSource::Unknown,
-                identify_at: 0,
-                first_proven: None,
-                extra: None,
-                lineage: None,
-            },
+            None => SessionRecord { user: proof.challenged_owner.cloned(), ..SessionRecord::new(place, client) },
         };
         let owner = record.user.clone();
         let newly_owned = match (&owner, proof.user) {
@@ -765,26 +748,13 @@ fn next_record(prior: Option<&SessionRecord>, obs: &Observed<'_>, client: Client
     let tag = obs.address_tag();
     match prior {
         None => {
-            let mut recent = [0u32; RECENT_ADDRESSES];
-            recent[0] = tag;
             let mut record = SessionRecord {
-                bound: place,
-                client,
-                last: place,
-                previous: None,
-                created: obs.now,
-                user: None,
                 authenticated_at: authenticated_at.into(),
                 step_up_pending: demanded,
                 bound_suspect: demanded,
-                step_up_failures: 0,
-                recent_addresses: recent,
-                owner_source: OwnerSource::Unknown,
-                identify_at: 0,
-                first_proven: None,
-                extra: None,
-                lineage: None,
+                ..SessionRecord::new(place, client)
             };
+            record.recent_addresses[0] = tag;
             // Born in a context the policy (would have) allowed: that context is proven.
             if verdict.action < Action::StepUp {
                 record.prove(&place, client.tls);

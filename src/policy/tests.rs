@@ -68,24 +68,7 @@ fn ip(s: &str) -> IpAddr {
 fn bound_home(user: bool) -> (SessionRecord, UserBaseline) {
     let place = Place::new(ip("192.0.2.10"), &home(), T0);
     let client = chrome(150);
-    let rec = SessionRecord {
-        bound: place,
-        client,
-        last: place,
-        previous: None,
-        created: T0,
-        user: user.then(|| Arc::from("alice")),
-        authenticated_at: Moment::at(T0),
-        step_up_pending: false,
-        bound_suspect: false,
-        step_up_failures: 0,
-        recent_addresses: [0; 4],
-        owner_source: Default::default(),
-        identify_at: 0,
-        first_proven: None,
-        extra: None,
-        lineage: None,
-    };
+    let rec = SessionRecord { user: user.then(|| Arc::from("alice")), authenticated_at: Moment::at(T0), ..SessionRecord::new(place, client) };
     let mut baseline = UserBaseline::default();
     baseline.learn(&place, client);
     (rec, baseline)

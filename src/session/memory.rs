@@ -394,24 +394,7 @@ mod tests {
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
         let net = NetInfo::unknown();
         let client = Client { ua: UserAgent { family: UaFamily::Chrome, major: 150, os: Os::Windows }, ja4: None, tls: TlsClass::Browser };
-        SessionRecord {
-            bound: Place::new(ip, &net, created),
-            client,
-            last: Place::new(ip, &net, last),
-            previous: None,
-            created,
-            user: user.map(Arc::from),
-            authenticated_at: Default::default(),
-            step_up_pending: false,
-            bound_suspect: false,
-            step_up_failures: 0,
-            recent_addresses: [0; 4],
-            owner_source: Default::default(),
-            identify_at: 0,
-            first_proven: None,
-            extra: None,
-            lineage: None,
-        }
+        SessionRecord { last: Place::new(ip, &net, last), user: user.map(Arc::from), ..SessionRecord::new(Place::new(ip, &net, created), client) }
     }
 
     #[test]

@@ -413,6 +413,29 @@ pub fn address_tag(ip: IpAddr) -> u32 {
 }
 
 impl SessionRecord {
+    /// A session first seen at `place` by `client`: bound and last seen there, nothing
+    /// else known yet.
+    pub fn new(place: Place, client: Client) -> SessionRecord {
+        SessionRecord {
+            bound: place,
+            client,
+            last: place,
+            previous: None,
+            created: place.at,
+            user: None,
+            authenticated_at: Moment::NEVER,
+            step_up_pending: false,
+            bound_suspect: false,
+            step_up_failures: 0,
+            recent_addresses: [0; RECENT_ADDRESSES],
+            owner_source: OwnerSource::Unknown,
+            identify_at: 0,
+            first_proven: None,
+            extra: None,
+            lineage: None,
+        }
+    }
+
     pub fn knows_address(&self, tag: u32) -> bool {
         self.recent_addresses.contains(&tag)
     }
@@ -818,24 +841,7 @@ mod tests {
 
     fn bound_record() -> SessionRecord {
         let p = place_in("192.0.2.1", 64496, "SE", Category::Other, 1000);
-        SessionRecord {
-            bound: p,
-            client: Client { ua: UserAgent::UNKNOWN, ja4: None, tls: TlsClass::Browser },
-            last: p,
-            previous: None,
-            created: 1000,
-            user: None,
-            authenticated_at: Moment::NEVER,
-            step_up_pending: false,
-            bound_suspect: false,
-            step_up_failures: 0,
-            recent_addresses: [0; RECENT_ADDRESSES],
-            owner_source: OwnerSource::Unknown,
-            identify_at: 0,
-            first_proven: None,
-            extra: None,
-            lineage: None,
-        }
+        SessionRecord::new(p, Client { ua: UserAgent::UNKNOWN, ja4: None, tls: TlsClass::Browser })
     }
 
     #[test]

@@ -149,24 +149,7 @@ fn record(at: Secs, user: Option<&str>, country: &str) -> SessionRecord {
     let ip: IpAddr = "192.0.2.10".parse().unwrap();
     let net = NetInfo { asn: Some(Asn(64496)), country: Country::new(country), ..NetInfo::unknown() };
     let client = Client { ua: UserAgent { family: UaFamily::Chrome, major: 150, os: Os::Windows }, ja4: None, tls: TlsClass::Browser };
-    SessionRecord {
-        bound: Place::new(ip, &net, at),
-        client,
-        last: Place::new(ip, &net, at),
-        previous: None,
-        created: at,
-        user: user.map(Arc::from),
-        authenticated_at: Default::default(),
-        step_up_pending: false,
-        bound_suspect: false,
-        step_up_failures: 0,
-        recent_addresses: [0; 4],
-        owner_source: Default::default(),
-        identify_at: 0,
-        first_proven: None,
-        extra: None,
-        lineage: None,
-    }
+    SessionRecord { user: user.map(Arc::from), ..SessionRecord::new(Place::new(ip, &net, at), client) }
 }
 
 /// Polls `f` until it holds or `within` passes; returns how long it took.
